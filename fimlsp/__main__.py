@@ -1,0 +1,3 @@
+from fimlsp.cli import main
+
+raise SystemExit(main())

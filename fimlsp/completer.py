@@ -1,0 +1,224 @@
+"""The path of one completion: cursor → prompt → engine → clean text, with its timings.
+
+Shared by the LSP server and the `fimlsp complete` command so that both give the same answer for
+the same document and position. Everything here runs on the scheduler's worker thread, except
+`prompt_for`, which needs only the tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from fimlsp import postprocess
+from fimlsp.config import Settings
+from fimlsp.context import Cursor, split_at
+from fimlsp.engine import Generation
+from fimlsp.engine.local import LocalEngine
+from fimlsp.errors import ErrorKind, FimError
+from fimlsp.models import (
+    ModelSpec,
+    effective_window,
+    load_tokenizer,
+    read_config,
+    resolve_model,
+)
+from fimlsp.prompt import Prompt, build_prompt
+from fimlsp.scheduler import CancelToken
+
+log = logging.getLogger(__name__)
+
+MAX_DOCUMENT_CHARS = 8_000_000  # beyond this we answer nothing rather than slow the editor
+_RECENT = 64  # completions kept by prompt identity (undo, moving back and forth)
+
+
+@dataclass
+class Completion:
+    """One answer and the numbers that explain its latency."""
+
+    text: str
+    request_id: int
+    source: str = "model"  # "model" or "cache"
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    generated_tokens: int = 0
+    stop_reason: str = ""
+    total_ms: float = 0.0
+
+    def timings(self) -> dict[str, Any]:
+        fields = asdict(self)
+        fields["prefill_ms"] = round(self.prefill_ms, 1)
+        fields["decode_ms"] = round(self.decode_ms, 1)
+        fields["total_ms"] = round(self.total_ms, 1)
+        return fields
+
+    def log_line(self, where: str) -> str:
+        return (f"request {self.request_id} {where}: source={self.source} "
+                f"prompt={self.prompt_tokens} reused={self.reused_tokens} "
+                f"prefill={self.prefill_ms:.0f}ms decode={self.decode_ms:.0f}ms "
+                f"generated={self.generated_tokens} stop={self.stop_reason} "
+                f"total={self.total_ms:.0f}ms chars={len(self.text)}")
+
+
+@dataclass
+class Stats:
+    """Counters for `fimlsp.stats` and the editors' status lines; never leave the machine."""
+
+    requests: int = 0
+    answered_from_cache: int = 0
+    cancelled: int = 0
+    errors: int = 0
+    accepted: int = 0
+    accepted_chars: int = 0
+    partially_accepted: int = 0
+    last: dict[str, Any] = field(default_factory=dict)
+
+
+class Completer:
+    """Owns the tokenizer, the engine and the recent answers for one model."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.spec: ModelSpec | None = None
+        self.tokenizer: Tokenizer | None = None
+        self.window = 0
+        self.window_reason = ""
+        self.engine: LocalEngine | None = None
+        self.stats = Stats()
+        self._recent: OrderedDict[str, str] = OrderedDict()
+        self._ids = 0
+        self._lock = threading.Lock()
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def load_tokenizer(self) -> None:
+        """Resolves the model and loads what prompting needs (no weights): fast."""
+        s = self.settings
+        source = s.tokenizer
+        spec = resolve_model(s.model, s.template, source)
+        self.tokenizer = load_tokenizer(spec.tokenizer_source)
+        self.spec = spec
+        config = read_config(spec.source)
+        self.window, self.window_reason = effective_window(spec, config, s.context_window)
+
+    def load(self) -> None:
+        """Everything: tokenizer, then weights. Blocking; run it on the worker thread."""
+        if self.tokenizer is None:
+            self.load_tokenizer()
+        assert self.spec is not None
+        self.engine = LocalEngine.load(self.spec, self.settings)
+        config = getattr(self.engine.model, "config", None)
+        if config is not None:
+            self.window, self.window_reason = effective_window(
+                self.spec, config.to_dict(), self.settings.context_window)
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None
+
+    def next_id(self) -> int:
+        with self._lock:
+            self._ids += 1
+            return self._ids
+
+    # -- one request ------------------------------------------------------------------------
+
+    def cursor_for(self, text: str, line: int, character: int,
+                   encoding: str = "utf-16") -> Cursor:
+        if len(text) > MAX_DOCUMENT_CHARS:
+            raise FimError(ErrorKind.UNKNOWN_DOCUMENT,
+                           f"document too large ({len(text)} characters); not completing")
+        cursor = split_at(text, line, character, encoding)
+        around = cursor.prefix[-4096:] + cursor.suffix[:4096]
+        if "\x00" in around:
+            raise FimError(ErrorKind.UNKNOWN_DOCUMENT, "binary content near the cursor")
+        return cursor
+
+    def prompt_for(self, cursor: Cursor) -> Prompt:
+        if self.tokenizer is None or self.spec is None:
+            self.load_tokenizer()
+        assert self.tokenizer is not None and self.spec is not None
+        return build_prompt(self.tokenizer, self.spec.template, self.spec.order, cursor,
+                            self.window, self.settings.max_new_tokens)
+
+    def complete(self, key: str, cursor: Cursor, token: CancelToken | None = None,
+                 request_id: int | None = None) -> Completion:
+        """The cleaned suggestion for `cursor`; blocking, on the worker thread."""
+        started = time.perf_counter()
+        request_id = request_id if request_id is not None else self.next_id()
+        self.stats.requests += 1
+        prompt = self.prompt_for(cursor)
+        mode = postprocess.mode_for(cursor, self.settings.multiline)
+        identity = hashlib.blake2b(repr((prompt.ids, mode)).encode(), digest_size=16).hexdigest()
+        if identity in self._recent:
+            self._recent.move_to_end(identity)
+            self.stats.answered_from_cache += 1
+            result = Completion(self._recent[identity], request_id, "cache",
+                                prompt_tokens=len(prompt.ids), stop_reason="cache")
+        else:
+            generation = self._generate(key, prompt, mode, token or CancelToken())
+            text = postprocess.clean(self._decode(generation.ids), cursor, mode)
+            result = Completion(text, request_id, "model", len(prompt.ids),
+                                generation.reused_tokens, generation.prefill_ms,
+                                generation.decode_ms, len(generation.ids), generation.stop_reason)
+            if generation.interrupted:
+                self.stats.cancelled += 1
+            elif generation.stop_reason != "time":
+                self._remember(identity, text)
+        result.total_ms = (time.perf_counter() - started) * 1000
+        self.stats.last = result.timings()
+        return result
+
+    def _generate(self, key: str, prompt: Prompt, mode: str, token: CancelToken) -> Generation:
+        assert self.engine is not None and self.tokenizer is not None and self.spec is not None
+        stop_ids = {i for t in self.spec.template.stop
+                    if (i := self.tokenizer.token_to_id(t)) is not None}
+        generated: list[int] = []
+
+        def on_token(token_id: int) -> bool:
+            generated.append(token_id)
+            return postprocess.wants_stop(self._decode(generated), mode)
+
+        s = self.settings
+        return self.engine.generate(key, prompt.ids, max_new_tokens=s.max_new_tokens,
+                                    stop_ids=stop_ids, should_stop=token,
+                                    temperature=s.temperature, top_p=s.top_p, on_token=on_token)
+
+    def _decode(self, ids: list[int]) -> str:
+        assert self.tokenizer is not None
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _remember(self, identity: str, text: str) -> None:
+        self._recent[identity] = text
+        while len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+
+    # -- what the user did with it ----------------------------------------------------------
+
+    def accepted(self, text: str, partial: bool) -> None:
+        if partial:
+            self.stats.partially_accepted += 1
+        else:
+            self.stats.accepted += 1
+        self.stats.accepted_chars += len(text)
+
+    def stats_report(self) -> dict[str, Any]:
+        s = self.stats
+        return {**{k: s.last.get(k) for k in ("prompt_tokens", "reused_tokens", "prefill_ms",
+                                               "decode_ms", "generated_tokens", "source",
+                                               "total_ms")},
+                "requests": s.requests, "cancelled": s.cancelled,
+                "answered_from_cache": s.answered_from_cache, "errors": s.errors,
+                "accepted": s.accepted, "partially_accepted": s.partially_accepted,
+                "accepted_chars": s.accepted_chars,
+                "model": self.spec.name if self.spec else self.settings.model,
+                "ready": self.ready, "window": self.window}

@@ -1,0 +1,150 @@
+"""Settings, parsed once from whatever the client or the command line sends.
+
+Editors send options in their own spelling (VS Code settings are camelCase, Lua tables usually
+snake_case), sometimes nested under a `fimlsp` section, sometimes not. `parse_settings` accepts
+all of these and always returns a complete, typed `Settings` plus a list of warnings: a bad value
+is reported by key and replaced by its default, so a typo in a config file never stops the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+QUANTIZATIONS = ("none", "int8", "8bit", "4bit")
+MULTILINE = ("auto", "always", "never")
+LOG_LEVELS = ("error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every option the server understands, with its default.
+
+    `model` is a preset name, a hub id or a local directory; `template` names the FIM family for a
+    model the presets do not know. `context_window` overrides the window read from the model's
+    config (it can only shrink it: positions beyond what the model was trained on are garbage).
+    """
+
+    model: str = "tiny-starcoder"
+    template: str | None = None
+    tokenizer: str | None = None  # a directory or hub id, when it differs from the model's
+    device: str = "auto"
+    dtype: str = "auto"
+    quantization: str = "none"
+    threads: int | None = None
+    max_new_tokens: int = 64
+    context_window: int | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    time_budget_ms: int = 4000
+    multiline: str = "auto"
+    log_level: str = "info"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class ParsedSettings:
+    settings: Settings
+    warnings: list[str] = field(default_factory=list)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "device": DEVICES,
+    "dtype": DTYPES,
+    "quantization": QUANTIZATIONS,
+    "multiline": MULTILINE,
+    "log_level": LOG_LEVELS,
+}
+_RANGES: dict[str, tuple[float, float]] = {
+    "threads": (1, 1024),
+    "max_new_tokens": (1, 4096),
+    "context_window": (64, 1 << 20),
+    "temperature": (0.0, 5.0),
+    "top_p": (0.0, 1.0),
+    "time_budget_ms": (1, 600_000),
+}
+# Spellings clients commonly use for the same thing.
+_ALIASES = {"max_tokens": "max_new_tokens", "quantize": "quantization", "window": "context_window"}
+
+
+def _snake(key: str) -> str:
+    key = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower().replace("-", "_")
+    return _ALIASES.get(key, key)
+
+
+def _field_types() -> dict[str, str]:
+    return {f.name: str(f.type) for f in fields(Settings)}
+
+
+def _coerce(name: str, type_name: str, value: Any) -> Any:
+    """Converts one value, raising ValueError with a user-facing reason when it cannot."""
+    optional = "None" in type_name
+    if value is None or (optional and value == ""):
+        if optional:
+            return None
+        raise ValueError("must not be empty")
+    if type_name.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError("must be an integer")
+        try:
+            number = int(value) if not isinstance(value, float) or value.is_integer() else None
+        except ValueError:
+            number = None
+        if number is None:
+            raise ValueError("must be an integer")
+        value = number
+    elif type_name.startswith("float"):
+        if isinstance(value, bool):
+            raise ValueError("must be a number")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be a number") from None
+    elif type_name.startswith("str"):
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        value = value.strip()
+        if name in _CHOICES:
+            value = value.lower()
+            if value not in _CHOICES[name]:
+                raise ValueError(f"must be one of {', '.join(_CHOICES[name])}")
+    if name in _RANGES:
+        low, high = _RANGES[name]
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}")
+    return value
+
+
+def parse_settings(options: Any, base: Settings | None = None) -> ParsedSettings:
+    """Merges `options` over `base` (defaults when None).
+
+    A `{"fimlsp": {...}}` wrapper is unwrapped, keys may be camelCase or snake_case, and unknown
+    keys or invalid values each produce one warning naming the key; the rest still applies.
+    """
+    base = base or Settings()
+    if options is None:
+        return ParsedSettings(base)
+    if not isinstance(options, dict):
+        return ParsedSettings(base, [f"fimlsp options must be an object, got {type(options).__name__}"])
+    if isinstance(options.get("fimlsp"), dict):
+        options = options["fimlsp"]
+    types = _field_types()
+    changes: dict[str, Any] = {}
+    warnings: list[str] = []
+    for raw_key, value in options.items():
+        name = _snake(str(raw_key))
+        if name not in types:
+            warnings.append(f"fimlsp: unknown option '{raw_key}' ignored")
+            continue
+        try:
+            changes[name] = _coerce(name, types[name], value)
+        except ValueError as error:
+            default = getattr(base, name)
+            warnings.append(f"fimlsp: option '{raw_key}' {error} (got {value!r}); using {default!r}")
+    return ParsedSettings(base.replace(**changes), warnings)

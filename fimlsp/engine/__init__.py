@@ -1,0 +1,32 @@
+"""Engines turn prompt token ids into generated token ids.
+
+`local` runs a transformers model in this process with a KV cache kept across requests.
+The interface is deliberately small (ids in, ids out, timings) so a remote engine can sit beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# Returns why generation must stop now ("cancelled", "superseded", "time"), or None to go on.
+# Checked between prefill chunks and between tokens: the only places a forward pass can pause.
+StopCheck = Callable[[], "str | None"]
+# Receives each generated token id as soon as it is sampled (streaming, stop strings).
+TokenCallback = Callable[[int], bool]  # return True to stop after this token
+
+
+@dataclass
+class Generation:
+    """The result of one request, with the numbers every request log line carries."""
+
+    ids: list[int] = field(default_factory=list)  # generated, without the stop token
+    stop_reason: str = "max_tokens"  # eos | max_tokens | callback | cancelled | superseded | time
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens whose KV came from the previous request
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stop_reason in ("cancelled", "superseded")

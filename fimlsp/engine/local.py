@@ -1,0 +1,248 @@
+"""In-process inference: a transformers model, our own decode loop, and a KV cache that outlives
+the request.
+
+Why not `model.generate()`: it builds a fresh cache per call, so every keystroke would re-prefill
+thousands of tokens (seconds on a CPU). We keep one `Session` per document: the token ids whose
+keys/values sit in its `DynamicCache`. A new prompt shares a prefix with them (SPM prompts grow
+at the end while the user types), so we crop the cache to the longest common prefix and prefill
+only the rest. The loop is a chain of small steps, top-down: `generate` → `_prefill` →
+`_decode` → `_forward`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fimlsp.config import Settings
+from fimlsp.engine import Generation, StopCheck, TokenCallback
+from fimlsp.errors import ErrorKind, FimError
+from fimlsp.models import ModelSpec
+
+log = logging.getLogger(__name__)
+
+PREFILL_CHUNK = 256  # tokens per forward during prefill: bounds how long a cancel waits
+MAX_SESSIONS = 4  # documents whose caches we keep (LRU); one cache is ~50 MB for a 1B model at 2k
+
+
+@dataclass
+class Session:
+    """Token ids whose keys and values are in `cache`, position for position."""
+
+    ids: list[int]
+    cache: Any  # transformers DynamicCache
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FimError(ErrorKind.CONFIG, "device 'cuda' was asked for but no CUDA GPU is visible")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """fp32 on CPU: without AVX-512 bf16 the reduced types are several times slower there."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+_NOT_YET = {
+    "gpt_refact": "Refact-1.6B needs the native GPT-Refact implementation (not in this build)",
+}
+
+
+def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, torch.device]:
+    """`from_pretrained` on a hub id or local dir; remote code never runs."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr is the server's log, not a terminal
+
+    how = ("Pass --model with a preset, a hub id (downloaded once with `hf download ID`) or a "
+           "local directory holding config.json and the weights.")
+    try:
+        config = AutoConfig.from_pretrained(spec.source, trust_remote_code=False)
+    except Exception as error:
+        raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                       f"Cannot read the config of model '{spec.name}' ({spec.source}): "
+                       f"{_first_line(error)}. {how}") from None
+    if config.model_type in _NOT_YET:
+        raise FimError(ErrorKind.UNSUPPORTED, f"{_NOT_YET[config.model_type]}.")
+    if getattr(config, "auto_map", None) and config.model_type not in ("gpt_bigcode",):
+        raise FimError(ErrorKind.UNSUPPORTED,
+                       f"'{spec.name}' is a custom-code checkpoint ({config.model_type}); fimlsp "
+                       "never runs remote code. Use its transformers-native variant "
+                       "(e.g. bigcode/gpt_bigcode-santacoder).")
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False}
+    if settings.quantization in ("4bit", "8bit"):
+        if device.type != "cuda":
+            raise FimError(ErrorKind.CONFIG, f"quantization '{settings.quantization}' "
+                           "(bitsandbytes) needs a CUDA GPU; on CPU use 'int8'")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=settings.quantization == "4bit",
+            load_in_8bit=settings.quantization == "8bit",
+            bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+        kwargs["device_map"] = {"": device.index or 0}
+    if settings.threads and device.type == "cpu":
+        torch.set_num_threads(settings.threads)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(spec.source, **kwargs)
+    except Exception as error:
+        raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                       f"Cannot load the weights of model '{spec.name}' ({spec.source}): "
+                       f"{_first_line(error)}. {how}") from None
+    if "quantization_config" not in kwargs:
+        model.to(device)
+    if settings.quantization == "int8":
+        if device.type != "cpu":
+            raise FimError(ErrorKind.CONFIG, "quantization 'int8' is the CPU path; on CUDA use "
+                           "'8bit' or '4bit'")
+        # Dynamic int8 on nn.Linear measured fastest of the CPU int8 options (docs/design.md).
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    model.eval()
+    return model, device
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+class LocalEngine:
+    """One model, one worker thread (the scheduler's), many documents' caches."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device,
+                 max_sessions: int = MAX_SESSIONS, prefill_chunk: int = PREFILL_CHUNK) -> None:
+        self.model = model
+        self.device = device
+        self.max_sessions = max_sessions
+        self.prefill_chunk = prefill_chunk
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+
+    @classmethod
+    def load(cls, spec: ModelSpec, settings: Settings) -> LocalEngine:
+        model, device = load_model(spec, settings)
+        return cls(model, device)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def _session(self, key: str) -> Session:
+        from transformers import DynamicCache
+
+        session = self._sessions.pop(key, None)
+        if session is None:
+            session = Session(ids=[], cache=DynamicCache(config=self.model.config))
+        self._sessions[key] = session  # most recently used last
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+        return session
+
+    def drop_session(self, key: str) -> None:
+        self._sessions.pop(key, None)
+
+    @staticmethod
+    def _crop(session: Session, keep: int) -> None:
+        if keep < len(session.ids):
+            session.cache.crop(keep - len(session.ids))  # negative: tokens to remove
+            del session.ids[keep:]
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _forward(self, session: Session, ids: list[int]) -> torch.Tensor:
+        """Runs `ids` after what the session holds; returns the last position's logits [vocab]."""
+        start = len(session.ids)
+        input_ids = torch.tensor([ids], device=self.device)  # [1, n]
+        positions = torch.arange(start, start + len(ids), device=self.device)[None]  # [1, n]
+        out = self.model(input_ids=input_ids, past_key_values=session.cache,
+                         position_ids=positions, use_cache=True, logits_to_keep=1)
+        session.ids.extend(ids)
+        return out.logits[0, -1].float()  # [vocab]
+
+    def _prefill(self, session: Session, ids: list[int], should_stop: StopCheck
+                 ) -> tuple[torch.Tensor | None, str | None]:
+        """Feeds `ids` in chunks; stops early (cache stays valid for what was fed) on a signal."""
+        logits = None
+        for begin in range(0, len(ids), self.prefill_chunk):
+            reason = should_stop()
+            if reason:
+                return None, reason
+            logits = self._forward(session, ids[begin:begin + self.prefill_chunk])
+        return logits, None
+
+    def generate(self, key: str, prompt: list[int], *, max_new_tokens: int,
+                 stop_ids: set[int], should_stop: StopCheck = lambda: None,
+                 temperature: float = 0.0, top_p: float = 1.0,
+                 on_token: TokenCallback | None = None) -> Generation:
+        """Greedy (or sampled) continuation of `prompt`, reusing the document's cache."""
+        if not prompt:
+            raise ValueError("empty prompt")
+        session = self._session(key)
+        reused = min(common_prefix(session.ids, prompt), len(prompt) - 1)  # keep ≥1 to feed
+        self._crop(session, reused)
+        result = Generation(prompt_tokens=len(prompt), reused_tokens=reused)
+
+        started = time.perf_counter()
+        logits, reason = self._prefill(session, prompt[reused:], should_stop)
+        result.prefill_ms = (time.perf_counter() - started) * 1000
+        if logits is None:
+            result.stop_reason = reason or "cancelled"
+            return result
+
+        started = time.perf_counter()
+        result.stop_reason = self._decode(session, logits, result.ids, max_new_tokens, stop_ids,
+                                          should_stop, temperature, top_p, on_token)
+        result.decode_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    def _decode(self, session: Session, logits: torch.Tensor, out: list[int], max_new_tokens: int,
+                stop_ids: set[int], should_stop: StopCheck, temperature: float, top_p: float,
+                on_token: TokenCallback | None) -> str:
+        """Samples up to `max_new_tokens` into `out`; returns why it stopped."""
+        while True:
+            token = sample(logits, temperature, top_p)
+            if token in stop_ids:
+                return "eos"
+            out.append(token)
+            if on_token is not None and on_token(token):
+                return "callback"
+            if len(out) >= max_new_tokens:
+                return "max_tokens"
+            reason = should_stop()
+            if reason:
+                return reason
+            logits = self._forward(session, [token])
+
+
+def sample(logits: torch.Tensor, temperature: float, top_p: float) -> int:
+    """Greedy at temperature 0 (the default: completions should be reproducible)."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / temperature, dim=-1)  # [vocab]
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > top_p
+        sorted_probs[outside] = 0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1))

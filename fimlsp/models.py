@@ -1,0 +1,265 @@
+"""Model presets, FIM templates, and turning what the user named into something loadable.
+
+A model is named by a preset (`starcoderbase-1b`), a hub id (`bigcode/starcoderbase-1b`) or a
+local directory. Resolution never touches the network by itself: hub files are read from the
+local Hugging Face cache unless a loader is explicitly allowed to download.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from fimlsp.errors import ErrorKind, FimError
+
+
+@dataclass(frozen=True)
+class FimTemplate:
+    """Special tokens of one FIM family and the orders it was trained with.
+
+    `spm_style` says how the family writes suffix-prefix-middle: StarCoder's training code puts
+    `<pre><suf>S<mid>P` (the prefix token still first), FIM-NeoX writes `<suf>S<pre>P<mid>`.
+    """
+
+    name: str
+    prefix: str
+    suffix: str
+    middle: str
+    stop: tuple[str, ...]
+    orders: tuple[str, ...] = ("psm", "spm")
+    spm_style: str = "starcoder"
+    bos: str | None = None
+    file_sep: str | None = None
+    repo_name: str | None = None
+    filename: str | None = None
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        named = (self.prefix, self.suffix, self.middle, self.bos, self.file_sep, self.repo_name,
+                 self.filename)
+        return tuple(dict.fromkeys(t for t in (*named, *self.stop) if t))
+
+
+_STARCODER_STOP = ("<|endoftext|>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>",
+                   "<file_sep>", "<filename>", "<reponame>", "<empty_output>")
+
+TEMPLATES: dict[str, FimTemplate] = {
+    t.name: t
+    for t in (
+        FimTemplate("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", _STARCODER_STOP,
+                    filename="<filename>", repo_name="<reponame>"),
+        FimTemplate("santacoder", "<fim-prefix>", "<fim-suffix>", "<fim-middle>",
+                    ("<|endoftext|>", "<fim-prefix>", "<fim-suffix>", "<fim-middle>", "<fim-pad>")),
+        FimTemplate("fim-neox", "<|PRE|>", "<|SUF|>", "<|MID|>",
+                    ("<|endoftext|>", "<|PRE|>", "<|SUF|>", "<|MID|>"),
+                    orders=("spm",), spm_style="neox"),
+        FimTemplate("refact", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", _STARCODER_STOP),
+        FimTemplate("starcoder2", "<fim_prefix>", "<fim_suffix>", "<fim_middle>",
+                    _STARCODER_STOP, file_sep="<file_sep>", repo_name="<repo_name>"),
+        FimTemplate("qwen2.5-coder", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
+                    ("<|endoftext|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
+                     "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>", "<|im_end|>"),
+                    orders=("psm",), file_sep="<|file_sep|>", repo_name="<|repo_name|>"),
+        FimTemplate("deepseek-coder", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>",
+                    ("<｜end▁of▁sentence｜>", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>",
+                     "<|EOT|>"),
+                    orders=("psm",), bos="<｜begin▁of▁sentence｜>"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    hub_id: str
+    template: str
+    window: int
+    order: str = "psm"
+    params: str = ""
+    note: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("tiny-starcoder", "bigcode/tiny_starcoder_py", "starcoder", 8192, "spm", "164M",
+               "Python only; fast on any CPU"),
+        Preset("starcoderbase-1b", "bigcode/starcoderbase-1b", "starcoder", 8192, "spm", "1.1B"),
+        Preset("starcoder-15b", "bigcode/starcoder", "starcoder", 8192, "spm", "15.5B",
+               "needs a GPU; 4bit fits 12 GB"),
+        Preset("starcoder-gpteacher", "GeorgiaTechResearchInstitute/starcoder-gpteacher-code-instruct",
+               "starcoder", 8192, "spm", "15.5B", "needs a GPU"),
+        Preset("santacoder", "bigcode/gpt_bigcode-santacoder", "santacoder", 2048, "spm", "1.1B"),
+        Preset("fim-neox-1.3b", "CarperAI/FIM-NeoX-1.3B", "fim-neox", 2048, "spm", "1.4B",
+               "SPM only; its config may limit the window to 1024"),
+        Preset("refact-1.6b", "smallcloudai/Refact-1_6B-fim", "refact", 4096, "psm", "1.6B"),
+        Preset("starcoder2-3b", "bigcode/starcoder2-3b", "starcoder2", 16384, "psm", "3B"),
+        Preset("qwen2.5-coder-1.5b", "Qwen/Qwen2.5-Coder-1.5B", "qwen2.5-coder", 32768, "psm",
+               "1.5B"),
+        Preset("deepseek-coder-1.3b", "deepseek-ai/deepseek-coder-1.3b-base", "deepseek-coder",
+               16384, "psm", "1.3B"),
+    )
+}
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+_HOW_TO_FIX = ("Name the model with --model (or `model` in the client's options): a preset from "
+               "`fimlsp models`, a Hugging Face hub id such as bigcode/starcoderbase-1b, or a local "
+               "directory holding config.json, tokenizer.json and the weights.")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model: where its files are and how to prompt it."""
+
+    name: str
+    source: str  # hub id or absolute directory
+    is_local: bool
+    template: FimTemplate
+    order: str
+    preset: Preset | None
+    tokenizer_source: str
+
+
+def _local_dir(name: str) -> Path | None:
+    path = Path(name).expanduser()
+    return path.resolve() if path.is_dir() else None
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
+
+
+def cached_file(source: str, filename: str) -> Path | None:
+    """The file from a local dir, or from the HF cache for a hub id; never downloads."""
+    local = _local_dir(source)
+    if local is not None:
+        path = local / filename
+        return path if path.is_file() else None
+    if not _looks_like_hub_id(source):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(source, filename)
+    return Path(found) if isinstance(found, str) else None
+
+
+def weights_present(source: str) -> bool:
+    return any(cached_file(source, f) is not None for f in _WEIGHT_FILES)
+
+
+def read_config(source: str) -> dict[str, Any] | None:
+    path = cached_file(source, "config.json")
+    if path is None:
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def guess_template(tokenizer: Tokenizer) -> FimTemplate | None:
+    """Recognises the FIM family from the special tokens a vocabulary carries."""
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    for name in ("qwen2.5-coder", "deepseek-coder", "fim-neox", "santacoder"):
+        if TEMPLATES[name].prefix in vocab:
+            return TEMPLATES[name]
+    if "<fim_prefix>" in vocab:
+        return TEMPLATES["starcoder2" if "<file_sep>" in vocab else "starcoder"]
+    return None
+
+
+def load_tokenizer(source: str) -> Tokenizer:
+    """The fast tokenizer from a local dir or the HF cache (downloading only if allowed).
+
+    We use the `tokenizers` object directly rather than a transformers tokenizer: it loads in
+    milliseconds, and `encode_special_tokens` lets us encode document text that happens to contain
+    `<fim_prefix>` as plain text, so a user's file can never inject control tokens.
+    """
+    local = _local_dir(source)
+    try:
+        if local is not None:
+            path = local / "tokenizer.json"
+            if not path.is_file():
+                raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                               f"{local} has no tokenizer.json. {_HOW_TO_FIX}")
+        else:
+            from huggingface_hub import hf_hub_download
+
+            # The cache first: no network round trip (or retry storm when offline) when we have it.
+            path = cached_file(source, "tokenizer.json") or Path(
+                hf_hub_download(source, "tokenizer.json"))
+        tokenizer = Tokenizer.from_file(str(path))
+    except FimError:
+        raise
+    except Exception as error:
+        raise FimError(
+            ErrorKind.MODEL_UNAVAILABLE,
+            f"Could not load the tokenizer of '{source}': it is not in the local Hugging Face cache "
+            f"and could not be downloaded ({type(error).__name__}). Download it once "
+            f"(`hf download {source}`) where the hub is reachable. {_HOW_TO_FIX}",
+        ) from None
+    tokenizer.encode_special_tokens = True
+    return tokenizer
+
+
+def resolve_model(name: str, template: str | None = None, tokenizer: str | None = None,
+                  tokenizer_obj: Tokenizer | None = None) -> ModelSpec:
+    """Turns a preset name, hub id or directory into a `ModelSpec`.
+
+    The template comes from, in order: `template`, the preset, the special tokens in the model's
+    tokenizer. `tokenizer_obj` (already loaded) spares a second load when guessing.
+    """
+    if template is not None and template not in TEMPLATES:
+        raise FimError(ErrorKind.CONFIG,
+                       f"Unknown template '{template}'. Known: {', '.join(TEMPLATES)}.")
+    preset = PRESETS.get(name)
+    local = None if preset else _local_dir(name)
+    if preset is None and local is None:
+        preset = next((p for p in PRESETS.values() if p.hub_id == name), None)
+        if preset is None and not _looks_like_hub_id(name):
+            raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                           f"Unknown model '{name}': not a preset, a directory or a hub id. "
+                           + _HOW_TO_FIX)
+    source = preset.hub_id if preset else (str(local) if local else name)
+    tokenizer_source = tokenizer or source
+    chosen = TEMPLATES[template] if template else (TEMPLATES[preset.template] if preset else None)
+    if chosen is None:
+        tok = tokenizer_obj or load_tokenizer(tokenizer_source)
+        chosen = guess_template(tok)
+        if chosen is None:
+            raise FimError(ErrorKind.CONFIG,
+                           f"Cannot tell which FIM format '{name}' uses: its tokenizer has no FIM "
+                           f"tokens we know. Pass --template (one of {', '.join(TEMPLATES)}).")
+    order = preset.order if preset and preset.order in chosen.orders else chosen.orders[-1]
+    return ModelSpec(name=name, source=source, is_local=local is not None, template=chosen,
+                     order=order, preset=preset, tokenizer_source=tokenizer_source)
+
+
+def config_window(config: dict[str, Any] | None) -> int | None:
+    """The longest sequence the checkpoint's own config allows, if it says."""
+    if not config:
+        return None
+    for key in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        value = config.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def effective_window(spec: ModelSpec, config: dict[str, Any] | None,
+                     override: int | None) -> tuple[int, str]:
+    """The window to fill and why: the smallest of preset, loaded config and user override."""
+    candidates: list[tuple[int, str]] = []
+    if spec.preset:
+        candidates.append((spec.preset.window, f"preset {spec.preset.name}"))
+    limit = config_window(config)
+    if limit:
+        candidates.append((limit, "model config"))
+    if override:
+        candidates.append((override, "context_window option"))
+    if not candidates:
+        return 2048, "default"
+    return min(candidates, key=lambda c: c[0])

@@ -1,0 +1,167 @@
+"""FIM prompts that fit the model's window exactly, counted in the model's own tokens.
+
+The prompt is assembled from token ids, not from a string: each part (prefix, suffix) is
+tokenized on its own with special-token matching off, and the template's special tokens are
+inserted by id. That makes the count exact (what we count is what the model sees) and makes it
+impossible for document text to smuggle in a `<fim_middle>`.
+
+Only a character window around the cursor is ever tokenized, so the cost does not depend on the
+size of the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenizers import Tokenizer
+
+from fimlsp.context import Cursor
+from fimlsp.errors import ErrorKind, FimError
+from fimlsp.models import FimTemplate
+
+PREFIX_SHARE = 0.75  # of the budget, when both sides want more than they can have
+_CHARS_PER_TOKEN_GUESS = 4  # first character window; doubled until it holds enough tokens
+
+
+@dataclass(frozen=True)
+class Prompt:
+    ids: list[int]
+    text: str
+    format: str  # e.g. "starcoder/spm"
+    window: int
+    reserved: int  # tokens left free for the answer
+    prefix_tokens: int
+    suffix_tokens: int
+    prefix_chars: int  # how much of the document's prefix made it into the prompt
+    suffix_chars: int
+
+    def accounting(self) -> dict[str, object]:
+        return {"format": self.format, "window": self.window, "reserved": self.reserved,
+                "prompt_tokens": len(self.ids), "prefix_tokens": self.prefix_tokens,
+                "suffix_tokens": self.suffix_tokens}
+
+
+def special_id(tokenizer: Tokenizer, token: str) -> int:
+    token_id = tokenizer.token_to_id(token)
+    if token_id is None:
+        raise FimError(ErrorKind.CONFIG,
+                       f"The tokenizer has no '{token}' token: wrong --template for this model?")
+    return token_id
+
+
+def _encode(tokenizer: Tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    if not text:
+        return [], []
+    encoding = tokenizer.encode(text, add_special_tokens=False)
+    return encoding.ids, encoding.offsets
+
+
+def fit_tail(tokenizer: Tokenizer, text: str, budget: int) -> tuple[list[int], int]:
+    """The longest tail of `text` within `budget` tokens, starting at a line start when it can.
+
+    Returns its ids and its start offset in `text`.
+    """
+    if budget <= 0 or not text:
+        return [], len(text)
+    chars = budget * _CHARS_PER_TOKEN_GUESS
+    while True:
+        start = max(0, len(text) - chars)
+        ids, offsets = _encode(tokenizer, text[start:])
+        if len(ids) <= budget and start == 0:
+            return ids, 0
+        if len(ids) >= budget or start == 0:
+            break
+        chars *= 2
+    window = text[start:]
+    drop = len(ids) - budget  # tokens to lose at the front
+    while drop < len(offsets):
+        cut = offsets[drop][0]
+        newline = window.find("\n", max(cut - 1, 0))
+        if newline != -1 and newline + 1 < len(window):
+            cut = newline + 1  # whole lines only, unless the last line alone is too long
+        kept, _ = _encode(tokenizer, window[cut:])
+        if len(kept) <= budget:
+            return kept, start + cut
+        drop += len(kept) - budget
+    return [], len(text)
+
+
+def fit_head(tokenizer: Tokenizer, text: str, budget: int) -> tuple[list[int], int]:
+    """The longest head of `text` within `budget` tokens, ending at a line end when it can.
+
+    Returns its ids and its length in characters.
+    """
+    if budget <= 0 or not text:
+        return [], 0
+    chars = budget * _CHARS_PER_TOKEN_GUESS
+    while True:
+        end = min(len(text), chars)
+        ids, offsets = _encode(tokenizer, text[:end])
+        if len(ids) <= budget and end == len(text):
+            return ids, end
+        if len(ids) > budget or end == len(text):
+            break
+        chars *= 2
+    window = text[:end]
+    keep = budget
+    while keep > 0:
+        cut = offsets[keep][0] if keep < len(offsets) else len(window)
+        newline = window.rfind("\n", 0, cut)
+        if newline != -1:
+            cut = newline + 1
+        kept, _ = _encode(tokenizer, window[:cut])
+        if len(kept) <= budget:
+            return kept, cut
+        keep -= len(kept) - budget
+    return [], 0
+
+
+def _share(budget: int, prefix_need: int, suffix_need: int) -> tuple[int, int]:
+    """Splits the budget: 3:1 for prefix when both want more, else a side gives what it can spare."""
+    if prefix_need + suffix_need <= budget:
+        return prefix_need, suffix_need
+    suffix_share = budget - int(budget * PREFIX_SHARE)
+    if suffix_need <= suffix_share:
+        return budget - suffix_need, suffix_need
+    if prefix_need <= budget - suffix_share:
+        return prefix_need, budget - prefix_need
+    return budget - suffix_share, suffix_share
+
+
+def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor: Cursor,
+                 window: int, reserved: int) -> Prompt:
+    """The prompt for `cursor`, using at most `window - reserved` tokens."""
+    if order not in template.orders:
+        raise FimError(ErrorKind.CONFIG,
+                       f"{template.name} models were not trained with {order.upper()} prompts")
+    pre, suf, mid = (special_id(tokenizer, t) for t in
+                     (template.prefix, template.suffix, template.middle))
+    bos = [special_id(tokenizer, template.bos)] if template.bos else []
+    budget = window - reserved - 3 - len(bos)
+    if budget < 8:
+        raise FimError(ErrorKind.CONFIG,
+                       f"The window ({window} tokens) leaves no room for context after reserving "
+                       f"{reserved} for the answer; lower max_new_tokens or raise context_window.")
+    # How much each side could use, capped at the whole budget (cheap: windows are bounded).
+    prefix_need = len(fit_tail(tokenizer, cursor.prefix, budget)[0])
+    suffix_need = len(fit_head(tokenizer, cursor.suffix, budget)[0])
+    prefix_budget, suffix_budget = _share(budget, prefix_need, suffix_need)
+    prefix_ids, prefix_start = fit_tail(tokenizer, cursor.prefix, prefix_budget)
+    suffix_ids, suffix_end = fit_head(tokenizer, cursor.suffix, suffix_budget)
+    if order == "psm":
+        ids = [*bos, pre, *prefix_ids, suf, *suffix_ids, mid]
+    elif template.spm_style == "neox":
+        ids = [*bos, suf, *suffix_ids, pre, *prefix_ids, mid]
+    else:
+        ids = [*bos, pre, suf, *suffix_ids, mid, *prefix_ids]
+    return Prompt(
+        ids=ids,
+        text=tokenizer.decode(ids, skip_special_tokens=False),
+        format=f"{template.name}/{order}",
+        window=window,
+        reserved=reserved,
+        prefix_tokens=len(prefix_ids),
+        suffix_tokens=len(suffix_ids),
+        prefix_chars=len(cursor.prefix) - prefix_start,
+        suffix_chars=suffix_end,
+    )

@@ -1,0 +1,84 @@
+"""One worker thread owns the model; the newest request for a document wins.
+
+Model work (loading, prefill, decode) blocks for milliseconds to seconds, so it never runs on the
+event loop that reads LSP messages — otherwise a `$/cancelRequest` could not even be read while
+we decode. A torch forward cannot be interrupted, so cancellation is cooperative: each job gets a
+`CancelToken` that the engine checks between prefill chunks and between tokens.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class Cancelled(Exception):
+    """A job that was cancelled before it started."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CancelToken:
+    """Says why a job should stop: cancelled by the client, superseded, or out of time."""
+
+    def __init__(self, time_budget_s: float | None = None) -> None:
+        self._reason: str | None = None
+        self._deadline = time.monotonic() + time_budget_s if time_budget_s else None
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if self._reason is None:
+            self._reason = reason
+
+    def __call__(self) -> str | None:
+        if self._reason is not None:
+            return self._reason
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            return "time"
+        return None
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fimlsp-model")
+        self._latest: dict[str, CancelToken] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, key: str, job: Callable[[CancelToken], T],
+               time_budget_s: float | None = None) -> tuple[Future[T], CancelToken]:
+        """Queues `job` for document `key`, superseding that document's previous job."""
+        token = CancelToken(time_budget_s)
+        with self._lock:
+            previous = self._latest.get(key)
+            if previous is not None:
+                previous.cancel("superseded")
+            self._latest[key] = token
+
+        def run() -> T:
+            try:
+                reason = token()
+                if reason in ("cancelled", "superseded"):
+                    raise Cancelled(reason)
+                return job(token)
+            finally:
+                with self._lock:
+                    if self._latest.get(key) is token:
+                        del self._latest[key]
+
+        return self._pool.submit(run), token
+
+    def run(self, job: Callable[[], T]) -> Future[T]:
+        """Queues work that is not per document (loading a model) on the same thread."""
+        return self._pool.submit(job)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for token in self._latest.values():
+                token.cancel("cancelled")
+        self._pool.shutdown(wait=False, cancel_futures=True)

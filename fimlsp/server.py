@@ -1,0 +1,321 @@
+"""The language server: capabilities and thin handlers.
+
+Handlers only translate between LSP types and the completer. The work happens on the scheduler's
+worker thread; the event loop stays free to read the next keystroke or a `$/cancelRequest`.
+Errors are `FimError`s, turned into LSP answers in one place (`_answer_error`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import unquote
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+
+from fimlsp import __version__
+from fimlsp.completer import Completer, Completion
+from fimlsp.config import Settings, parse_settings
+from fimlsp.context import Cursor, split_at, units_len
+from fimlsp.errors import ErrorKind, FimError
+from fimlsp.scheduler import Cancelled, Scheduler
+
+log = logging.getLogger("fimlsp")
+
+CMD_ACCEPT = "fimlsp.accept"
+CMD_PARTIAL_ACCEPT = "fimlsp.partialAccept"
+CMD_STATS = "fimlsp.stats"
+# Settings that need the model reloaded when they change; the rest apply to the next request.
+_RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads")
+_WORD_TAIL = re.compile(r"[\w$]+$")
+
+
+class FimServer(LanguageServer):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("fimlsp", __version__)
+        self.settings = settings
+        self.completer = Completer(settings)
+        self.scheduler = Scheduler()
+        self.state = "idle"  # idle | loading | ready | failed
+        self.load_error = ""
+        self._shown: OrderedDict[int, str] = OrderedDict()  # request id → suggestion shown
+
+    # -- messages to the user ---------------------------------------------------------------
+
+    def log(self, message: str, level: int = logging.INFO, to_client: bool = True) -> None:
+        log.log(level, message)
+        if (to_client and self.settings.log_level == "debug") or level >= logging.WARNING:
+            kind = types.MessageType.Warning if level >= logging.WARNING else types.MessageType.Debug
+            self.window_log_message(types.LogMessageParams(type=kind, message=message))
+
+    def request_log(self, line: str) -> None:
+        """Every request's id and timings: stderr always, the client's log at debug level."""
+        log.info(line)
+        self.window_log_message(types.LogMessageParams(type=types.MessageType.Debug, message=line))
+
+    def warn_user(self, message: str) -> None:
+        log.warning(message)
+        self.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning,
+                                                         message=message))
+
+    @property
+    def encoding(self) -> str:
+        return str(self.server_capabilities.position_encoding or "utf-16")
+
+    # -- settings and model -----------------------------------------------------------------
+
+    def apply_options(self, options: Any) -> None:
+        parsed = parse_settings(options, self.settings)
+        for warning in parsed.warnings:
+            self.warn_user(warning)
+        old, self.settings = self.settings, parsed.settings
+        logging.getLogger("fimlsp").setLevel(self.settings.log_level.upper())
+        if any(getattr(old, k) != getattr(self.settings, k) for k in _RELOAD_KEYS):
+            self.completer = Completer(self.settings)
+            if self.state != "idle":
+                asyncio.ensure_future(self.load_model())
+        else:
+            self.completer.settings = self.settings
+            if self.completer.spec is not None:
+                from fimlsp.models import effective_window
+
+                config = getattr(getattr(self.completer.engine, "model", None), "config", None)
+                self.completer.window, self.completer.window_reason = effective_window(
+                    self.completer.spec, config.to_dict() if config else None,
+                    self.settings.context_window)
+
+    async def load_model(self) -> None:
+        """Loads on the worker thread with work-done progress; requests meanwhile get nothing."""
+        completer = self.completer
+        self.state, self.load_error = "loading", ""
+        name = self.settings.model
+        token = str(uuid.uuid4())
+        progress = bool(getattr(getattr(self.client_capabilities, "window", None),
+                                "work_done_progress", False))
+        if progress:
+            try:
+                await self.work_done_progress.create_async(token)
+                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                    title="fimlsp", message=f"loading {name}", cancellable=False))
+            except Exception:  # a client that refuses progress still gets a model
+                progress = False
+        started = time.perf_counter()
+        try:
+            await asyncio.wrap_future(self.scheduler.run(completer.load))
+        except FimError as error:
+            if completer is self.completer:
+                self.state, self.load_error = "failed", error.message
+                self.warn_user(f"fimlsp: {error.message}")
+        except Exception as error:  # a bug or a broken checkpoint: say it, keep serving
+            log.exception("model load failed")
+            if completer is self.completer:
+                self.state, self.load_error = "failed", f"{type(error).__name__}: {error}"
+                self.warn_user(f"fimlsp: loading {name} failed: {self.load_error}")
+        else:
+            if completer is self.completer:
+                self.state = "ready"
+                self.log(f"model {name} ready in {time.perf_counter() - started:.1f}s "
+                         f"(window {completer.window} from {completer.window_reason}, "
+                         f"format {completer.spec.template.name}/{completer.spec.order})"
+                         if completer.spec else f"model {name} ready")
+        finally:
+            if progress:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd(
+                    message=self.state if self.state != "failed" else "failed"))
+
+    # -- completion -------------------------------------------------------------------------
+
+    def cursor(self, uri: str, position: types.Position,
+               selected: types.SelectedCompletionInfo | None) -> Cursor:
+        document = self.workspace.text_documents.get(unquote(uri))
+        if document is None:
+            raise FimError(ErrorKind.UNKNOWN_DOCUMENT, f"{uri} was never opened (didOpen)")
+        text = document.source
+        cursor = self.completer.cursor_for(text, position.line, position.character, self.encoding)
+        if selected is not None:
+            # Complete as if the selected item were already inserted.
+            start = split_at(text, selected.range.start.line, selected.range.start.character,
+                             self.encoding)
+            end = split_at(text, selected.range.end.line, selected.range.end.character,
+                           self.encoding)
+            cursor = Cursor(start.prefix + selected.text, end.suffix, position.line,
+                            position.character)
+        return cursor
+
+    async def complete(self, uri: str, cursor: Cursor) -> Completion | None:
+        if self.state != "ready":
+            self.log(f"no completion: model {self.state}"
+                     + (f" ({self.load_error})" if self.load_error else ""), logging.DEBUG)
+            return None
+        completer = self.completer
+        request_id = completer.next_id()
+        future, token = self.scheduler.submit(
+            uri, lambda tok: completer.complete(uri, cursor, tok, request_id),
+            self.settings.time_budget_ms / 1000)
+        try:
+            result = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            token.cancel("cancelled")
+            self.request_log(f"request {request_id} {uri}: cancelled by the client")
+            raise
+        except Cancelled as cancelled:
+            completer.stats.cancelled += 1
+            self.request_log(f"request {request_id} {uri}: {cancelled.reason} before it started")
+            return None
+        self.request_log(result.log_line(uri))
+        if result.stop_reason in ("cancelled", "superseded") or not result.text:
+            return None
+        self._shown[result.request_id] = result.text
+        while len(self._shown) > 256:
+            self._shown.popitem(last=False)
+        return result
+
+    async def guarded(self, work: Any) -> Any:
+        """Runs a request's coroutine; FimErrors become LSP answers here and nowhere else."""
+        try:
+            return await work
+        except FimError as error:
+            return self._answer_error(error)
+
+    def _answer_error(self, error: FimError) -> None:
+        if error.kind is ErrorKind.INVALID_PARAMS:
+            raise JsonRpcInvalidParams(error.message)
+        self.completer.stats.errors += 1
+        self.log(f"no completion: {error.message}", logging.INFO)
+        return None
+
+    def accepted(self, args: tuple[Any, ...], partial: bool) -> None:
+        """Records what the user took; the text comes from what we showed, not from the client."""
+        request_id = args[0] if args else None
+        text = self._shown.get(request_id, "") if isinstance(request_id, int) else ""
+        if partial and len(args) > 1 and isinstance(args[1], int):
+            text = text[: args[1]]
+        self.completer.accepted(text, partial)
+
+
+def _item_command(result: Completion) -> types.Command:
+    return types.Command(title="fimlsp: accepted", command=CMD_ACCEPT,
+                         arguments=[result.request_id])
+
+
+def create_server(settings: Settings) -> FimServer:
+    server = FimServer(settings)
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: FimServer, params: types.InitializeParams) -> None:
+        ls.apply_options(params.initialization_options)
+        if params.process_id:
+            watch_parent(params.process_id)
+
+    @server.feature(types.INITIALIZED)
+    async def initialized(ls: FimServer, _params: types.InitializedParams) -> None:
+        await ls.load_model()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: FimServer,
+                                       params: types.DidChangeConfigurationParams) -> None:
+        options = params.settings
+        if not options and getattr(getattr(ls.client_capabilities, "workspace", None),
+                                   "configuration", False):
+            items = [types.ConfigurationItem(section="fimlsp")]
+            answer = await ls.workspace_configuration_async(types.ConfigurationParams(items=items))
+            options = answer[0] if answer else None
+        ls.apply_options(options)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: FimServer, params: types.DidCloseTextDocumentParams) -> None:
+        engine = ls.completer.engine
+        if engine is not None:
+            ls.scheduler.run(lambda: engine.drop_session(params.text_document.uri))
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: FimServer, params: types.InlineCompletionParams
+                                ) -> types.InlineCompletionList | None:
+        async def work() -> types.InlineCompletionList | None:
+            selected = params.context.selected_completion_info if params.context else None
+            uri = params.text_document.uri
+            result = await ls.complete(uri, ls.cursor(uri, params.position, selected))
+            if result is None:
+                return types.InlineCompletionList(items=[])
+            at = params.position
+            text, rng = result.text, types.Range(start=at, end=at)
+            if selected is not None:
+                text, rng = selected.text + text, selected.range
+            return types.InlineCompletionList(items=[types.InlineCompletionItem(
+                insert_text=text, range=rng, command=_item_command(result))])
+
+        return await ls.guarded(work())
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
+    async def completion(ls: FimServer, params: types.CompletionParams
+                         ) -> types.CompletionList | None:
+        async def work() -> types.CompletionList | None:
+            uri = params.text_document.uri
+            cursor = ls.cursor(uri, params.position, None)
+            result = await ls.complete(uri, cursor)
+            if result is None:
+                return types.CompletionList(is_incomplete=True, items=[])
+            # Replace the word being typed so clients filter on it and keep the item while the
+            # user types on.
+            word = _WORD_TAIL.search(cursor.line_prefix)
+            typed = word.group(0) if word else ""
+            start = types.Position(line=params.position.line, character=params.position.character
+                                   - units_len(typed, ls.encoding))
+            new_text = typed + result.text
+            first_line = new_text.strip().splitlines()[0] if new_text.strip() else new_text
+            item = types.CompletionItem(
+                label=first_line[:80], filter_text=new_text, sort_text="0",
+                kind=types.CompletionItemKind.Text, detail="fimlsp",
+                documentation=types.MarkupContent(kind=types.MarkupKind.PlainText,
+                                                  value=new_text),
+                insert_text_format=types.InsertTextFormat.PlainText,
+                text_edit=types.TextEdit(range=types.Range(start=start, end=params.position),
+                                         new_text=new_text),
+                command=_item_command(result))
+            return types.CompletionList(is_incomplete=True, items=[item])
+
+        return await ls.guarded(work())
+
+    @server.command(CMD_ACCEPT)
+    def accept(ls: FimServer, *args: Any) -> None:
+        ls.accepted(args, partial=False)
+
+    @server.command(CMD_PARTIAL_ACCEPT)
+    def partial_accept(ls: FimServer, *args: Any) -> None:
+        ls.accepted(args, partial=True)
+
+    @server.command(CMD_STATS)
+    def stats(ls: FimServer, *_args: Any) -> dict[str, Any]:
+        return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None}
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: FimServer, *_args: Any) -> None:
+        ls.scheduler.shutdown()
+
+    return server
+
+
+def watch_parent(pid: int, interval_s: float = 2.0) -> None:
+    """Exits when the editor that started us is gone, even if it left our pipes open."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                log.warning("parent process %d is gone; exiting", pid)
+                os._exit(0)
+            except PermissionError:
+                pass  # alive, owned by someone else
+
+    threading.Thread(target=watch, name="fimlsp-parent-watch", daemon=True).start()
