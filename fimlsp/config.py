@@ -131,7 +131,8 @@ def parse_settings(options: Any, base: Settings | None = None) -> ParsedSettings
     if options is None:
         return ParsedSettings(base)
     if not isinstance(options, dict):
-        return ParsedSettings(base, [f"fimlsp options must be an object, got {type(options).__name__}"])
+        kind = type(options).__name__
+        return ParsedSettings(base, [f"fimlsp options must be an object, got {kind}"])
     if isinstance(options.get("fimlsp"), dict):
         options = options["fimlsp"]
     types = _field_types()
@@ -146,5 +147,6 @@ def parse_settings(options: Any, base: Settings | None = None) -> ParsedSettings
             changes[name] = _coerce(name, types[name], value)
         except ValueError as error:
             default = getattr(base, name)
-            warnings.append(f"fimlsp: option '{raw_key}' {error} (got {value!r}); using {default!r}")
+            warnings.append(
+                f"fimlsp: option '{raw_key}' {error} (got {value!r}); using {default!r}")
     return ParsedSettings(base.replace(**changes), warnings)

@@ -91,8 +91,8 @@ PRESETS: dict[str, Preset] = {
         Preset("starcoderbase-1b", "bigcode/starcoderbase-1b", "starcoder", 8192, "spm", "1.1B"),
         Preset("starcoder-15b", "bigcode/starcoder", "starcoder", 8192, "spm", "15.5B",
                "needs a GPU; 4bit fits 12 GB"),
-        Preset("starcoder-gpteacher", "GeorgiaTechResearchInstitute/starcoder-gpteacher-code-instruct",
-               "starcoder", 8192, "spm", "15.5B", "needs a GPU"),
+        Preset("starcoder-gpteacher",
+               "GeorgiaTechResearchInstitute/starcoder-gpteacher-code-instruct", "starcoder", 8192, "spm", "15.5B", "needs a GPU"),
         Preset("santacoder", "bigcode/gpt_bigcode-santacoder", "santacoder", 2048, "spm", "1.1B"),
         Preset("fim-neox-1.3b", "CarperAI/FIM-NeoX-1.3B", "fim-neox", 2048, "spm", "1.4B",
                "SPM only; its config may limit the window to 1024"),
@@ -107,9 +107,9 @@ PRESETS: dict[str, Preset] = {
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
-_HOW_TO_FIX = ("Name the model with --model (or `model` in the client's options): a preset from "
-               "`fimlsp models`, a Hugging Face hub id such as bigcode/starcoderbase-1b, or a local "
-               "directory holding config.json, tokenizer.json and the weights.")
+_HOW_TO_FIX = ("Name the model with --model (or `model` in the client's options): a preset "
+               "from `fimlsp models`, a Hugging Face hub id such as bigcode/starcoderbase-1b, "
+               "or a local directory holding config.json, tokenizer.json and the weights.")
 
 
 @dataclass(frozen=True)
@@ -197,8 +197,8 @@ def load_tokenizer(source: str) -> Tokenizer:
     except Exception as error:
         raise FimError(
             ErrorKind.MODEL_UNAVAILABLE,
-            f"Could not load the tokenizer of '{source}': it is not in the local Hugging Face cache "
-            f"and could not be downloaded ({type(error).__name__}). Download it once "
+            f"Could not load the tokenizer of '{source}': it is not in the local Hugging Face "
+            f"cache and could not be downloaded ({type(error).__name__}). Download it once "
             f"(`hf download {source}`) where the hub is reachable. {_HOW_TO_FIX}",
         ) from None
     tokenizer.encode_special_tokens = True

@@ -46,10 +46,8 @@ def _cut_block(lines: list[str], cursor: Cursor) -> list[str]:
     """Keeps lines while they stay inside the block the cursor is in (or opens)."""
     current = cursor.line_prefix
     base = _indent(current) if current.strip() else len(current.expandtabs(4))
-    if current.strip() and _OPENS_BLOCK.search(current):
-        floor = base + 1  # the body must be indented deeper than the opening line
-    else:
-        floor = base
+    # After an opening line the body must be indented deeper than that line.
+    floor = base + 1 if current.strip() and _OPENS_BLOCK.search(current) else base
     kept = [lines[0]]
     for line in lines[1:]:
         if line.strip() and _indent(line) < floor:

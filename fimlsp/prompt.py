@@ -117,7 +117,8 @@ def fit_head(tokenizer: Tokenizer, text: str, budget: int) -> tuple[list[int], i
 
 
 def _share(budget: int, prefix_need: int, suffix_need: int) -> tuple[int, int]:
-    """Splits the budget: 3:1 for prefix when both want more, else a side gives what it can spare."""
+    """Splits the budget 3:1 for the prefix when both sides want more; else a side that needs
+    less than its share gives the rest to the other."""
     if prefix_need + suffix_need <= budget:
         return prefix_need, suffix_need
     suffix_share = budget - int(budget * PREFIX_SHARE)

@@ -34,6 +34,7 @@ log = logging.getLogger("fimlsp")
 CMD_ACCEPT = "fimlsp.accept"
 CMD_PARTIAL_ACCEPT = "fimlsp.partialAccept"
 CMD_STATS = "fimlsp.stats"
+CMD_PROMPT = "fimlsp.prompt"
 # Settings that need the model reloaded when they change; the rest apply to the next request.
 _RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads")
 _WORD_TAIL = re.compile(r"[\w$]+$")
@@ -48,13 +49,16 @@ class FimServer(LanguageServer):
         self.state = "idle"  # idle | loading | ready | failed
         self.load_error = ""
         self._shown: OrderedDict[int, str] = OrderedDict()  # request id → suggestion shown
+        self._loading: asyncio.Task[None] | None = None
 
     # -- messages to the user ---------------------------------------------------------------
 
-    def log(self, message: str, level: int = logging.INFO, to_client: bool = True) -> None:
+    def log(self, message: str, level: int = logging.INFO) -> None:
+        """stderr always; the client's log too at debug level, or for warnings."""
         log.log(level, message)
-        if (to_client and self.settings.log_level == "debug") or level >= logging.WARNING:
-            kind = types.MessageType.Warning if level >= logging.WARNING else types.MessageType.Debug
+        if self.settings.log_level == "debug" or level >= logging.WARNING:
+            warning = level >= logging.WARNING
+            kind = types.MessageType.Warning if warning else types.MessageType.Debug
             self.window_log_message(types.LogMessageParams(type=kind, message=message))
 
     def request_log(self, line: str) -> None:
@@ -82,7 +86,7 @@ class FimServer(LanguageServer):
         if any(getattr(old, k) != getattr(self.settings, k) for k in _RELOAD_KEYS):
             self.completer = Completer(self.settings)
             if self.state != "idle":
-                asyncio.ensure_future(self.load_model())
+                self._loading = asyncio.ensure_future(self.load_model())
         else:
             self.completer.settings = self.settings
             if self.completer.spec is not None:
@@ -296,6 +300,17 @@ def create_server(settings: Settings) -> FimServer:
     @server.command(CMD_STATS)
     def stats(ls: FimServer, *_args: Any) -> dict[str, Any]:
         return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None}
+
+    @server.command(CMD_PROMPT)
+    async def show_prompt(ls: FimServer, uri: str, position: dict[str, int]) -> Any:
+        """What the model would see at a position: for "show prompt" commands and debugging."""
+
+        async def work() -> dict[str, Any]:
+            pos = types.Position(line=int(position["line"]), character=int(position["character"]))
+            prompt = ls.completer.prompt_for(ls.cursor(uri, pos, None))
+            return {"text": prompt.text, "ids": prompt.ids, **prompt.accounting()}
+
+        return await ls.guarded(work())
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: FimServer, *_args: Any) -> None:

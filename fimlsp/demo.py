@@ -1,0 +1,161 @@
+"""`fimlsp demo`: the server as an editor sees it, completing a sample file.
+
+Starts `fimlsp serve` as a subprocess, speaks LSP to it over stdio with pygls's client exactly as
+an editor would (initialize, didOpen, inlineCompletion, didChange, fimlsp.stats), and prints each
+suggestion with its timings: a cold request, one after typing a character (KV cache reuse), and
+the same request again (answered from the completion cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+
+SAMPLE = '''import math
+
+
+def fibonacci(n: int) -> int:
+    """The n-th Fibonacci number."""
+    if n < 2:
+        return n
+    return 
+
+
+def is_prime(n: int) -> bool:
+    return n > 1 and all(n % d for d in range(2, math.isqrt(n) + 1))
+
+
+print(fibonacci(10), is_prime(97))
+'''
+CURSOR = types.Position(line=7, character=11)  # after "    return "
+REAL_MODELS = ("tiny-starcoder", "starcoderbase-1b", "santacoder", "starcoder2-3b",
+               "qwen2.5-coder-1.5b", "deepseek-coder-1.3b")
+
+
+def choose_model(model: str | None) -> tuple[str, str | None]:
+    """A model to demo and, when it is random, the note that says so plainly."""
+    from fimlsp.models import PRESETS, weights_present
+    from fimlsp.tiny import build_tiny_model, default_tiny_dir, shared_dir
+
+    if model:
+        return model, None
+    for name in REAL_MODELS:
+        if weights_present(PRESETS[name].hub_id):
+            return name, None
+    if shared_dir() is None:
+        raise SystemExit("fimlsp demo: no model weights are cached locally and shared/ (real "
+                         "configs and tokenizers) is not beside the repository to build a tiny "
+                         "one. Run `fimlsp demo --model <preset, hub id or directory>`.")
+    path = build_tiny_model(default_tiny_dir(), "tiny_starcoder_py")
+    note = ("No real model weights are cached on this machine, so this demo runs a tiny "
+            "random-weight model built from tiny_starcoder_py's real config (shrunk to 2 layers) "
+            "and the real StarCoder tokenizer. The suggestion TEXT IS MEANINGLESS; the protocol, "
+            "prompt, timings and cache reuse are real. Try `fimlsp demo --model <your model>`.")
+    return str(path), note
+
+
+async def _session(model: str) -> list[dict[str, Any]]:
+    from pygls.lsp.client import LanguageClient
+
+    client = LanguageClient("fimlsp-demo", "1")
+    loaded = asyncio.Event()
+    messages: list[str] = []
+
+    @client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
+    def _create(_params: Any) -> None:
+        return None
+
+    @client.feature(types.PROGRESS)
+    def _progress(params: types.ProgressParams) -> None:
+        if getattr(params.value, "kind", None) == "end" or (
+                isinstance(params.value, dict) and params.value.get("kind") == "end"):
+            loaded.set()
+
+    @client.feature(types.WINDOW_SHOW_MESSAGE)
+    def _show(params: types.ShowMessageParams) -> None:
+        messages.append(params.message)
+        print(f"server says: {params.message}", file=sys.stderr)
+
+    @client.feature(types.WINDOW_LOG_MESSAGE)
+    def _log(_params: types.LogMessageParams) -> None:
+        return None
+
+    await client.start_io(sys.executable, "-m", "fimlsp", "serve", "--model", model)
+    folder = Path(tempfile.mkdtemp(prefix="fimlsp-demo-"))
+    path = folder / "sample.py"
+    path.write_text(SAMPLE, encoding="utf-8")
+    uri = path.as_uri()
+    results: list[dict[str, Any]] = []
+    try:
+        await client.initialize_async(types.InitializeParams(
+            process_id=None, root_uri=folder.as_uri(),
+            capabilities=types.ClientCapabilities(
+                window=types.WindowClientCapabilities(work_done_progress=True)),
+            initialization_options={"maxNewTokens": 24}))
+        client.initialized(types.InitializedParams())
+        await asyncio.wait_for(loaded.wait(), timeout=600)
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1,
+                                                 text=SAMPLE)))
+
+        async def ask(label: str, position: types.Position) -> None:
+            answer = await client.text_document_inline_completion_async(
+                types.InlineCompletionParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri), position=position,
+                    context=types.InlineCompletionContext(
+                        trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+            items = answer.items if answer else []
+            text = items[0].insert_text if items else ""
+            stats = await client.workspace_execute_command_async(
+                types.ExecuteCommandParams(command="fimlsp.stats"))
+            results.append({"request": label, "suggestion": text, **dict(stats or {})})
+
+        await ask("cold: first request", CURSOR)
+        typed = "f"
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[types.TextDocumentContentChangePartial(
+                range=types.Range(start=CURSOR, end=CURSOR), text=typed)]))
+        after = types.Position(line=CURSOR.line, character=CURSOR.character + len(typed))
+        await ask(f"warm: after typing {typed!r}", after)
+        await ask("repeat: same position again", after)
+        await client.shutdown_async(None)
+        client.exit(None)
+    finally:
+        await client.stop()
+    if not results and messages:
+        raise SystemExit("fimlsp demo: " + messages[-1])
+    return results
+
+
+def run_demo(model: str | None = None, json_output: bool = False) -> int:
+    name, note = choose_model(model)
+    results = asyncio.run(_session(name))
+    if json_output:
+        print(json.dumps({"model": name, "random_weights": note is not None,
+                          "results": results}, ensure_ascii=False))
+        return 0
+    print(f"fimlsp demo: model {name}")
+    if note:
+        print(f"NOTE: {note}")
+    print(f"\nsample.py, cursor at line {CURSOR.line} character {CURSOR.character} "
+          "(0-based, marked ▮):")
+    lines = SAMPLE.splitlines()
+    for number, line in enumerate(lines[CURSOR.line - 4:CURSOR.line + 1], CURSOR.line - 4):
+        shown = line[:CURSOR.character] + "▮" + line[CURSOR.character:] if number == CURSOR.line \
+            else line
+        print(f"  {number:>3} | {shown}")
+    for r in results:
+        print(f"\n{r['request']}")
+        print(f"  suggestion: {r['suggestion']!r}")
+        print(f"  source={r.get('source')} prompt_tokens={r.get('prompt_tokens')} "
+              f"reused_tokens={r.get('reused_tokens')} prefill_ms={r.get('prefill_ms')} "
+              f"decode_ms={r.get('decode_ms')} generated_tokens={r.get('generated_tokens')} "
+              f"total_ms={r.get('total_ms')}")
+    return 0

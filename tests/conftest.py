@@ -1,0 +1,32 @@
+"""Shared fixtures: real tokenizers and tiny random-weight models built from real configs.
+
+Nothing downloads: HF_HUB_OFFLINE is set for the whole run, so a test that would reach for the
+hub fails fast instead of hanging on retries.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from fimlsp.tiny import build_tiny_model, shared_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    path = shared_dir()
+    if path is None:
+        pytest.fail("shared/ with real model configs and tokenizers not found; set FIMLSP_SHARED")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
+    """tiny_starcoder_py's real config shrunk to 2 layers × 64 wide, real StarCoder tokenizer."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-starcoder"), "tiny_starcoder_py",
+                            shared=shared)
