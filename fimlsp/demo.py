@@ -24,7 +24,7 @@ def fibonacci(n: int) -> int:
     """The n-th Fibonacci number."""
     if n < 2:
         return n
-    return 
+    return {cursor}
 
 
 def is_prime(n: int) -> bool:
@@ -32,7 +32,7 @@ def is_prime(n: int) -> bool:
 
 
 print(fibonacci(10), is_prime(97))
-'''
+'''.replace("{cursor}", "")  # the cursor sits after "return " (a trailing space)
 CURSOR = types.Position(line=7, character=11)  # after "    return "
 REAL_MODELS = ("tiny-starcoder", "starcoderbase-1b", "santacoder", "starcoder2-3b",
                "qwen2.5-coder-1.5b", "deepseek-coder-1.3b")
