@@ -137,6 +137,10 @@ class Completer:
         if len(text) > MAX_DOCUMENT_CHARS:
             raise FimError(ErrorKind.UNKNOWN_DOCUMENT,
                            f"document too large ({len(text)} characters); not completing")
+        if not text.isascii():
+            # Lone surrogates (a file that is not UTF-8, JSON "\udXXX" escapes) cannot be
+            # tokenized; U+FFFD keeps the length, so positions still line up.
+            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
         cursor = split_at(text, line, character, encoding)
         around = cursor.prefix[-4096:] + cursor.suffix[:4096]
         if "\x00" in around:
@@ -158,7 +162,9 @@ class Completer:
         self.stats.requests += 1
         prompt = self.prompt_for(cursor)
         mode = postprocess.mode_for(cursor, self.settings.multiline)
-        identity = hashlib.blake2b(repr((prompt.ids, mode)).encode(), digest_size=16).hexdigest()
+        s = self.settings  # generation settings are part of an answer's identity
+        key_parts = (prompt.ids, mode, s.max_new_tokens, s.temperature, s.top_p, s.multiline)
+        identity = hashlib.blake2b(repr(key_parts).encode(), digest_size=16).hexdigest()
         if identity in self._recent:
             self._recent.move_to_end(identity)
             self.stats.answered_from_cache += 1

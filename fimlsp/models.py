@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer
+from tokenizers import AddedToken, Tokenizer
 
 from fimlsp.errors import ErrorKind, FimError
 
@@ -202,8 +202,21 @@ def load_tokenizer(source: str) -> Tokenizer:
             f"cache and could not be downloaded ({type(error).__name__}). Download it once "
             f"(`hf download {source}`) where the hub is reachable. {_HOW_TO_FIX}",
         ) from None
+    _mark_control_tokens(tokenizer)
     tokenizer.encode_special_tokens = True
     return tokenizer
+
+
+def _mark_control_tokens(tokenizer: Tokenizer) -> None:
+    """Some vocabularies (FIM-NeoX, Qwen2.5) register their FIM tokens as non-special added
+    tokens, which `encode_special_tokens` does not cover: a literal `<|MID|>` in a file would
+    still become the control token. Re-register every template token as special."""
+    control = {t for template in TEMPLATES.values() for t in template.special_tokens}
+    loose = [t.content for t in tokenizer.get_added_tokens_decoder().values()
+             if t.content in control and not t.special]
+    if loose:
+        tokenizer.add_special_tokens(
+            [AddedToken(content, special=True, normalized=False) for content in loose])
 
 
 def resolve_model(name: str, template: str | None = None, tokenizer: str | None = None,

@@ -34,8 +34,7 @@ def wants_stop(text: str, mode: str) -> bool:
     """Early stop while streaming: a single-line answer is done at its first line break."""
     if mode != "single":
         return False
-    first_break = text.find("\n")
-    return first_break != -1 and bool(text[:first_break].strip() or text[first_break + 1:].strip())
+    return "\n" in text.lstrip(" \t\r\n")
 
 
 def _indent(line: str) -> int:
@@ -73,21 +72,34 @@ def _drop_suffix_overlap(lines: list[str], suffix: str) -> list[str]:
     return lines
 
 
+def _drop_rest_of_line(line: str, rest: str) -> str:
+    """The model often writes out what already follows the cursor (`x, a, b)` before `a, b)`)."""
+    if not rest.strip():
+        return line
+    for tail in (rest.rstrip(), rest.strip()):
+        if line.rstrip().endswith(tail):
+            return line.rstrip()[: -len(tail)]
+    return line
+
+
 def clean(text: str, cursor: Cursor, mode: str) -> str:
     """The suggestion to insert at the cursor, or '' when there is nothing worth showing."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
+    rest = cursor.line_suffix
     if mode == "single":
-        # A single-line answer may start with the line break when the cursor is at a line's end
-        # and nothing follows it; otherwise it is the rest of the current line.
-        lines = lines[:1]
-        rest = cursor.line_suffix
-        if rest.strip() and lines[0].rstrip().endswith(rest.strip()):
-            lines[0] = lines[0].rstrip()[: -len(rest.strip())]
+        if not rest.strip() and len(lines) > 1 and not lines[0].strip():
+            lines = lines[:2]  # at a line's end the one line may be the next one
+        else:
+            lines = [_drop_rest_of_line(lines[0], rest)]
     else:
         lines = _cut_block(lines, cursor)
         lines = _drop_suffix_overlap(lines, cursor.suffix)
-    lines = [ln.rstrip() for ln in lines]
+    if not lines:
+        return ""
+    # No trailing whitespace, except before text that follows the cursor on its line.
+    lines = [ln.rstrip() for ln in lines[:-1]] + [
+        lines[-1] if rest.strip() and len(lines) == 1 else lines[-1].rstrip()]
     result = "\n".join(lines)
     if not result.strip():
         return ""

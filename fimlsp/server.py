@@ -16,7 +16,6 @@ import time
 import uuid
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
@@ -26,6 +25,7 @@ from fimlsp import __version__
 from fimlsp.completer import Completer, Completion
 from fimlsp.config import Settings, parse_settings
 from fimlsp.context import Cursor, split_at, units_len
+from fimlsp.documents import Documents
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.scheduler import Cancelled, Scheduler
 
@@ -46,6 +46,7 @@ class FimServer(LanguageServer):
         self.settings = settings
         self.completer = Completer(settings)
         self.scheduler = Scheduler()
+        self.documents = Documents()
         self.state = "idle"  # idle | loading | ready | failed
         self.load_error = ""
         self._shown: OrderedDict[int, str] = OrderedDict()  # request id → suggestion shown
@@ -140,10 +141,9 @@ class FimServer(LanguageServer):
 
     def cursor(self, uri: str, position: types.Position,
                selected: types.SelectedCompletionInfo | None) -> Cursor:
-        document = self.workspace.text_documents.get(unquote(uri))
-        if document is None:
+        text = self.documents.get(uri)
+        if text is None:
             raise FimError(ErrorKind.UNKNOWN_DOCUMENT, f"{uri} was never opened (didOpen)")
-        text = document.source
         cursor = self.completer.cursor_for(text, position.line, position.character, self.encoding)
         if selected is not None:
             # Complete as if the selected item were already inserted.
@@ -169,6 +169,9 @@ class FimServer(LanguageServer):
             result = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             token.cancel("cancelled")
+            # If the job had not started, the worker raises Cancelled into a future nobody awaits.
+            future.add_done_callback(lambda f: f.cancelled() or (isinstance(
+                f.exception(), Cancelled) and self._count_cancelled(completer)))
             self.request_log(f"request {request_id} {uri}: cancelled by the client")
             raise
         except Cancelled as cancelled:
@@ -183,19 +186,21 @@ class FimServer(LanguageServer):
             self._shown.popitem(last=False)
         return result
 
-    async def guarded(self, work: Any) -> Any:
-        """Runs a request's coroutine; FimErrors become LSP answers here and nowhere else."""
+    @staticmethod
+    def _count_cancelled(completer: Completer) -> None:
+        completer.stats.cancelled += 1
+
+    async def guarded(self, work: Any, empty: Any = None) -> Any:
+        """Runs a request's coroutine; FimErrors become LSP answers here and nowhere else:
+        INVALID_PARAMS is the client's bug and gets -32602, the rest a log line and `empty`."""
         try:
             return await work
         except FimError as error:
-            return self._answer_error(error)
-
-    def _answer_error(self, error: FimError) -> None:
-        if error.kind is ErrorKind.INVALID_PARAMS:
-            raise JsonRpcInvalidParams(error.message)
-        self.completer.stats.errors += 1
-        self.log(f"no completion: {error.message}", logging.INFO)
-        return None
+            if error.kind is ErrorKind.INVALID_PARAMS:
+                raise JsonRpcInvalidParams(error.message) from None
+            self.completer.stats.errors += 1
+            self.log(f"no completion: {error.message}", logging.INFO)
+            return empty
 
     def accepted(self, args: tuple[Any, ...], partial: bool) -> None:
         """Records what the user took; the text comes from what we showed, not from the client."""
@@ -235,8 +240,17 @@ def create_server(settings: Settings) -> FimServer:
             options = answer[0] if answer else None
         ls.apply_options(options)
 
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: FimServer, params: types.DidOpenTextDocumentParams) -> None:
+        ls.documents.open(params.text_document.uri, params.text_document.text)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: FimServer, params: types.DidChangeTextDocumentParams) -> None:
+        ls.documents.change(params.text_document.uri, params.content_changes, ls.encoding)
+
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: FimServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.documents.close(params.text_document.uri)
         engine = ls.completer.engine
         if engine is not None:
             ls.scheduler.run(lambda: engine.drop_session(params.text_document.uri))
@@ -249,7 +263,7 @@ def create_server(settings: Settings) -> FimServer:
             uri = params.text_document.uri
             result = await ls.complete(uri, ls.cursor(uri, params.position, selected))
             if result is None:
-                return types.InlineCompletionList(items=[])
+                return empty
             at = params.position
             text, rng = result.text, types.Range(start=at, end=at)
             if selected is not None:
@@ -257,7 +271,8 @@ def create_server(settings: Settings) -> FimServer:
             return types.InlineCompletionList(items=[types.InlineCompletionItem(
                 insert_text=text, range=rng, command=_item_command(result))])
 
-        return await ls.guarded(work())
+        empty = types.InlineCompletionList(items=[])
+        return await ls.guarded(work(), empty)
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
     async def completion(ls: FimServer, params: types.CompletionParams
@@ -267,7 +282,7 @@ def create_server(settings: Settings) -> FimServer:
             cursor = ls.cursor(uri, params.position, None)
             result = await ls.complete(uri, cursor)
             if result is None:
-                return types.CompletionList(is_incomplete=True, items=[])
+                return empty
             # Replace the word being typed so clients filter on it and keep the item while the
             # user types on.
             word = _WORD_TAIL.search(cursor.line_prefix)
@@ -287,7 +302,8 @@ def create_server(settings: Settings) -> FimServer:
                 command=_item_command(result))
             return types.CompletionList(is_incomplete=True, items=[item])
 
-        return await ls.guarded(work())
+        empty = types.CompletionList(is_incomplete=True, items=[])
+        return await ls.guarded(work(), empty)
 
     @server.command(CMD_ACCEPT)
     def accept(ls: FimServer, *args: Any) -> None:

@@ -14,7 +14,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from fimlsp.tiny import build_tiny_model, shared_dir  # noqa: E402
+from fimlsp.tiny import build_tiny_model, shared_dir
 
 
 @pytest.fixture(scope="session")
