@@ -1,4 +1,4 @@
-"""`fimlsp serve | complete | prompt | models | demo`.
+"""`fimlsp serve | complete | prompt | models | demo | bench`.
 
 Every subcommand takes the same model options as the server's initializationOptions, parsed by
 the same `parse_settings`, so a setting means the same thing everywhere. Positions are 0-based
@@ -137,6 +137,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(model=args.model, json_output=args.json)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fimlsp.bench import run
+
+    return run(args.name, args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fimlsp", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fimlsp {__version__}")
@@ -168,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "random-weight one)")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
+    bench = sub.add_parser("bench", help="run a benchmark (`fimlsp bench NAME --help`)")
+    bench.add_argument("name", help="engine | policy | prompt | …")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
