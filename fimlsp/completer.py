@@ -30,7 +30,7 @@ from fimlsp.models import (
     read_config,
     resolve_model,
 )
-from fimlsp.prompt import Prompt, build_prompt
+from fimlsp.prompt import Edges, Prompt, build_prompt
 from fimlsp.scheduler import CancelToken
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class Completer:
         self.engine: LocalEngine | None = None
         self.stats = Stats()
         self._recent: OrderedDict[str, str] = OrderedDict()
+        self._edges: dict[str, Edges] = {}  # per document: where its prompt was cut
         self._ids = 0
         self._lock = threading.Lock()
 
@@ -147,12 +148,19 @@ class Completer:
             raise FimError(ErrorKind.UNKNOWN_DOCUMENT, "binary content near the cursor")
         return cursor
 
-    def prompt_for(self, cursor: Cursor) -> Prompt:
+    def prompt_for(self, cursor: Cursor, key: str | None = None) -> Prompt:
+        """The prompt at `cursor`; with a document `key`, its window edges are sticky."""
         if self.tokenizer is None or self.spec is None:
             self.load_tokenizer()
         assert self.tokenizer is not None and self.spec is not None
+        edges = None
+        if key is not None:
+            edges = self._edges.pop(key, None) or Edges()
+            self._edges[key] = edges  # most recent last; the oldest go first
+            while len(self._edges) > _RECENT:
+                self._edges.pop(next(iter(self._edges)))
         return build_prompt(self.tokenizer, self.spec.template, self.spec.order, cursor,
-                            self.window, self.settings.max_new_tokens)
+                            self.window, self.settings.max_new_tokens, edges)
 
     def complete(self, key: str, cursor: Cursor, token: CancelToken | None = None,
                  request_id: int | None = None) -> Completion:
@@ -160,7 +168,7 @@ class Completer:
         started = time.perf_counter()
         request_id = request_id if request_id is not None else self.next_id()
         self.stats.requests += 1
-        prompt = self.prompt_for(cursor)
+        prompt = self.prompt_for(cursor, key)
         mode = postprocess.mode_for(cursor, self.settings.multiline)
         s = self.settings  # generation settings are part of an answer's identity
         key_parts = (prompt.ids, mode, s.max_new_tokens, s.temperature, s.top_p, s.multiline)

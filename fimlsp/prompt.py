@@ -20,6 +20,7 @@ from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import FimTemplate
 
 PREFIX_SHARE = 0.75  # of the budget, when both sides want more than they can have
+STICKY_SLACK = 0.125  # of a side's budget, given up when its edge must move
 _CHARS_PER_TOKEN_GUESS = 4  # first character window; doubled until it holds enough tokens
 
 
@@ -129,9 +130,61 @@ def _share(budget: int, prefix_need: int, suffix_need: int) -> tuple[int, int]:
     return budget - suffix_share, suffix_share
 
 
+@dataclass
+class Edges:
+    """Where the last prompt for a document cut its prefix and suffix.
+
+    The next prompt cuts at the same places while they still fit, so consecutive prompts share
+    their beginning and the KV cache stays valid while the user types; an edge that moved every
+    keystroke would force a full re-prefill each time. When an edge must move, it moves by
+    `STICKY_SLACK` of the side's budget more than needed, so it can then stay put for a while.
+    """
+
+    prefix_start: int = -1  # document offset where the kept prefix began
+    prefix_anchor: str = ""  # the text that began there: an edit above the edge changes it
+    suffix_end: int = -1  # characters of the suffix kept
+    suffix_anchor: str = ""  # the text that ended there
+
+
+_ANCHOR = 64  # characters compared to decide that an edge is still where it was
+
+
+def _sticky_tail(tokenizer: Tokenizer, prefix: str, budget: int, edges: Edges | None
+                 ) -> tuple[list[int], int]:
+    """The prefix tail: from the previous edge if it is intact and fits, else cut anew."""
+    if edges is not None and 0 < edges.prefix_start <= len(prefix) and prefix.startswith(
+            edges.prefix_anchor, edges.prefix_start):
+        ids, _ = _encode(tokenizer, prefix[edges.prefix_start:])
+        if len(ids) <= budget:
+            return ids, edges.prefix_start
+    ids, start = fit_tail(tokenizer, prefix, budget)
+    if start > 0 and edges is not None:
+        ids, start = fit_tail(tokenizer, prefix, budget - int(budget * STICKY_SLACK))
+    return ids, start
+
+
+def _sticky_head(tokenizer: Tokenizer, suffix: str, budget: int, edges: Edges | None
+                 ) -> tuple[list[int], int]:
+    """The suffix head: up to the previous edge if it is intact and fits, else cut anew."""
+    end = edges.suffix_end if edges is not None else -1
+    if edges is not None and 0 < end < len(suffix) and suffix[:end].endswith(
+            edges.suffix_anchor):
+        ids, _ = _encode(tokenizer, suffix[:end])
+        if len(ids) <= budget:
+            return ids, end
+    ids, end = fit_head(tokenizer, suffix, budget)
+    if end < len(suffix) and edges is not None:
+        ids, end = fit_head(tokenizer, suffix, budget - int(budget * STICKY_SLACK))
+    return ids, end
+
+
 def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor: Cursor,
-                 window: int, reserved: int) -> Prompt:
-    """The prompt for `cursor`, using at most `window - reserved` tokens."""
+                 window: int, reserved: int, edges: Edges | None = None) -> Prompt:
+    """The prompt for `cursor`, using at most `window - reserved` tokens.
+
+    With `edges` (kept per document by the caller) the cut points are sticky, and `edges` is
+    updated to this prompt's cuts.
+    """
     if order not in template.orders:
         raise FimError(ErrorKind.CONFIG,
                        f"{template.name} models were not trained with {order.upper()} prompts")
@@ -147,8 +200,13 @@ def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor
     prefix_need = len(fit_tail(tokenizer, cursor.prefix, budget)[0])
     suffix_need = len(fit_head(tokenizer, cursor.suffix, budget)[0])
     prefix_budget, suffix_budget = _share(budget, prefix_need, suffix_need)
-    prefix_ids, prefix_start = fit_tail(tokenizer, cursor.prefix, prefix_budget)
-    suffix_ids, suffix_end = fit_head(tokenizer, cursor.suffix, suffix_budget)
+    prefix_ids, prefix_start = _sticky_tail(tokenizer, cursor.prefix, prefix_budget, edges)
+    suffix_ids, suffix_end = _sticky_head(tokenizer, cursor.suffix, suffix_budget, edges)
+    if edges is not None:
+        edges.prefix_start = prefix_start
+        edges.prefix_anchor = cursor.prefix[prefix_start:prefix_start + _ANCHOR]
+        edges.suffix_end = suffix_end
+        edges.suffix_anchor = cursor.suffix[max(0, suffix_end - _ANCHOR):suffix_end]
     if order == "psm":
         ids = [*bos, pre, *prefix_ids, suf, *suffix_ids, mid]
     elif template.spm_style == "neox":
