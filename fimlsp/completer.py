@@ -12,14 +12,24 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from tokenizers import Tokenizer
 
 from fimlsp import postprocess
 from fimlsp.config import Settings
-from fimlsp.context import Cursor, split_at
+from fimlsp.context import (
+    WINDOW_LINES,
+    Cursor,
+    Snippet,
+    display_path,
+    query_words,
+    similar_snippets,
+    split_at,
+)
 from fimlsp.engine import Generation
 from fimlsp.engine.local import LocalEngine
 from fimlsp.errors import ErrorKind, FimError
@@ -96,6 +106,9 @@ class Completer:
         self.stats = Stats()
         self._recent: OrderedDict[str, str] = OrderedDict()
         self._edges: dict[str, Edges] = {}  # per document: where its prompt was cut
+        self._neighbours: dict[str, tuple[int, list[Snippet]]] = {}  # per document: line, chosen
+        # The open documents (uri → text), for neighbour snippets; the server provides them.
+        self.documents: Callable[[], dict[str, str]] = dict
         self._ids = 0
         self._lock = threading.Lock()
 
@@ -153,14 +166,34 @@ class Completer:
         if self.tokenizer is None or self.spec is None:
             self.load_tokenizer()
         assert self.tokenizer is not None and self.spec is not None
-        edges = None
-        if key is not None:
-            edges = self._edges.pop(key, None) or Edges()
-            self._edges[key] = edges  # most recent last; the oldest go first
-            while len(self._edges) > _RECENT:
-                self._edges.pop(next(iter(self._edges)))
+        if key is None:
+            return build_prompt(self.tokenizer, self.spec.template, self.spec.order, cursor,
+                                self.window, self.settings.max_new_tokens)
+        edges = self._edges.pop(key, None) or Edges()
+        self._edges[key] = edges  # most recent last; the oldest go first
+        while len(self._edges) > _RECENT:
+            self._edges.pop(next(iter(self._edges)))
         return build_prompt(self.tokenizer, self.spec.template, self.spec.order, cursor,
-                            self.window, self.settings.max_new_tokens, edges)
+                            self.window, self.settings.max_new_tokens, edges,
+                            self._snippets_for(key, cursor), display_path(key),
+                            self.settings.neighbour_share)
+
+    def _snippets_for(self, key: str, cursor: Cursor) -> list[Snippet]:
+        """Snippets of the other open documents, chosen again only when the cursor has moved
+        away or they changed: they open the prompt, so changing them re-prefills everything."""
+        documents = self.documents()
+        if self.settings.neighbour_share <= 0 or len(documents) < 2:
+            return []
+        key = unquote(key)  # documents are keyed unescaped
+        last = self._neighbours.get(key)
+        if last is not None and abs(last[0] - cursor.line) < WINDOW_LINES // 2 and all(
+                any(s.text in text for uri, text in documents.items() if uri != key)
+                for s in last[1]):
+            return last[1]
+        max_chars = int(self.window * self.settings.neighbour_share) * 4  # trimmed by tokens
+        snippets = similar_snippets(query_words(cursor), documents, key, max_chars)
+        self._neighbours[key] = (cursor.line, snippets)
+        return snippets
 
     def complete(self, key: str, cursor: Cursor, token: CancelToken | None = None,
                  request_id: int | None = None) -> Completion:

@@ -42,6 +42,7 @@ class Settings:
     top_p: float = 1.0
     time_budget_ms: int = 4000
     multiline: str = "auto"
+    neighbour_share: float = 0.15  # of the context budget, for snippets of other open files
     log_level: str = "info"
 
     def replace(self, **changes: Any) -> Settings:
@@ -68,9 +69,11 @@ _RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 5.0),
     "top_p": (0.0, 1.0),
     "time_budget_ms": (1, 600_000),
+    "neighbour_share": (0.0, 0.5),
 }
 # Spellings clients commonly use for the same thing.
-_ALIASES = {"max_tokens": "max_new_tokens", "quantize": "quantization", "window": "context_window"}
+_ALIASES = {"max_tokens": "max_new_tokens", "quantize": "quantization", "window": "context_window",
+            "neighbor_share": "neighbour_share"}
 
 
 def _snake(key: str) -> str:

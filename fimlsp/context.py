@@ -7,6 +7,7 @@ client's bug and gets an INVALID_PARAMS error rather than a silently clamped gue
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -95,3 +96,84 @@ def split_at(text: str, line: int, character: int, encoding: str = "utf-16") -> 
                        f"({length} {encoding} units)")
     offset = start + units_to_index(content, character, encoding)
     return Cursor(prefix=text[:offset], suffix=text[offset:], line=line, character=character)
+
+
+# -- neighbour context ---------------------------------------------------------------------------
+
+WINDOW_LINES = 16  # lines per candidate snippet, and the cursor's query window
+MIN_SIMILARITY = 0.1  # Jaccard below this is noise, not context
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """A piece of another open document, shown to the model before the FIM part."""
+
+    path: str  # as the model sees it: the last path components
+    text: str
+    score: float
+    line: int = 0  # first line of the snippet in its document
+
+
+def _words(lines: list[str]) -> frozenset[str]:
+    return frozenset(_WORD.findall("\n".join(lines)))
+
+
+def query_words(cursor: Cursor) -> frozenset[str]:
+    """What the user is working on: the lines above the cursor and a few below it.
+
+    The cursor's own line is left out on purpose: typing on it then never changes the query, so
+    the chosen snippets (at the very start of the prompt) stay the same and so does the cache.
+    """
+    above = _LINE_BREAK.split(cursor.prefix)[:-1][-WINDOW_LINES:]
+    below = _LINE_BREAK.split(cursor.suffix)[1:5]
+    return _words(above + below)
+
+
+def display_path(uri: str) -> str:
+    """The last two components of a document's path: enough for the model, nothing private."""
+    from urllib.parse import unquote, urlparse
+
+    path = unquote(urlparse(uri).path) if "://" in uri else uri
+    return "/".join(path.replace("\\", "/").split("/")[-2:])
+
+
+@functools.lru_cache(maxsize=64)
+def _chunks(text: str, max_lines: int) -> tuple[tuple[int, frozenset[str], str], ...]:
+    """(first line, identifiers, text) of each window; cached per text, since the documents
+    other than the one being edited rarely change between keystrokes."""
+    lines = text.splitlines()[:max_lines]
+    step = WINDOW_LINES // 2
+    out = []
+    for start in range(0, max(len(lines) - step, 1), step):
+        chunk = lines[start:start + WINDOW_LINES]
+        words = _words(chunk)
+        if words:
+            out.append((start, words, "\n".join(chunk) + "\n"))
+    return tuple(out)
+
+
+def similar_snippets(query: frozenset[str], documents: dict[str, str], exclude: str,
+                     max_chars: int, max_lines_per_doc: int = 20_000) -> list[Snippet]:
+    """The windows of other open documents most similar to `query` (Jaccard over identifiers),
+    best last, within `max_chars`; windows overlap by half so a function is not cut in two."""
+    if not query or max_chars <= 0:
+        return []
+    scored: list[Snippet] = []
+    for uri, text in documents.items():
+        if uri == exclude or "\x00" in text[:4096]:
+            continue
+        for start, words, chunk in _chunks(text, max_lines_per_doc):
+            score = len(query & words) / len(query | words)
+            if score >= MIN_SIMILARITY:
+                scored.append(Snippet(display_path(uri), chunk, score, start))
+    chosen: list[Snippet] = []
+    used = 0
+    for snippet in sorted(scored, key=lambda s: -s.score):
+        overlaps = any(c.path == snippet.path and abs(c.line - snippet.line) < WINDOW_LINES
+                       for c in chosen)
+        if overlaps or used + len(snippet.text) > max_chars:
+            continue
+        chosen.append(snippet)
+        used += len(snippet.text)
+    return chosen[::-1]  # most similar closest to the code being completed

@@ -34,6 +34,10 @@ class Documents:
     def get(self, uri: str) -> str | None:
         return self._texts.get(_key(uri))
 
+    def all(self) -> dict[str, str]:
+        """A snapshot (a new dict; the strings are shared) for the worker thread."""
+        return dict(self._texts)
+
     def change(self, uri: str, changes: Sequence[types.TextDocumentContentChangeEvent],
                encoding: str) -> None:
         """Applies content changes in order, each relative to the text the previous one left."""

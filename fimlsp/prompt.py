@@ -11,11 +11,12 @@ size of the file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer
 
-from fimlsp.context import Cursor
+from fimlsp.context import Cursor, Snippet
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import FimTemplate
 
@@ -35,11 +36,12 @@ class Prompt:
     suffix_tokens: int
     prefix_chars: int  # how much of the document's prefix made it into the prompt
     suffix_chars: int
+    neighbour_tokens: int = 0  # snippets of other open documents, before the FIM part
 
     def accounting(self) -> dict[str, object]:
         return {"format": self.format, "window": self.window, "reserved": self.reserved,
                 "prompt_tokens": len(self.ids), "prefix_tokens": self.prefix_tokens,
-                "suffix_tokens": self.suffix_tokens}
+                "suffix_tokens": self.suffix_tokens, "neighbour_tokens": self.neighbour_tokens}
 
 
 def special_id(tokenizer: Tokenizer, token: str) -> int:
@@ -178,12 +180,69 @@ def _sticky_head(tokenizer: Tokenizer, suffix: str, budget: int, edges: Edges | 
     return ids, end
 
 
+_LINE_COMMENT = {
+    "//": ("c", "h", "cc", "cpp", "hpp", "cxx", "cs", "java", "js", "jsx", "mjs", "ts", "tsx",
+           "go", "rs", "kt", "kts", "swift", "scala", "dart", "php", "zig", "v", "sv", "proto"),
+    "--": ("lua", "sql", "hs", "elm", "ada"),
+    ";": ("el", "lisp", "clj", "cljs", "scm", "asm"),
+    "%": ("tex", "erl", "m"),
+}
+
+
+def comment_marker(path: str | None) -> str:
+    """The line-comment marker of the file's language ('#' when we cannot tell)."""
+    extension = (path or "").rsplit(".", 1)[-1].lower() if path and "." in path else ""
+    return next((m for m, exts in _LINE_COMMENT.items() if extension in exts), "#")
+
+
+def neighbour_ids(tokenizer: Tokenizer, template: FimTemplate, snippets: Sequence[Snippet],
+                  path: str | None, budget: int) -> list[int]:
+    """Snippets of other files in the family's repository format, within `budget` tokens.
+
+    Families trained on repositories (StarCoder2, Qwen2.5-Coder) get `<file_sep>path\ncode`
+    blocks and then the current file's own header; the others get the snippets as comments
+    ("Compare this snippet from …", as Copilot does), so the model reads them as context, not as
+    code of this file. The most similar snippets are kept first; one that does not fit whole is
+    cut at a line end.
+    """
+    if not snippets or budget <= 0:
+        return []
+    lead: list[int] = []
+    tail: list[int] = []
+    if template.file_sep:
+        lead = [special_id(tokenizer, template.file_sep)]
+        tail = [*lead, *_encode(tokenizer, f"{path}\n")[0]] if path else []
+        texts = [f"{s.path}\n{s.text}" for s in snippets]
+    else:
+        mark = comment_marker(path)
+        texts = [f"{mark} Compare this snippet from {s.path}:\n" + "".join(
+            f"{mark} {line}\n" for line in s.text.splitlines()) for s in snippets]
+    room = budget - len(tail)
+    blocks: list[list[int]] = []
+    for text in reversed(texts):  # best first
+        ids = [*lead, *_encode(tokenizer, text)[0]]
+        if len(ids) > room:
+            ids = [*lead, *fit_head(tokenizer, text, room - len(lead))[0]]
+            if len(ids) - len(lead) < 16:  # a path and a line or two: not worth it
+                break
+        blocks.insert(0, ids)  # keep best last
+        room -= len(ids)
+        if room < 16:
+            break
+    if not blocks:
+        return []
+    return [i for block in blocks for i in block] + tail
+
+
 def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor: Cursor,
-                 window: int, reserved: int, edges: Edges | None = None) -> Prompt:
+                 window: int, reserved: int, edges: Edges | None = None,
+                 snippets: Sequence[Snippet] = (), path: str | None = None,
+                 neighbour_share: float = 0.0) -> Prompt:
     """The prompt for `cursor`, using at most `window - reserved` tokens.
 
     With `edges` (kept per document by the caller) the cut points are sticky, and `edges` is
-    updated to this prompt's cuts.
+    updated to this prompt's cuts. `snippets` of other documents take at most `neighbour_share`
+    of the budget and go first, where they stay cached while the user types.
     """
     if order not in template.orders:
         raise FimError(ErrorKind.CONFIG,
@@ -196,6 +255,8 @@ def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor
         raise FimError(ErrorKind.CONFIG,
                        f"The window ({window} tokens) leaves no room for context after reserving "
                        f"{reserved} for the answer; lower max_new_tokens or raise context_window.")
+    context = neighbour_ids(tokenizer, template, snippets, path, int(budget * neighbour_share))
+    budget -= len(context)
     # How much each side could use, capped at the whole budget (cheap: windows are bounded).
     prefix_need = len(fit_tail(tokenizer, cursor.prefix, budget)[0])
     suffix_need = len(fit_head(tokenizer, cursor.suffix, budget)[0])
@@ -208,11 +269,11 @@ def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor
         edges.suffix_end = suffix_end
         edges.suffix_anchor = cursor.suffix[max(0, suffix_end - _ANCHOR):suffix_end]
     if order == "psm":
-        ids = [*bos, pre, *prefix_ids, suf, *suffix_ids, mid]
+        ids = [*bos, *context, pre, *prefix_ids, suf, *suffix_ids, mid]
     elif template.spm_style == "neox":
-        ids = [*bos, suf, *suffix_ids, pre, *prefix_ids, mid]
+        ids = [*bos, *context, suf, *suffix_ids, pre, *prefix_ids, mid]
     else:
-        ids = [*bos, pre, suf, *suffix_ids, mid, *prefix_ids]
+        ids = [*bos, *context, pre, suf, *suffix_ids, mid, *prefix_ids]
     return Prompt(
         ids=ids,
         text=tokenizer.decode(ids, skip_special_tokens=False),
@@ -223,4 +284,5 @@ def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor
         suffix_tokens=len(suffix_ids),
         prefix_chars=len(cursor.prefix) - prefix_start,
         suffix_chars=suffix_end,
+        neighbour_tokens=len(context),
     )

@@ -44,13 +44,18 @@ class FimServer(LanguageServer):
     def __init__(self, settings: Settings) -> None:
         super().__init__("fimlsp", __version__)
         self.settings = settings
-        self.completer = Completer(settings)
-        self.scheduler = Scheduler()
         self.documents = Documents()
+        self.completer = self._new_completer()
+        self.scheduler = Scheduler()
         self.state = "idle"  # idle | loading | ready | failed
         self.load_error = ""
         self._shown: OrderedDict[int, str] = OrderedDict()  # request id → suggestion shown
         self._loading: asyncio.Task[None] | None = None
+
+    def _new_completer(self) -> Completer:
+        completer = Completer(self.settings)
+        completer.documents = self.documents.all
+        return completer
 
     # -- messages to the user ---------------------------------------------------------------
 
@@ -85,7 +90,7 @@ class FimServer(LanguageServer):
         old, self.settings = self.settings, parsed.settings
         logging.getLogger("fimlsp").setLevel(self.settings.log_level.upper())
         if any(getattr(old, k) != getattr(self.settings, k) for k in _RELOAD_KEYS):
-            self.completer = Completer(self.settings)
+            self.completer = self._new_completer()
             if self.state != "idle":
                 self._loading = asyncio.ensure_future(self.load_model())
         else:

@@ -94,7 +94,7 @@ def test_prompt_json(runs: dict) -> None:
     assert {"text", "ids", "format", "window", "reserved", "prefix_tokens",
             "suffix_tokens"} <= set(result)
     assert set(result) <= {"text", "ids", "format", "window", "reserved", "prefix_tokens",
-                           "suffix_tokens", "prompt_tokens"}
+                           "suffix_tokens", "prompt_tokens", "neighbour_tokens"}
     assert result["format"] == "starcoder/spm"
     assert result["ids"][:2] == [1, 3]  # <fim_prefix><fim_suffix>
     assert result["ids"].count(2) == 1  # one <fim_middle>, between suffix and prefix
