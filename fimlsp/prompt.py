@@ -11,8 +11,9 @@ size of the file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import bisect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from tokenizers import Tokenizer
 
@@ -28,7 +29,6 @@ _CHARS_PER_TOKEN_GUESS = 4  # first character window; doubled until it holds eno
 @dataclass(frozen=True)
 class Prompt:
     ids: list[int]
-    text: str
     format: str  # e.g. "starcoder/spm"
     window: int
     reserved: int  # tokens left free for the answer
@@ -37,6 +37,13 @@ class Prompt:
     prefix_chars: int  # how much of the document's prefix made it into the prompt
     suffix_chars: int
     neighbour_tokens: int = 0  # snippets of other open documents, before the FIM part
+    # Decoding 8k ids costs more than building them; only `fimlsp prompt` and logs want text.
+    decode: Callable[[list[int]], str] = field(default=str, repr=False, compare=False)
+
+    @property
+    def text(self) -> str:
+        """The prompt as the model reads it, special tokens spelled out."""
+        return self.decode(self.ids)
 
     def accounting(self) -> dict[str, object]:
         return {"format": self.format, "window": self.window, "reserved": self.reserved,
@@ -59,6 +66,176 @@ def _encode(tokenizer: Tokenizer, text: str) -> tuple[list[int], list[tuple[int,
     return encoding.ids, encoding.offsets
 
 
+@dataclass
+class _Span:
+    """The tokens of text[base:end], with absolute start offsets."""
+
+    ids: list[int]
+    starts: list[int]
+    base: int
+    end: int
+
+
+def _span(tokenizer: Tokenizer, text: str, base: int, end: int) -> _Span:
+    ids, offsets = _encode(tokenizer, text[base:end])
+    return _Span(ids, [base + o[0] for o in offsets], base, end)
+
+
+_SYNC = 6  # tokens two encodings must agree on to be in step
+_REGION = 512  # characters re-encoded around a cut
+
+
+def _in_step(a: _Span, b: _Span) -> tuple[int, int] | None:
+    """The first (i, j) from which a.ids[i:] and b.ids[j:] agree, token for token and offset for
+    offset, for _SYNC tokens (or to the end of the shorter one).
+
+    Tokenization is local: pre-tokenizers split with a regex, so two encodings of overlapping
+    text that agree for a few tokens have resynchronised and agree on everything after.
+    """
+    for j, start in enumerate(b.starts):
+        i = bisect.bisect_left(a.starts, start)  # starts ascend: no index to build
+        if i == len(a.starts) or a.starts[i] != start:
+            continue
+        n = min(_SYNC, len(a.ids) - i, len(b.ids) - j)
+        if n > 0 and a.ids[i:i + n] == b.ids[j:j + n] and a.starts[i:i + n] == b.starts[j:j + n]:
+            return i, j
+    return None
+
+
+def _tail_ids(tokenizer: Tokenizer, text: str, window: _Span, cut: int) -> list[int]:
+    """The ids of text[cut:] (window.base <= cut): a short region at the cut is encoded afresh
+    and joined to the window's tokens where the two agree, instead of encoding it all again."""
+    region_end = min(len(text), cut + _REGION)
+    head = _span(tokenizer, text, cut, region_end)
+    if region_end == len(text):
+        return head.ids
+    step = _in_step(window, head)
+    if step is None:
+        return _span(tokenizer, text, cut, len(text)).ids
+    return head.ids[:step[1]] + window.ids[step[0]:]
+
+
+def _head_ids(tokenizer: Tokenizer, text: str, window: _Span, cut: int) -> list[int]:
+    """The ids of text[:cut] (cut <= window.end), the mirror of `_tail_ids`."""
+    region_start = max(0, cut - _REGION)
+    tail = _span(tokenizer, text, region_start, cut)
+    if region_start == 0:
+        return tail.ids
+    step = _in_step(window, tail)
+    if step is None:
+        return _span(tokenizer, text, 0, cut).ids
+    return window.ids[:step[0]] + tail.ids[step[1]:]
+
+
+def _grow(chars: int, window: _Span, need: int) -> int:
+    """A window size that should hold `need` tokens, from the density just measured."""
+    density = (window.end - window.base) / max(len(window.ids), 1)
+    return max(chars * 2, int(need * density * 1.2))
+
+
+def _tail_window(tokenizer: Tokenizer, text: str, need: int) -> _Span:
+    """Tokens of a tail of `text` holding more than `need` tokens, or all of it."""
+    chars = max(need, 1) * _CHARS_PER_TOKEN_GUESS
+    while True:
+        window = _span(tokenizer, text, max(0, len(text) - chars), len(text))
+        if window.base == 0 or len(window.ids) > need:
+            return window
+        chars = _grow(chars, window, need)
+
+
+def _head_window(tokenizer: Tokenizer, text: str, need: int) -> _Span:
+    chars = max(need, 1) * _CHARS_PER_TOKEN_GUESS
+    while True:
+        window = _span(tokenizer, text, 0, min(len(text), chars))
+        if window.end == len(text) or len(window.ids) > need:
+            return window
+        chars = _grow(chars, window, need)
+
+
+def _common_length(a: str, b: str) -> int:
+    """Length of the common prefix of two strings, by bisection over C-speed comparisons."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _tail_window_again(tokenizer: Tokenizer, text: str, need: int, old: _Span | None,
+                       old_text: str) -> _Span:
+    """`_tail_window`, reusing the previous keystroke's window: typing changes the prefix only
+    near its end, so only the text from a little before the change is encoded again."""
+    if old is None or not old.ids:
+        return _tail_window(tokenizer, text, need)
+    same = _common_length(old_text, text)
+    if same <= old.base + _REGION:
+        return _tail_window(tokenizer, text, need)
+    keep = next((i for i in range(len(old.starts) - 1, -1, -1)
+                 if old.starts[i] <= same - _REGION), None)
+    if keep is None:
+        return _tail_window(tokenizer, text, need)
+    fresh = _span(tokenizer, text, old.starts[keep], len(text))
+    step = _in_step(old, fresh)
+    if step is None:
+        return _tail_window(tokenizer, text, need)
+    i, j = step
+    window = _Span(old.ids[:i] + fresh.ids[j:], old.starts[:i] + fresh.starts[j:], old.base,
+                   len(text))
+    if not (window.base == 0 or len(window.ids) > need) or len(window.ids) > 2 * need + 64:
+        return _tail_window(tokenizer, text, need)  # shrank below need, or grew too long
+    return window
+
+
+def _head_window_again(tokenizer: Tokenizer, text: str, need: int, old: _Span | None,
+                       old_text: str) -> _Span:
+    """`_head_window`, reusing the previous window when the text it covers is unchanged
+    (the suffix does not change while the user types before it)."""
+    if old is not None and (len(old.ids) > need or old.end == len(text)) and \
+            (old.end == len(text) or old.end < len(text)) and text[:old.end] == old_text[:old.end] \
+            and (old.end < len(text) or len(old_text) == len(text)):
+        return old
+    return _head_window(tokenizer, text, need)
+
+
+def _cut_tail(tokenizer: Tokenizer, text: str, window: _Span, budget: int
+              ) -> tuple[list[int], int]:
+    """The longest tail within `budget` tokens that starts at a line start when it can."""
+    if window.base == 0 and len(window.ids) <= budget:
+        return window.ids, 0
+    drop = len(window.ids) - budget  # tokens to lose at the front, at least
+    while 0 <= drop < len(window.ids):
+        cut = window.starts[drop]
+        newline = text.find("\n", max(cut - 1, 0))
+        if newline != -1 and newline + 1 < len(text):
+            cut = newline + 1  # whole lines only, unless the last line alone is too long
+        ids = _tail_ids(tokenizer, text, window, cut)
+        if len(ids) <= budget:
+            return ids, cut
+        drop += len(ids) - budget
+    return [], len(text)
+
+
+def _cut_head(tokenizer: Tokenizer, text: str, window: _Span, budget: int
+              ) -> tuple[list[int], int]:
+    """The longest head within `budget` tokens that ends at a line end when it can."""
+    if window.end == len(text) and len(window.ids) <= budget:
+        return window.ids, len(text)
+    keep = min(budget, len(window.ids))
+    while keep > 0:
+        cut = window.starts[keep] if keep < len(window.ids) else window.end
+        newline = text.rfind("\n", 0, cut)
+        if newline != -1:
+            cut = newline + 1
+        ids = _head_ids(tokenizer, text, window, cut)
+        if len(ids) <= budget:
+            return ids, cut
+        keep -= len(ids) - budget
+    return [], 0
+
+
 def fit_tail(tokenizer: Tokenizer, text: str, budget: int) -> tuple[list[int], int]:
     """The longest tail of `text` within `budget` tokens, starting at a line start when it can.
 
@@ -66,27 +243,7 @@ def fit_tail(tokenizer: Tokenizer, text: str, budget: int) -> tuple[list[int], i
     """
     if budget <= 0 or not text:
         return [], len(text)
-    chars = budget * _CHARS_PER_TOKEN_GUESS
-    while True:
-        start = max(0, len(text) - chars)
-        ids, offsets = _encode(tokenizer, text[start:])
-        if len(ids) <= budget and start == 0:
-            return ids, 0
-        if len(ids) >= budget or start == 0:
-            break
-        chars *= 2
-    window = text[start:]
-    drop = len(ids) - budget  # tokens to lose at the front
-    while drop < len(offsets):
-        cut = offsets[drop][0]
-        newline = window.find("\n", max(cut - 1, 0))
-        if newline != -1 and newline + 1 < len(window):
-            cut = newline + 1  # whole lines only, unless the last line alone is too long
-        kept, _ = _encode(tokenizer, window[cut:])
-        if len(kept) <= budget:
-            return kept, start + cut
-        drop += len(kept) - budget
-    return [], len(text)
+    return _cut_tail(tokenizer, text, _tail_window(tokenizer, text, budget), budget)
 
 
 def fit_head(tokenizer: Tokenizer, text: str, budget: int) -> tuple[list[int], int]:
@@ -96,27 +253,7 @@ def fit_head(tokenizer: Tokenizer, text: str, budget: int) -> tuple[list[int], i
     """
     if budget <= 0 or not text:
         return [], 0
-    chars = budget * _CHARS_PER_TOKEN_GUESS
-    while True:
-        end = min(len(text), chars)
-        ids, offsets = _encode(tokenizer, text[:end])
-        if len(ids) <= budget and end == len(text):
-            return ids, end
-        if len(ids) > budget or end == len(text):
-            break
-        chars *= 2
-    window = text[:end]
-    keep = budget
-    while keep > 0:
-        cut = offsets[keep][0] if keep < len(offsets) else len(window)
-        newline = window.rfind("\n", 0, cut)
-        if newline != -1:
-            cut = newline + 1
-        kept, _ = _encode(tokenizer, window[:cut])
-        if len(kept) <= budget:
-            return kept, cut
-        keep -= len(kept) - budget
-    return [], 0
+    return _cut_head(tokenizer, text, _head_window(tokenizer, text, budget), budget)
 
 
 def _share(budget: int, prefix_need: int, suffix_need: int) -> tuple[int, int]:
@@ -146,37 +283,42 @@ class Edges:
     prefix_anchor: str = ""  # the text that began there: an edit above the edge changes it
     suffix_end: int = -1  # characters of the suffix kept
     suffix_anchor: str = ""  # the text that ended there
+    # The last tokenized windows and their text, so a keystroke re-encodes only what changed.
+    prefix_window: _Span | None = None
+    prefix_text: str = ""
+    suffix_window: _Span | None = None
+    suffix_text: str = ""
 
 
 _ANCHOR = 64  # characters compared to decide that an edge is still where it was
 
 
-def _sticky_tail(tokenizer: Tokenizer, prefix: str, budget: int, edges: Edges | None
-                 ) -> tuple[list[int], int]:
+def _sticky_tail(tokenizer: Tokenizer, prefix: str, window: _Span, budget: int,
+                 edges: Edges | None) -> tuple[list[int], int]:
     """The prefix tail: from the previous edge if it is intact and fits, else cut anew."""
-    if edges is not None and 0 < edges.prefix_start <= len(prefix) and prefix.startswith(
-            edges.prefix_anchor, edges.prefix_start):
-        ids, _ = _encode(tokenizer, prefix[edges.prefix_start:])
+    if edges is not None and window.base <= edges.prefix_start <= len(prefix) and \
+            edges.prefix_start > 0 and prefix.startswith(edges.prefix_anchor, edges.prefix_start):
+        ids = _tail_ids(tokenizer, prefix, window, edges.prefix_start)
         if len(ids) <= budget:
             return ids, edges.prefix_start
-    ids, start = fit_tail(tokenizer, prefix, budget)
+    ids, start = _cut_tail(tokenizer, prefix, window, budget)
     if start > 0 and edges is not None:
-        ids, start = fit_tail(tokenizer, prefix, budget - int(budget * STICKY_SLACK))
+        ids, start = _cut_tail(tokenizer, prefix, window, budget - int(budget * STICKY_SLACK))
     return ids, start
 
 
-def _sticky_head(tokenizer: Tokenizer, suffix: str, budget: int, edges: Edges | None
-                 ) -> tuple[list[int], int]:
+def _sticky_head(tokenizer: Tokenizer, suffix: str, window: _Span, budget: int,
+                 edges: Edges | None) -> tuple[list[int], int]:
     """The suffix head: up to the previous edge if it is intact and fits, else cut anew."""
     end = edges.suffix_end if edges is not None else -1
-    if edges is not None and 0 < end < len(suffix) and suffix[:end].endswith(
-            edges.suffix_anchor):
-        ids, _ = _encode(tokenizer, suffix[:end])
+    if edges is not None and 0 < end < len(suffix) and end <= window.end and \
+            suffix[:end].endswith(edges.suffix_anchor):
+        ids = _head_ids(tokenizer, suffix, window, end)
         if len(ids) <= budget:
             return ids, end
-    ids, end = fit_head(tokenizer, suffix, budget)
+    ids, end = _cut_head(tokenizer, suffix, window, budget)
     if end < len(suffix) and edges is not None:
-        ids, end = fit_head(tokenizer, suffix, budget - int(budget * STICKY_SLACK))
+        ids, end = _cut_head(tokenizer, suffix, window, budget - int(budget * STICKY_SLACK))
     return ids, end
 
 
@@ -257,17 +399,34 @@ def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor
                        f"{reserved} for the answer; lower max_new_tokens or raise context_window.")
     context = neighbour_ids(tokenizer, template, snippets, path, int(budget * neighbour_share))
     budget -= len(context)
-    # How much each side could use, capped at the whole budget (cheap: windows are bounded).
-    prefix_need = len(fit_tail(tokenizer, cursor.prefix, budget)[0])
-    suffix_need = len(fit_head(tokenizer, cursor.suffix, budget)[0])
-    prefix_budget, suffix_budget = _share(budget, prefix_need, suffix_need)
-    prefix_ids, prefix_start = _sticky_tail(tokenizer, cursor.prefix, prefix_budget, edges)
-    suffix_ids, suffix_end = _sticky_head(tokenizer, cursor.suffix, suffix_budget, edges)
+    # One encoding of a bounded window per side; cuts re-encode only a short region.
+    if edges is None:
+        prefix_window = _tail_window(tokenizer, cursor.prefix, budget)
+    else:
+        prefix_window = _tail_window_again(tokenizer, cursor.prefix, budget,
+                                           edges.prefix_window, edges.prefix_text)
+    prefix_need = len(prefix_window.ids) if prefix_window.base == 0 else budget + 1
+    suffix_cap = budget - min(prefix_need, int(budget * PREFIX_SHARE))  # the most it can get
+    if edges is None:
+        suffix_window = _head_window(tokenizer, cursor.suffix, suffix_cap)
+    else:
+        suffix_window = _head_window_again(tokenizer, cursor.suffix, suffix_cap,
+                                           edges.suffix_window, edges.suffix_text)
+    covers = suffix_window.end == len(cursor.suffix)
+    suffix_need = len(suffix_window.ids) if covers else budget + 1
+    prefix_budget, suffix_budget = _share(budget, min(prefix_need, budget),
+                                          min(suffix_need, budget))
+    prefix_ids, prefix_start = _sticky_tail(tokenizer, cursor.prefix, prefix_window,
+                                            prefix_budget, edges)
+    suffix_ids, suffix_end = _sticky_head(tokenizer, cursor.suffix, suffix_window,
+                                          suffix_budget, edges)
     if edges is not None:
         edges.prefix_start = prefix_start
         edges.prefix_anchor = cursor.prefix[prefix_start:prefix_start + _ANCHOR]
         edges.suffix_end = suffix_end
         edges.suffix_anchor = cursor.suffix[max(0, suffix_end - _ANCHOR):suffix_end]
+        edges.prefix_window, edges.prefix_text = prefix_window, cursor.prefix
+        edges.suffix_window, edges.suffix_text = suffix_window, cursor.suffix
     if order == "psm":
         ids = [*bos, *context, pre, *prefix_ids, suf, *suffix_ids, mid]
     elif template.spm_style == "neox":
@@ -276,7 +435,7 @@ def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor
         ids = [*bos, *context, pre, suf, *suffix_ids, mid, *prefix_ids]
     return Prompt(
         ids=ids,
-        text=tokenizer.decode(ids, skip_special_tokens=False),
+        decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
         format=f"{template.name}/{order}",
         window=window,
         reserved=reserved,

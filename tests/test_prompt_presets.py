@@ -192,3 +192,26 @@ def test_reference_vectors_through_our_loader(folder: str, shared: Path) -> None
         assert ids_of(tok, text) == want, repr(text)
         checked += 1
     assert checked >= 20
+
+
+@pytest.mark.parametrize("folder", sorted(set(TOKENIZER_OF.values())))
+@pytest.mark.parametrize("window", [200, 700, 2000])
+def test_cut_parts_are_tokenized_as_a_fresh_encode_would(folder: str, window: int) -> None:
+    """Cuts re-encode only a region and join it to the window's tokens: the result must be the
+    tokenizer's own encoding of the kept text, not merely the same text."""
+    name = next(n for n, f in TOKENIZER_OF.items() if f == folder)
+    spec, tok = resolve_model(name), tokenizer(folder)
+    body = "".join(
+        f"class Item{i}:\n    def value(self) -> int:\n        return {i} * 2  # é 日本 🚀\n\n"
+        for i in range(400))
+    text = body + "x = Item3().value()\n" + body
+    cursor = split_at(text, 1600, 4)
+    edges = Edges()
+    for typed in ("", "I", "It", "Item"):
+        moved = type(cursor)(cursor.prefix + typed, cursor.suffix, cursor.line, 0)
+        prompt = build_prompt(tok, spec.template, spec.order, moved, window, 32, edges)
+        kept_prefix = moved.prefix[len(moved.prefix) - prompt.prefix_chars:]
+        kept_suffix = moved.suffix[:prompt.suffix_chars]
+        assert 0 < prompt.prefix_chars < len(moved.prefix)  # both sides really were cut
+        assert 0 < prompt.suffix_chars < len(moved.suffix)
+        assert prompt.ids == expected_layout(PRESETS[name], tok, kept_prefix, kept_suffix)
