@@ -20,6 +20,7 @@ TOKENIZER_FOR = {
     "starcoder": "starcoder",
     "gpt_bigcode-santacoder": "santacoder",
     "FIM-NeoX-1.3B": "fim-neox-1.3b",
+    "Refact-1_6B-fim": "refact-1_6b-fim",
 }
 
 
@@ -64,6 +65,8 @@ def build_tiny_model(out_dir: Path, config_name: str = "tiny_starcoder_py", *, s
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
+
+    import fimlsp.engine.refact  # noqa: F401  (registers gpt_refact, which transformers lacks)
 
     hf_logging.disable_progress_bar()
 

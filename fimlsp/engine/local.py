@@ -63,15 +63,16 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-_NOT_YET = {
-    "gpt_refact": "Refact-1.6B needs the native GPT-Refact implementation (not in this build)",
-}
+_NOT_YET: dict[str, str] = {}  # model_type → why this build cannot run it
 
 
 def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, torch.device]:
     """`from_pretrained` on a hub id or local dir; remote code never runs."""
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
+
+    from fimlsp.engine import refact  # registers the native gpt_refact with the Auto classes
+    from fimlsp.engine.santacoder import is_original_santacoder, load_original_santacoder
 
     hf_logging.disable_progress_bar()  # stderr is the server's log, not a terminal
 
@@ -85,11 +86,16 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
                        f"{_first_line(error)}. {how}") from None
     if config.model_type in _NOT_YET:
         raise FimError(ErrorKind.UNSUPPORTED, f"{_NOT_YET[config.model_type]}.")
-    if getattr(config, "auto_map", None) and config.model_type not in ("gpt_bigcode",):
+    # Custom-code checkpoints we run natively: Refact (our class) and the original SantaCoder
+    # (converted to GPTBigCode on load). Any other auto_map is refused: its code never runs.
+    original_santacoder = is_original_santacoder(config.to_dict())
+    native = ("gpt_bigcode", refact.MODEL_TYPE)
+    if getattr(config, "auto_map", None) and config.model_type not in native \
+            and not original_santacoder:
         raise FimError(ErrorKind.UNSUPPORTED,
                        f"'{spec.name}' is a custom-code checkpoint ({config.model_type}); fimlsp "
-                       "never runs remote code. Use its transformers-native variant "
-                       "(e.g. bigcode/gpt_bigcode-santacoder).")
+                       "never runs remote code. Use its transformers-native variant if it has "
+                       "one; natively supported custom-code models: Refact-1.6B, SantaCoder.")
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False}
@@ -107,7 +113,12 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
     if settings.threads and device.type == "cpu":
         torch.set_num_threads(settings.threads)
     try:
-        model = AutoModelForCausalLM.from_pretrained(spec.source, **kwargs)
+        if original_santacoder:
+            model = load_original_santacoder(spec.source, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(spec.source, **kwargs)
+    except FimError:
+        raise
     except Exception as error:
         raise FimError(ErrorKind.MODEL_UNAVAILABLE,
                        f"Cannot load the weights of model '{spec.name}' ({spec.source}): "
@@ -152,7 +163,9 @@ class LocalEngine:
 
         session = self._sessions.pop(key, None)
         if session is None:
-            session = Session(ids=[], cache=DynamicCache(config=self.model.config))
+            # No config: with one, sliding-window models (StarCoder2) get layers that refuse
+            # `crop` once the window is full. Their attention mask still applies the window.
+            session = Session(ids=[], cache=DynamicCache())
         self._sessions[key] = session  # most recently used last
         while len(self._sessions) > self.max_sessions:
             self._sessions.popitem(last=False)
