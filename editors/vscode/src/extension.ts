@@ -1,0 +1,493 @@
+// VS Code client for fimlsp: starts `fimlsp serve` on stdio and lets vscode-languageclient (10.x,
+// native LSP 3.18 inline completion) turn its answers into ghost text. This file adds what the
+// client does not do by itself: settings → server options, per-language enable, a status bar
+// item, and the toggle / trigger / show-log commands.
+import * as os from 'os';
+import * as readline from 'readline';
+import * as vscode from 'vscode';
+import {
+  DidChangeConfigurationNotification,
+  ExecuteCommandRequest,
+  LanguageClient,
+  LanguageClientOptions,
+  ServerOptions,
+  State,
+  WorkDoneProgressBegin,
+  WorkDoneProgressEnd,
+  WorkDoneProgressReport,
+} from 'vscode-languageclient/node';
+
+const SECTION = 'fimlsp';
+// Settings the server understands (fimlsp/config.py; camelCase is fine). Only values the user set
+// are sent: the server's defaults, and flags in the server command (`--model`), stay in force.
+const SERVER_OPTIONS = [
+  'model',
+  'device',
+  'quantization',
+  'maxNewTokens',
+  'contextWindow',
+  'multiline',
+  'timeBudgetMs',
+  'logLevel',
+] as const;
+// Settings read by this extension to start the server: changing one restarts it.
+const START_OPTIONS = ['serverCommand', 'pythonPath'] as const;
+const DEFAULT_COMMAND = ['fimlsp', 'serve'];
+
+type Options = Record<string, unknown>;
+type Stats = {
+  state?: string;
+  error?: string | null;
+  model?: string;
+  window?: number;
+  total_ms?: number | null;
+  prompt_tokens?: number | null;
+  reused_tokens?: number | null;
+  prefill_ms?: number | null;
+  decode_ms?: number | null;
+  generated_tokens?: number | null;
+  requests?: number;
+  accepted?: number;
+  cancelled?: number;
+};
+
+let client: LanguageClient | undefined;
+let output: vscode.LogOutputChannel;
+let status: Status;
+let sentOptions: Options = {};
+let stopping = false;
+
+function config(): vscode.WorkspaceConfiguration {
+  return vscode.workspace.getConfiguration(SECTION);
+}
+
+/** Server options the user set somewhere (user, workspace or folder settings). */
+function explicitOptions(): Options {
+  const settings = config();
+  const options: Options = {};
+  for (const key of SERVER_OPTIONS) {
+    const seen = settings.inspect(key);
+    const value = seen?.workspaceFolderValue ?? seen?.workspaceValue ?? seen?.globalValue;
+    if (value !== undefined && value !== null && value !== '') {
+      options[key] = value;
+    }
+  }
+  return options;
+}
+
+function expand(word: string): string {
+  const folder = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath ?? '';
+  return word
+    .replace(/^~(?=$|\/)/, os.homedir())
+    .replace(/\$\{workspaceFolder\}/g, folder)
+    .replace(/\$\{userHome\}/g, os.homedir());
+}
+
+/** The program and arguments that start the server. */
+function serverCommand(): string[] {
+  const settings = config();
+  const python = (settings.get<string>('pythonPath') ?? '').trim();
+  if (python) {
+    return [expand(python), '-m', 'fimlsp', 'serve'];
+  }
+  const command = settings.get<unknown>('serverCommand');
+  if (Array.isArray(command) && command.length > 0 && command.every((w) => typeof w === 'string') && command[0]) {
+    return (command as string[]).map(expand);
+  }
+  return DEFAULT_COMMAND;
+}
+
+/** Whether completions are on for a document's language (`fimlsp.enabled` and `fimlsp.enable`). */
+function enabledFor(languageId: string | undefined): boolean {
+  const settings = config();
+  if (!settings.get<boolean>('enabled', true)) {
+    return false;
+  }
+  const perLanguage = settings.get<Record<string, boolean>>('enable') ?? {};
+  if (languageId !== undefined && typeof perLanguage[languageId] === 'boolean') {
+    return perLanguage[languageId];
+  }
+  return perLanguage['*'] !== false;
+}
+
+// -- status bar ---------------------------------------------------------------------------------
+
+type Phase = 'starting' | 'loading' | 'ready' | 'error' | 'stopped';
+
+class Status implements vscode.Disposable {
+  private readonly item: vscode.StatusBarItem;
+  private phase: Phase = 'starting';
+  private detail = '';
+  private latency: number | undefined;
+  stats: Stats = {};
+  private poll: NodeJS.Timeout | undefined;
+
+  constructor() {
+    this.item = vscode.window.createStatusBarItem('fimlsp.status', vscode.StatusBarAlignment.Right, 100);
+    this.item.name = 'fimlsp';
+    this.render();
+    this.item.show();
+  }
+
+  set(phase: Phase, detail = ''): void {
+    this.phase = phase;
+    this.detail = detail;
+    if (phase !== 'ready') {
+      this.latency = undefined;
+    }
+    if (phase === 'loading') {
+      this.startPolling();
+    } else {
+      this.stopPolling();
+    }
+    this.render();
+  }
+
+  progress(message: string | undefined, percentage: number | undefined): void {
+    const parts = [message, percentage !== undefined ? `${percentage}%` : undefined].filter(Boolean);
+    this.set('loading', parts.join(' '));
+  }
+
+  /** Applies a `fimlsp.stats` answer: the server's state, the last request's latency. */
+  update(stats: Stats): void {
+    this.stats = stats;
+    if (stats.state === 'failed') {
+      this.set('error', stats.error ?? 'the model failed to load');
+      return;
+    }
+    if (stats.state === 'loading' || stats.state === 'idle') {
+      if (this.phase !== 'loading') {
+        this.set('loading', this.detail);
+      }
+      return;
+    }
+    if (stats.state === 'ready') {
+      if (this.phase !== 'ready') {
+        this.set('ready');
+      }
+      if (typeof stats.total_ms === 'number') {
+        this.latency = stats.total_ms;
+      }
+      this.render();
+    }
+  }
+
+  render(): void {
+    const editor = vscode.window.activeTextEditor;
+    const on = enabledFor(editor?.document.languageId);
+    const item = this.item;
+    item.backgroundColor = undefined;
+    item.command = 'fimlsp.toggle';
+    let label: string;
+    switch (this.phase) {
+      case 'starting':
+        item.text = '$(loading~spin) fimlsp: starting';
+        label = 'fimlsp: starting';
+        item.tooltip = `Starting ${serverCommand().join(' ')}`;
+        break;
+      case 'loading':
+        item.text = '$(loading~spin) fimlsp: loading';
+        label = 'fimlsp: loading';
+        item.tooltip = `Loading the model${this.detail ? `: ${this.detail}` : ''}`;
+        break;
+      case 'error':
+        item.text = '$(error) fimlsp: error';
+        label = 'fimlsp: error';
+        item.tooltip = `${this.detail}\nClick to show the server log.`;
+        item.backgroundColor = new vscode.ThemeColor('statusBarItem.errorBackground');
+        item.command = 'fimlsp.showLog';
+        break;
+      case 'stopped':
+        item.text = '$(debug-stop) fimlsp: stopped';
+        label = 'fimlsp: stopped';
+        item.tooltip = 'The server is not running. Run "fimlsp: Restart server".';
+        item.command = 'fimlsp.restart';
+        break;
+      case 'ready': {
+        const latency = this.latency !== undefined ? `: ${Math.round(this.latency)} ms` : '';
+        item.text = on ? `$(sparkle) fimlsp${latency}` : '$(circle-slash) fimlsp: off';
+        label = on ? `fimlsp: ready${latency}` : 'fimlsp: off';
+        item.tooltip = this.tooltip(on, editor?.document.languageId);
+        break;
+      }
+    }
+    item.accessibilityInformation = { label, role: 'button' };
+  }
+
+  private tooltip(on: boolean, languageId: string | undefined): vscode.MarkdownString {
+    const s = this.stats;
+    const lines = [
+      on ? 'fimlsp: ready' : `fimlsp: off${languageId && config().get('enabled', true) ? ` for ${languageId}` : ''}`,
+      s.model ? `model \`${s.model}\`, window ${s.window ?? '?'} tokens` : '',
+    ];
+    if (typeof s.total_ms === 'number') {
+      lines.push(
+        `last: ${Math.round(s.total_ms)} ms (prefill ${Math.round(s.prefill_ms ?? 0)} ms, decode ` +
+          `${Math.round(s.decode_ms ?? 0)} ms), ${s.prompt_tokens ?? 0} prompt tokens, ` +
+          `${s.reused_tokens ?? 0} reused, ${s.generated_tokens ?? 0} generated`,
+      );
+    }
+    if (s.requests !== undefined) {
+      lines.push(`${s.requests} requests, ${s.accepted ?? 0} accepted, ${s.cancelled ?? 0} cancelled`);
+    }
+    lines.push('Click to toggle inline completions.');
+    return new vscode.MarkdownString(lines.filter(Boolean).join('\n\n'));
+  }
+
+  // While loading, ask the server now and then: a server (or client) without work-done progress
+  // still gets its "ready" shown.
+  private startPolling(): void {
+    if (this.poll === undefined) {
+      this.poll = setInterval(() => void refreshStats(), 1000);
+    }
+  }
+
+  private stopPolling(): void {
+    if (this.poll !== undefined) {
+      clearInterval(this.poll);
+      this.poll = undefined;
+    }
+  }
+
+  dispose(): void {
+    this.stopPolling();
+    this.item.dispose();
+  }
+}
+
+async function refreshStats(): Promise<void> {
+  const current = client;
+  if (current === undefined || current.state !== State.Running) {
+    return;
+  }
+  try {
+    const stats = (await current.sendRequest(ExecuteCommandRequest.type, {
+      command: 'fimlsp.stats',
+      arguments: [],
+    })) as Stats | null;
+    if (stats && current === client) {
+      status.update(stats);
+    }
+  } catch (error) {
+    output.debug(`fimlsp.stats failed: ${error}`);
+  }
+}
+
+// -- the client ---------------------------------------------------------------------------------
+
+function createClient(): LanguageClient {
+  const [command, ...args] = serverCommand();
+  const serverOptions: ServerOptions = {
+    command,
+    args,
+    // No `transport`: TransportKind.stdio would append `--stdio`; plain stdio pipes are the default.
+    options: { env: { ...process.env, PYTHONUNBUFFERED: '1' } },
+  };
+  sentOptions = explicitOptions();
+  const clientOptions: LanguageClientOptions = {
+    // Every file and untitled buffer; `fimlsp.enable` is applied per request below, so that
+    // changing it needs no restart.
+    documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
+    initializationOptions: sentOptions,
+    outputChannel: output,
+    stdioOptions: {
+      stdout: (input, channel) => lines(input, (line) => channel.info(line)),
+      // The server logs `<date> <time> <logger> <LEVEL> <message>` on stderr: keep the level
+      // (the client's default would mark every line as an error).
+      stderr: (input, channel) => lines(input, (line) => serverLogLine(channel, line)),
+    },
+    middleware: {
+      provideInlineCompletionItems: async (document, position, context, token, next) => {
+        if (!enabledFor(document.languageId)) {
+          return null;
+        }
+        const result = await next(document, position, context, token);
+        if (!token.isCancellationRequested) {
+          void refreshStats();
+        }
+        return result;
+      },
+      // The same model behind the suggest widget would compete with the ghost text (the server
+      // answers the newest request per document): off unless asked for.
+      provideCompletionItem: (document, position, context, token, next) => {
+        if (!config().get<boolean>('classicCompletion', false) || !enabledFor(document.languageId)) {
+          return null;
+        }
+        return next(document, position, context, token);
+      },
+      handleWorkDoneProgress: (token, params, next) => {
+        onProgress(params);
+        next(token, params);
+      },
+      workspace: {
+        // The server asks for section "fimlsp" after an empty didChangeConfiguration: answer with
+        // what the user set, like initializationOptions.
+        configuration: async (params, token, next) => {
+          const answer = await next(params, token);
+          if (!Array.isArray(answer)) {
+            return answer;
+          }
+          return answer.map((value, i) => (params.items[i]?.section === SECTION ? explicitOptions() : value));
+        },
+      },
+    },
+  };
+  return new LanguageClient('fimlsp', 'fimlsp', serverOptions, clientOptions);
+}
+
+function lines(input: NodeJS.ReadableStream, each: (line: string) => void): void {
+  readline.createInterface({ input, crlfDelay: Infinity, terminal: false }).on('line', each);
+}
+
+function serverLogLine(channel: vscode.LogOutputChannel, line: string): void {
+  const match = /^\S+ \S+ (\S+) (DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$/.exec(line);
+  if (match === null) {
+    channel.warn(line); // tracebacks, argparse errors, library warnings
+    return;
+  }
+  const message = `${match[1]}: ${match[3]}`;
+  switch (match[2]) {
+    case 'DEBUG':
+      channel.debug(message);
+      break;
+    case 'INFO':
+      channel.info(message);
+      break;
+    case 'WARNING':
+      channel.warn(message);
+      break;
+    default:
+      channel.error(message);
+  }
+}
+
+function onProgress(params: WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd): void {
+  if (params.kind === 'begin' || params.kind === 'report') {
+    status.progress(params.message, params.percentage);
+  } else {
+    // The server ends with "ready" or "failed"; the stats say which and why.
+    void refreshStats();
+  }
+}
+
+async function start(): Promise<void> {
+  stopping = false;
+  status.set('starting');
+  const current = createClient();
+  client = current;
+  current.onDidChangeState((event) => {
+    if (current !== client) {
+      return;
+    }
+    if (event.newState === State.Stopped && !stopping) {
+      status.set('error', 'The server stopped. See the fimlsp output channel.');
+    } else if (event.newState === State.Running) {
+      // Also after the client restarted a crashed server by itself.
+      status.set('loading');
+      void refreshStats();
+    }
+  });
+  try {
+    await current.start();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    const command = serverCommand().join(' ');
+    output.error(`could not start \`${command}\`: ${message}`);
+    status.set(
+      'error',
+      `Could not start \`${command}\`: ${message}\nSet fimlsp.serverCommand or fimlsp.pythonPath.`,
+    );
+    return;
+  }
+  if (current === client) {
+    await refreshStats();
+  }
+}
+
+async function stop(): Promise<void> {
+  const current = client;
+  client = undefined;
+  if (current === undefined) {
+    return;
+  }
+  stopping = true;
+  try {
+    if (current.state !== State.Stopped) {
+      await current.stop(5000);
+    }
+  } catch (error) {
+    output.warn(`stopping the server: ${error}`);
+  } finally {
+    await current.dispose().catch(() => undefined);
+  }
+}
+
+async function restart(): Promise<void> {
+  await stop();
+  await start();
+}
+
+async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): Promise<void> {
+  if (!event.affectsConfiguration(SECTION)) {
+    return;
+  }
+  status.render();
+  if (START_OPTIONS.some((key) => event.affectsConfiguration(`${SECTION}.${key}`))) {
+    await restart();
+    return;
+  }
+  const options = explicitOptions();
+  if (JSON.stringify(options) === JSON.stringify(sentOptions)) {
+    return;
+  }
+  // The server merges what it gets over what it has: a setting taken away is only undone by
+  // starting it afresh with its defaults.
+  const removed = Object.keys(sentOptions).filter((key) => !(key in options));
+  if (removed.length > 0 || client === undefined || client.state !== State.Running) {
+    await restart();
+    return;
+  }
+  sentOptions = options;
+  await client.sendNotification(DidChangeConfigurationNotification.type, { settings: { [SECTION]: options } });
+}
+
+async function toggle(): Promise<void> {
+  const settings = config();
+  const seen = settings.inspect<boolean>('enabled');
+  const target =
+    seen?.workspaceFolderValue !== undefined
+      ? vscode.ConfigurationTarget.WorkspaceFolder
+      : seen?.workspaceValue !== undefined
+        ? vscode.ConfigurationTarget.Workspace
+        : vscode.ConfigurationTarget.Global;
+  const on = !settings.get<boolean>('enabled', true);
+  await settings.update('enabled', on, target);
+  vscode.window.setStatusBarMessage(`fimlsp: inline completions ${on ? 'on' : 'off'}`, 2000);
+}
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  output = vscode.window.createOutputChannel('fimlsp', { log: true });
+  status = new Status();
+  context.subscriptions.push(
+    output,
+    status,
+    vscode.commands.registerCommand('fimlsp.toggle', toggle),
+    vscode.commands.registerCommand('fimlsp.trigger', () =>
+      vscode.commands.executeCommand('editor.action.inlineSuggest.trigger'),
+    ),
+    vscode.commands.registerCommand('fimlsp.showLog', () => output.show(true)),
+    vscode.commands.registerCommand('fimlsp.restart', restart),
+    vscode.commands.registerCommand('fimlsp.showStats', async () => {
+      await refreshStats();
+      output.info(`stats: ${JSON.stringify(status.stats)}`);
+      output.show(true);
+    }),
+    vscode.workspace.onDidChangeConfiguration((event) => void onConfigurationChanged(event)),
+    vscode.window.onDidChangeActiveTextEditor(() => status.render()),
+  );
+  await start();
+}
+
+export async function deactivate(): Promise<void> {
+  await stop();
+}

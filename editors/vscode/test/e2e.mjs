@@ -1,0 +1,189 @@
+// Drives code-server in headless Chromium: open a Python file, type, wait for fimlsp's ghost text,
+// screenshot it, accept it with Tab, save. Prints one JSON line with what it saw; the Python test
+// (tests/editors/test_vscode.py) starts code-server and checks the result.
+//
+//   node e2e.mjs '{"url": ..., "folder": ..., "file": "app.py", "typed": "total = add",
+//                  "screenshot": ..., "chromium": "/usr/bin/chromium", "profile": ...,
+//                  "playwright": "/path/to/node_modules/playwright-core", "timeoutMs": 60000}'
+//
+// Every wait is bounded and waits for a condition in the page, never for a fixed time.
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const cfg = JSON.parse(process.argv[2]);
+const require = createRequire(import.meta.url);
+const { chromium } = require(cfg.playwright);
+const timeout = cfg.timeoutMs ?? 60000;
+const started = Date.now();
+const steps = [];
+const step = (name) => {
+  steps.push({ name, s: +((Date.now() - started) / 1000).toFixed(1) });
+  console.error(`[e2e ${steps.at(-1).s}s] ${name}`);
+};
+const result = { ok: false, steps };
+
+const context = await chromium.launchPersistentContext(cfg.profile, {
+  executablePath: cfg.chromium,
+  headless: true,
+  viewport: { width: 1280, height: 720 },
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+const page = context.pages()[0] ?? (await context.newPage());
+page.setDefaultTimeout(timeout);
+const consoleErrors = [];
+page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text().slice(0, 300)));
+
+// The status bar item of the extension (element id "<extension id>.fimlsp.status"); its
+// accessible label is "fimlsp: <state>[: N ms]".
+const STATUS = '.statusbar-item[id$="fimlsp.status"]';
+const statusItem = page.locator(STATUS).first();
+const statusLabel = async () =>
+  (await statusItem.getAttribute('aria-label', { timeout: 1000 }).catch(() => null)) ?? '';
+
+async function waitForReady() {
+  // Ready, or fail fast on error: the extension's status item says which.
+  const deadline = Date.now() + timeout;
+  await statusItem.waitFor({ state: 'attached', timeout });
+  await page.waitForFunction(
+    (selector) => {
+      const el = document.querySelector(selector);
+      const label = el?.getAttribute('aria-label') ?? '';
+      return label.startsWith('fimlsp: ready') || label.startsWith('fimlsp: error');
+    },
+    STATUS,
+    { timeout: Math.max(1000, deadline - Date.now()), polling: 100 },
+  );
+  const label = await statusLabel();
+  if (label.startsWith('fimlsp: error')) {
+    throw new Error(`the extension reports an error: ${label} (see the fimlsp output channel)`);
+  }
+  return label;
+}
+
+/** The ghost text on screen: every `.ghost-text-decoration` (VS Code splits it at spaces). */
+async function ghostText() {
+  return page.evaluate(() => {
+    const text = (el) => (el.textContent ?? '').replace(/\u00a0/g, ' ');
+    const inline = [...document.querySelectorAll('.monaco-editor .ghost-text-decoration')].map(text);
+    const below = [...document.querySelectorAll('.monaco-editor .ghost-text .view-line')].map(text);
+    return { inline: inline.join(''), lines: below };
+  });
+}
+
+async function runCommand(title) {
+  await page.keyboard.press('Control+Shift+P');
+  await page.locator('.quick-input-widget input').waitFor({ state: 'visible' });
+  await page.keyboard.type(title);
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first().waitFor();
+  await page.keyboard.press('Enter');
+  await page.locator('.quick-input-widget').waitFor({ state: 'hidden' });
+}
+
+try {
+  const url = `${cfg.url}/?folder=${encodeURIComponent(cfg.folder)}`;
+  await page.goto(url, { waitUntil: 'domcontentloaded' });
+  await page.locator('.monaco-workbench').waitFor();
+  step('workbench loaded');
+  result.statusBefore = await waitForReady();
+  step(`extension ready (${result.statusBefore})`);
+
+  // Open the file with Quick Open.
+  await page.locator('.monaco-workbench').click({ position: { x: 640, y: 360 } }).catch(() => {});
+  await page.keyboard.press('Control+P');
+  const quickInput = page.locator('.quick-input-widget input');
+  await quickInput.waitFor({ state: 'visible' });
+  await page.keyboard.type(cfg.file);
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: cfg.file }).first().waitFor();
+  await page.keyboard.press('Enter');
+  const editor = page.locator('.editor-instance .monaco-editor').first();
+  await editor.locator('.view-lines', { hasText: cfg.waitForText ?? '' }).waitFor();
+  await page.locator('.tab.active', { hasText: cfg.file }).waitFor();
+  step(`opened ${cfg.file}`);
+
+  // Focus the text, go to the end of the file, type.
+  await editor.locator('.view-lines').click();
+  await page.keyboard.press('Control+End');
+  await page.keyboard.type(cfg.typed, { delay: 40 });
+  step(`typed ${JSON.stringify(cfg.typed)}`);
+
+  await page.waitForFunction(
+    () =>
+      [...document.querySelectorAll('.monaco-editor .ghost-text-decoration')].some(
+        (el) => (el.textContent ?? '').trim().length > 0,
+      ),
+    null,
+    { timeout, polling: 50 },
+  );
+  step('ghost text visible');
+  const ghost = await ghostText();
+  result.ghost = ghost.inline;
+  result.ghostLines = ghost.lines;
+  result.statusAfterCompletion = await statusLabel();
+  await page.screenshot({ path: cfg.screenshot });
+  step(`screenshot ${cfg.screenshot}`);
+
+  await page.keyboard.press('Tab');
+  // Accepted: the ghost text we saw is now in the line's real text.
+  await page.waitForFunction(
+    ({ typed, ghost }) => {
+      // The lines' real text: without ghost text, which VS Code draws inside the same line.
+      const lines = [...document.querySelectorAll('.editor-instance .monaco-editor .view-line')].map((line) => {
+        const copy = line.cloneNode(true);
+        copy.querySelectorAll('.ghost-text-decoration, .ghost-text-decoration-preview').forEach((g) => g.remove());
+        return (copy.textContent ?? '').replace(/\u00a0/g, ' ');
+      });
+      return lines.some((line) => line.includes(typed + ghost.slice(0, 20)));
+    },
+    { typed: cfg.typed, ghost: result.ghost },
+    { timeout: 10000, polling: 50 },
+  );
+  step('accepted with Tab');
+  if (cfg.screenshotAccepted) {
+    await page.screenshot({ path: cfg.screenshotAccepted });
+  }
+
+  await page.keyboard.press('Escape'); // drop a new suggestion, if one came
+  await page.keyboard.press('Control+S');
+  const file = path.join(cfg.folder, cfg.file);
+  const deadline = Date.now() + 10000;
+  let saved = fs.readFileSync(file, 'utf8');
+  while (!saved.includes(cfg.typed) && Date.now() < deadline) {
+    await page.waitForTimeout(100); // polling the file on disk, not synchronising with the UI
+    saved = fs.readFileSync(file, 'utf8');
+  }
+  result.saved = saved;
+  step('saved');
+
+  // "Show statistics" asks the server for its counters, logs them to the fimlsp output channel
+  // and shows it (the Python test reads the line from the channel's log file).
+  await runCommand('fimlsp: Show statistics');
+  await page.locator('.panel .view-lines', { hasText: 'stats: {' }).first().waitFor();
+  step('statistics shown');
+
+  // Toggle turns completions off, and the status bar says so.
+  await runCommand('fimlsp: Toggle inline completions');
+  await page.locator(`${STATUS}[aria-label="fimlsp: off"]`).first().waitFor();
+  result.statusToggled = await statusLabel();
+  step('toggled off');
+  result.ok = true;
+} catch (error) {
+  result.error = String(error?.stack ?? error);
+  result.statusOnError = await statusLabel();
+  result.consoleErrors = consoleErrors.slice(-10);
+  if (cfg.screenshot) {
+    await page.screenshot({ path: cfg.screenshot.replace(/\.png$/, '-failure.png') }).catch(() => {});
+  }
+} finally {
+  await context.close().catch(() => {});
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);

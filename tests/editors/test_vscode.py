@@ -1,0 +1,249 @@
+"""VS Code, end to end: the extension in editors/vscode, built to a .vsix, installed into
+code-server, driven in headless Chromium (playwright-core) against the real server with a tiny
+random-weight model.
+
+The browser part is editors/vscode/test/e2e.mjs: it opens a Python file, types, waits for ghost
+text (`.ghost-text-decoration`), takes a screenshot, accepts with Tab and saves. The model's text
+is gibberish; what is checked is the mechanics: a non-empty suggestion is shown, Tab inserts
+exactly it after what was typed, and the extension's status bar says ready with a latency.
+
+Needs `bash editors/vscode/install-deps.sh` (apt packages, Chromium, the extension's npm
+dependencies, code-server 4.100.3 and playwright-core in editors/vscode/.test-deps/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import editor_missing
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+VSCODE = ROOT / "editors" / "vscode"
+DEPS = VSCODE / ".test-deps" / "node_modules"
+CODE_SERVER = DEPS / ".bin" / "code-server"
+PLAYWRIGHT = DEPS / "playwright-core"
+E2E = VSCODE / "test" / "e2e.mjs"
+VSIX = VSCODE / "fimlsp.vsix"
+INSTALL = "run `bash editors/vscode/install-deps.sh` (apt, npm; about 2 minutes)"
+
+SOURCE = '''"""A small module: fimlsp's VS Code test types at its end."""
+
+
+def add(a, b):
+    return a + b
+
+
+def main():
+    '''
+TYPED = "total = add"
+
+USER_SETTINGS = {
+    "fimlsp.maxNewTokens": 16,
+    "editor.inlineSuggest.enabled": True,
+    # The suggest widget would hide the ghost text, and auto-closed brackets would sit after it.
+    "editor.quickSuggestions": {"other": "off", "comments": "off", "strings": "off"},
+    "editor.suggestOnTriggerCharacters": False,
+    "editor.wordBasedSuggestions": "off",
+    "editor.autoClosingBrackets": "never",
+    "editor.autoClosingQuotes": "never",
+    "editor.minimap.enabled": False,
+    "editor.fontSize": 16,
+    "files.autoSave": "off",
+    "security.workspace.trust.enabled": False,
+    "update.mode": "none",
+    "extensions.autoCheckUpdates": False,
+    "extensions.autoUpdate": False,
+    "telemetry.telemetryLevel": "off",
+    "workbench.startupEditor": "none",
+    "workbench.tips.enabled": False,
+    "workbench.secondarySideBar.defaultVisibility": "hidden",
+    "chat.commandCenter.enabled": False,
+}
+
+
+def _missing() -> list[str]:
+    missing = []
+    if shutil.which("node") is None:
+        missing.append("node")
+    if shutil.which("chromium") is None:
+        missing.append("chromium (apt)")
+    if not CODE_SERVER.exists():
+        missing.append(f"code-server ({CODE_SERVER.relative_to(ROOT)})")
+    if not (PLAYWRIGHT / "package.json").exists():
+        missing.append(f"playwright-core ({PLAYWRIGHT.relative_to(ROOT)})")
+    for tool in ("tsc", "vsce"):
+        if not (VSCODE / "node_modules" / ".bin" / tool).exists():
+            missing.append(f"{tool} (npm ci in editors/vscode)")
+    return missing
+
+
+def _build_vsix() -> Path:
+    """`npm run package` (tsc + vsce) unless fimlsp.vsix is newer than everything it is built
+    from."""
+    sources = [VSCODE / name for name in ("package.json", "package-lock.json", "tsconfig.json",
+                                          "README.md", ".vscodeignore")]
+    sources += list((VSCODE / "src").rglob("*"))
+    newest = max(p.stat().st_mtime for p in sources if p.exists())
+    if VSIX.exists() and VSIX.stat().st_mtime > newest:
+        return VSIX
+    env = {**os.environ, "CI": "true", "npm_config_yes": "true",
+           "npm_config_update_notifier": "false"}
+    built = subprocess.run(["npm", "run", "package"], cwd=VSCODE, env=env, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=180)
+    assert built.returncode == 0 and VSIX.exists(), (
+        f"building the .vsix failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}")
+    return VSIX
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"code-server exited with {process.returncode}:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"code-server did not answer /healthz in {timeout_s:.0f}s:\n{_tail(log)}")
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return f"({path} not readable)"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """code-server, its extension host and the fimlsp server it started: one process group."""
+    if process.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def code_server(tmp_path: Path, server_command: list[str],
+                artifacts_dir: Path) -> Iterator[dict[str, str]]:
+    missing = _missing()
+    if missing:
+        editor_missing("VS Code test tooling (" + ", ".join(missing) + ")", INSTALL)
+    vsix = _build_vsix()
+
+    user_data, extensions = tmp_path / "user-data", tmp_path / "extensions"
+    (user_data / "User").mkdir(parents=True)
+    settings = {**USER_SETTINGS, "fimlsp.serverCommand": server_command}
+    (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
+    # code-server writes its config.yaml under XDG_CONFIG_HOME: keep it out of the real home.
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    common = ["--user-data-dir", str(user_data), "--extensions-dir", str(extensions)]
+    installed = subprocess.run([str(CODE_SERVER), *common, "--install-extension", str(vsix)],
+                               env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=120)
+    assert installed.returncode == 0, (
+        f"installing the .vsix failed:\n{installed.stdout}\n{installed.stderr}")
+    assert any(extensions.glob("fimlsp.fimlsp-*")), f"not installed: {list(extensions.iterdir())}"
+
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "app.py").write_text(SOURCE)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = artifacts_dir / "vscode-code-server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(CODE_SERVER), "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", *common,
+             "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
+             str(workspace)],
+            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        _wait_healthy(url, process, log, timeout_s=60)
+        yield {"url": url, "workspace": str(workspace), "user_data": str(user_data),
+               "profile": str(tmp_path / "chromium-profile")}
+    finally:
+        _stop(process)
+        # The extension's output channel: the server's stderr, one line per request.
+        channels = sorted(user_data.glob("logs/**/*fimlsp*.log"))
+        if channels:
+            shutil.copyfile(channels[-1], artifacts_dir / "vscode-fimlsp-output.log")
+
+
+def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
+                                                  artifacts_dir: Path) -> None:
+    screenshot = artifacts_dir / "vscode-ghost-text.png"
+    accepted = artifacts_dir / "vscode-accepted.png"
+    for old in (screenshot, accepted, artifacts_dir / "vscode-ghost-text-failure.png"):
+        old.unlink(missing_ok=True)
+    config = {
+        "url": code_server["url"], "folder": code_server["workspace"], "file": "app.py",
+        "waitForText": "def main", "typed": TYPED, "screenshot": str(screenshot),
+        "screenshotAccepted": str(accepted), "chromium": shutil.which("chromium"),
+        "profile": code_server["profile"], "playwright": str(PLAYWRIGHT), "timeoutMs": 60000,
+    }
+    run = subprocess.run(["node", str(E2E), json.dumps(config)], stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=180)
+    lines = run.stdout.strip().splitlines()
+    result = json.loads(lines[-1]) if lines else {}
+    channel = sorted(Path(code_server["user_data"]).glob("logs/**/*fimlsp*.log"))
+    assert run.returncode == 0 and result.get("ok"), (
+        f"browser run failed: {result.get('error') or run.stdout[-2000:]}\n"
+        f"status bar: {result.get('statusOnError')}\nsteps: {result.get('steps')}\n"
+        f"browser log:\n{run.stderr[-3000:]}\n"
+        f"fimlsp output channel:\n{_tail(channel[-1]) if channel else '(none)'}")
+
+    ghost = result["ghost"]
+    assert ghost.strip(), f"empty ghost text: {result}"
+    saved = result["saved"]
+    prefix = SOURCE
+    assert saved.startswith(prefix), f"text before the cursor changed:\n{saved!r}"
+    inserted = saved[len(prefix):]
+    # Tab inserted the suggestion that was shown, right after what was typed.
+    assert inserted.startswith(TYPED + ghost), (
+        f"document after Tab {inserted!r} is not typed {TYPED!r} + ghost {ghost!r}")
+    # The status bar item showed the server's latency for the last suggestion.
+    assert result["statusAfterCompletion"].startswith("fimlsp: ready"), result
+    assert result["statusAfterCompletion"].endswith(" ms"), result
+    assert screenshot.exists() and screenshot.stat().st_size > 10_000, "no screenshot"
+    # The item's accept command reached the server (fimlsp.accept, counted in fimlsp.stats).
+    stats = _logged_stats(channel[-1] if channel else None)
+    assert stats.get("accepted", 0) >= 1 and stats.get("state") == "ready", stats
+    assert result["statusToggled"] == "fimlsp: off", result
+
+
+def _logged_stats(channel: Path | None) -> dict[str, object]:
+    """The last `stats: {...}` line "fimlsp: Show statistics" wrote to the output channel."""
+    text = channel.read_text(errors="replace") if channel else ""
+    found = [line.split("stats: ", 1)[1] for line in text.splitlines() if "] stats: {" in line]
+    assert found, f"no statistics in the fimlsp output channel:\n{text[-2000:]}"
+    return json.loads(found[-1])
