@@ -8,8 +8,10 @@ LSP line / UTF-16 character.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,13 +124,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fimlsp.server import create_server
 
     server = create_server(_settings(args))
-    if args.tcp:
-        log.info("fimlsp %s listening on %s:%d", __version__, args.host, args.port)
-        server.start_tcp(args.host, args.port)
-    else:
-        server.start_io()
-    server.scheduler.shutdown()
-    return 0
+    code = 0
+    try:
+        if args.tcp:
+            log.info("fimlsp %s listening on %s:%d", __version__, args.host, args.port)
+            server.start_tcp(args.host, args.port)
+        else:
+            server.start_io()
+    except SystemExit as exit_:  # pygls ends `exit` with sys.exit(0 or 1)
+        code = exit_.code if isinstance(exit_.code, int) else 0
+    finally:
+        server.scheduler.shutdown()
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(ValueError, OSError):  # pygls may have closed stdout
+                stream.flush()
+        # Leave now: pygls's stdin reader thread would block interpreter shutdown until the
+        # editor closes the pipe, and a model still loading would hold it for minutes.
+        os._exit(code)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
