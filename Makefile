@@ -12,7 +12,7 @@ demo:
 test:
 	@bash scripts/setup.sh test
 	$(VENV)/ruff check fimlsp tests
-	$(VENV)/python -m pytest -q -p no:cacheprovider
+	$(VENV)/python -m pytest -q -rs -p no:cacheprovider
 
 lint:
 	$(VENV)/ruff check fimlsp tests
