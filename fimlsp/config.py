@@ -15,7 +15,7 @@ from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-QUANTIZATIONS = ("none", "int8", "8bit", "4bit")
+QUANTIZATIONS = ("auto", "none", "int8", "8bit", "4bit")
 MULTILINE = ("auto", "always", "never")
 LOG_LEVELS = ("error", "warning", "info", "debug")
 
@@ -34,7 +34,7 @@ class Settings:
     tokenizer: str | None = None  # a directory or hub id, when it differs from the model's
     device: str = "auto"
     dtype: str = "auto"
-    quantization: str = "none"
+    quantization: str = "auto"  # the preset's choice for the device, else none
     threads: int | None = None
     max_new_tokens: int = 64
     context_window: int | None = None

@@ -81,6 +81,9 @@ class Preset:
     order: str = "psm"
     params: str = ""
     note: str = ""
+    # What `quantization: auto` picks per device: fp32 / bf16 unless the model would not fit.
+    cpu_quantization: str = "none"
+    cuda_quantization: str = "none"
 
 
 PRESETS: dict[str, Preset] = {
@@ -90,10 +93,10 @@ PRESETS: dict[str, Preset] = {
                "Python only; fast on any CPU"),
         Preset("starcoderbase-1b", "bigcode/starcoderbase-1b", "starcoder", 8192, "spm", "1.1B"),
         Preset("starcoder-15b", "bigcode/starcoder", "starcoder", 8192, "spm", "15.5B",
-               "needs a GPU; 4bit fits 12 GB"),
+               "needs a GPU; 4bit fits 12 GB", cuda_quantization="4bit"),
         Preset("starcoder-gpteacher",
                "GeorgiaTechResearchInstitute/starcoder-gpteacher-code-instruct", "starcoder",
-               8192, "spm", "15.5B", "needs a GPU"),
+               8192, "spm", "15.5B", "needs a GPU", cuda_quantization="4bit"),
         Preset("santacoder", "bigcode/gpt_bigcode-santacoder", "santacoder", 2048, "spm", "1.1B"),
         Preset("fim-neox-1.3b", "CarperAI/FIM-NeoX-1.3B", "fim-neox", 2048, "spm", "1.4B",
                "SPM only; its config may limit the window to 1024"),

@@ -56,6 +56,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_quantization(name: str, spec: ModelSpec, device: torch.device) -> str:
+    """'auto' means the preset's recommendation for this device (e.g. 4-bit for StarCoder-15B
+    on CUDA), and none for models the presets do not know."""
+    if name != "auto":
+        return name
+    preset = spec.preset
+    if preset is None:
+        return "none"
+    return preset.cuda_quantization if device.type == "cuda" else preset.cpu_quantization
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """fp32 on CPU: without AVX-512 bf16 the reduced types are several times slower there."""
     if name == "auto":
@@ -98,16 +109,20 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
                        "one; natively supported custom-code models: Refact-1.6B, SantaCoder.")
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
+    quantization = resolve_quantization(settings.quantization, spec, device)
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False}
-    if settings.quantization in ("4bit", "8bit"):
+    if quantization == "int8" and device.type != "cpu":
+        raise FimError(ErrorKind.CONFIG, "quantization 'int8' is the CPU path; on CUDA use "
+                       "'8bit' or '4bit'")
+    if quantization in ("4bit", "8bit"):
         if device.type != "cuda":
-            raise FimError(ErrorKind.CONFIG, f"quantization '{settings.quantization}' "
+            raise FimError(ErrorKind.CONFIG, f"quantization '{quantization}' "
                            "(bitsandbytes) needs a CUDA GPU; on CPU use 'int8'")
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=settings.quantization == "4bit",
-            load_in_8bit=settings.quantization == "8bit",
+            load_in_4bit=quantization == "4bit",
+            load_in_8bit=quantization == "8bit",
             bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
         kwargs["device_map"] = {"": device.index or 0}
     if settings.threads and device.type == "cpu":
@@ -125,10 +140,7 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
                        f"{_first_line(error)}. {how}") from None
     if "quantization_config" not in kwargs:
         model.to(device)
-    if settings.quantization == "int8":
-        if device.type != "cpu":
-            raise FimError(ErrorKind.CONFIG, "quantization 'int8' is the CPU path; on CUDA use "
-                           "'8bit' or '4bit'")
+    if quantization == "int8":
         # Dynamic int8 on nn.Linear measured fastest of the CPU int8 options (docs/design.md).
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     model.eval()
