@@ -11,7 +11,6 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from urllib.parse import unquote
 from tokenizers import Tokenizer
 
 from fimlsp import postprocess
+from fimlsp.cache import RecentCompletions, TypingThrough
 from fimlsp.config import Settings
 from fimlsp.context import (
     WINDOW_LINES,
@@ -71,12 +71,13 @@ class Completion:
         fields["total_ms"] = round(self.total_ms, 1)
         return fields
 
-    def log_line(self, where: str) -> str:
+    def log_line(self, where: str, cache_share: float | None = None) -> str:
         return (f"request {self.request_id} {where}: source={self.source} "
                 f"prompt={self.prompt_tokens} reused={self.reused_tokens} "
                 f"prefill={self.prefill_ms:.0f}ms decode={self.decode_ms:.0f}ms "
                 f"generated={self.generated_tokens} stop={self.stop_reason} "
-                f"total={self.total_ms:.0f}ms chars={len(self.text)}")
+                f"total={self.total_ms:.0f}ms chars={len(self.text)}"
+                + (f" cache_share={cache_share:.2f}" if cache_share is not None else ""))
 
 
 @dataclass
@@ -92,6 +93,11 @@ class Stats:
     partially_accepted: int = 0
     last: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def cache_share(self) -> float:
+        """Share of requests answered without the model (typing-through or recent answers)."""
+        return self.answered_from_cache / self.requests if self.requests else 0.0
+
 
 class Completer:
     """Owns the tokenizer, the engine and the recent answers for one model."""
@@ -104,7 +110,8 @@ class Completer:
         self.window_reason = ""
         self.engine: LocalEngine | None = None
         self.stats = Stats()
-        self._recent: OrderedDict[str, str] = OrderedDict()
+        self._recent = RecentCompletions(_RECENT)  # by prompt identity, on the model's thread
+        self.typing = TypingThrough()  # the suggestion on screen per document, on the event loop
         self._edges: dict[str, Edges] = {}  # per document: where its prompt was cut
         self._neighbours: dict[str, tuple[int, list[Snippet]]] = {}  # per document: line, chosen
         # The open documents (uri → text), for neighbour snippets; the server provides them.
@@ -200,32 +207,32 @@ class Completer:
         """The cleaned suggestion for `cursor`; blocking, on the worker thread."""
         started = time.perf_counter()
         request_id = request_id if request_id is not None else self.next_id()
-        self.stats.requests += 1
+        self._count(cache=False)
         prompt = self.prompt_for(cursor, key)
-        mode = postprocess.mode_for(cursor, self.settings.multiline)
-        s = self.settings  # generation settings are part of an answer's identity
-        key_parts = (prompt.ids, mode, s.max_new_tokens, s.temperature, s.top_p, s.multiline)
+        mode = postprocess.mode_for(cursor, self.settings.multiline, key)
+        key_parts = (prompt.ids, mode, *self.answer_settings)  # settings: part of the answer
         identity = hashlib.blake2b(repr(key_parts).encode(), digest_size=16).hexdigest()
-        if identity in self._recent:
-            self._recent.move_to_end(identity)
-            self.stats.answered_from_cache += 1
-            result = Completion(self._recent[identity], request_id, "cache",
+        recent = self._recent.get(identity)
+        if recent is not None:
+            self._count(cache=True, request=False)
+            result = Completion(recent, request_id, "cache",
                                 prompt_tokens=len(prompt.ids), stop_reason="cache")
         else:
-            generation = self._generate(key, prompt, mode, token or CancelToken())
-            text = postprocess.clean(self._decode(generation.ids), cursor, mode)
+            generation = self._generate(key, cursor, prompt, mode, token or CancelToken())
+            text = postprocess.clean(self._decode(generation.ids), cursor, mode, key)
             result = Completion(text, request_id, "model", len(prompt.ids),
                                 generation.reused_tokens, generation.prefill_ms,
                                 generation.decode_ms, len(generation.ids), generation.stop_reason)
             if generation.interrupted:
                 self.stats.cancelled += 1
             elif generation.stop_reason != "time":
-                self._remember(identity, text)
+                self._recent.put(identity, text)
         result.total_ms = (time.perf_counter() - started) * 1000
         self.stats.last = result.timings()
         return result
 
-    def _generate(self, key: str, prompt: Prompt, mode: str, token: CancelToken) -> Generation:
+    def _generate(self, key: str, cursor: Cursor, prompt: Prompt, mode: str,
+                  token: CancelToken) -> Generation:
         assert self.engine is not None and self.tokenizer is not None and self.spec is not None
         stop_ids = {i for t in self.spec.template.stop
                     if (i := self.tokenizer.token_to_id(t)) is not None}
@@ -233,7 +240,7 @@ class Completer:
 
         def on_token(token_id: int) -> bool:
             generated.append(token_id)
-            return postprocess.wants_stop(self._decode(generated), mode)
+            return postprocess.wants_stop(self._decode(generated), mode, cursor, key)
 
         s = self.settings
         return self.engine.generate(key, prompt.ids, max_new_tokens=s.max_new_tokens,
@@ -244,10 +251,37 @@ class Completer:
         assert self.tokenizer is not None
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def _remember(self, identity: str, text: str) -> None:
-        self._recent[identity] = text
-        while len(self._recent) > _RECENT:
-            self._recent.popitem(last=False)
+    def _count(self, cache: bool, request: bool = True) -> None:
+        with self._lock:  # the event loop and the model's thread both count
+            self.stats.requests += request
+            self.stats.answered_from_cache += cache
+
+    # -- answers without the model (fimlsp/cache.py) -----------------------------------------
+
+    def typed_through(self, key: str, cursor: Cursor) -> Completion | None:
+        """The rest of the suggestion on screen when the user has typed into it; no model call,
+        nothing queued: call it on the event loop, before the scheduler."""
+        started = time.perf_counter()
+        text = self.typing.lookup(key, cursor, self.answer_settings)
+        if text is None:
+            return None
+        self._count(cache=True)
+        result = Completion(text, self.next_id(), "cache", stop_reason="typed")
+        result.total_ms = (time.perf_counter() - started) * 1000
+        self.stats.last = result.timings()
+        self.typing.remember(key, cursor, text, result.request_id, self.answer_settings)
+        return result
+
+    def shown(self, key: str, cursor: Cursor, result: Completion | None) -> None:
+        """What the client was answered at `cursor` (nothing, when `result` is None)."""
+        text, request_id = (result.text, result.request_id) if result else ("", 0)
+        self.typing.remember(key, cursor, text, request_id, self.answer_settings)
+
+    @property
+    def answer_settings(self) -> tuple[Any, ...]:
+        """The settings that make an answer what it is (not how long it may take)."""
+        s = self.settings
+        return (s.max_new_tokens, s.temperature, s.top_p, s.multiline)
 
     # -- what the user did with it ----------------------------------------------------------
 
@@ -264,7 +298,8 @@ class Completer:
                                                "decode_ms", "generated_tokens", "source",
                                                "total_ms")},
                 "requests": s.requests, "cancelled": s.cancelled,
-                "answered_from_cache": s.answered_from_cache, "errors": s.errors,
+                "answered_from_cache": s.answered_from_cache,
+                "cache_share": round(s.cache_share, 3), "errors": s.errors,
                 "accepted": s.accepted, "partially_accepted": s.partially_accepted,
                 "accepted_chars": s.accepted_chars,
                 "model": self.spec.name if self.spec else self.settings.model,

@@ -166,6 +166,11 @@ class FimServer(LanguageServer):
                      + (f" ({self.load_error})" if self.load_error else ""), logging.DEBUG)
             return None
         completer = self.completer
+        typed = completer.typed_through(uri, cursor)
+        if typed is not None:  # typed into the suggestion on screen: its rest, no model call
+            self.request_log(typed.log_line(uri, completer.stats.cache_share))
+            self._note_shown(typed)
+            return typed
         request_id = completer.next_id()
         future, token = self.scheduler.submit(
             uri, lambda tok: completer.complete(uri, cursor, tok, request_id),
@@ -183,13 +188,19 @@ class FimServer(LanguageServer):
             completer.stats.cancelled += 1
             self.request_log(f"request {request_id} {uri}: {cancelled.reason} before it started")
             return None
-        self.request_log(result.log_line(uri))
-        if result.stop_reason in ("cancelled", "superseded") or not result.text:
+        self.request_log(result.log_line(uri, completer.stats.cache_share))
+        if result.stop_reason in ("cancelled", "superseded"):
             return None
+        completer.shown(uri, cursor, result if result.text else None)
+        if not result.text:
+            return None
+        self._note_shown(result)
+        return result
+
+    def _note_shown(self, result: Completion) -> None:
         self._shown[result.request_id] = result.text
         while len(self._shown) > 256:
             self._shown.popitem(last=False)
-        return result
 
     @staticmethod
     def _count_cancelled(completer: Completer) -> None:
@@ -213,6 +224,8 @@ class FimServer(LanguageServer):
         text = self._shown.get(request_id, "") if isinstance(request_id, int) else ""
         if partial and len(args) > 1 and isinstance(args[1], int):
             text = text[: args[1]]
+        if isinstance(request_id, int):
+            self.completer.typing.advance(request_id, len(text))  # it is document text now
         self.completer.accepted(text, partial)
 
 

@@ -141,8 +141,11 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
     if "quantization_config" not in kwargs:
         model.to(device)
     if quantization == "int8":
-        # Dynamic int8 on nn.Linear measured fastest of the CPU int8 options (docs/design.md).
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        # Dynamic int8 on nn.Linear measured fastest of the CPU int8 options (docs/benchmarks.md).
+        # In place: a copy would hold a second fp32 model at once (4.5 GB more for a 1B model).
+        # Deprecated since torch 2.10 (torchao's `quantize_` replaces it), still there in 2.13.
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                       dtype=torch.qint8, inplace=True)
     model.eval()
     return model, device
 
