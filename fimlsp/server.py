@@ -50,6 +50,7 @@ class FimServer(LanguageServer):
         self.state = "idle"  # idle | loading | ready | failed
         self.load_error = ""
         self._shown: OrderedDict[int, str] = OrderedDict()  # request id → suggestion shown
+        self._taken: dict[int, int] = {}  # request id → characters of it the user accepted
         self._loading: asyncio.Task[None] | None = None
 
     def _new_completer(self) -> Completer:
@@ -200,7 +201,7 @@ class FimServer(LanguageServer):
     def _note_shown(self, result: Completion) -> None:
         self._shown[result.request_id] = result.text
         while len(self._shown) > 256:
-            self._shown.popitem(last=False)
+            self._taken.pop(self._shown.popitem(last=False)[0], None)
 
     @staticmethod
     def _count_cancelled(completer: Completer) -> None:
@@ -219,14 +220,26 @@ class FimServer(LanguageServer):
             return empty
 
     def accepted(self, args: tuple[Any, ...], partial: bool) -> None:
-        """Records what the user took; the text comes from what we showed, not from the client."""
+        """Records what the user took; the text comes from what we showed, not from the client.
+
+        `fimlsp.partialAccept [id, chars]` gives the characters of suggestion `id` taken so far
+        (a running total, as VS Code and Emacs report it); `fimlsp.accept [id]` means all of it.
+        Repeats and a final accept after partial ones count each character once.
+        """
         request_id = args[0] if args else None
-        text = self._shown.get(request_id, "") if isinstance(request_id, int) else ""
+        if not isinstance(request_id, int) or request_id not in self._shown:
+            self.completer.accepted("", partial)
+            return
+        text = self._shown[request_id]
+        total = len(text)
         if partial and len(args) > 1 and isinstance(args[1], int):
-            text = text[: args[1]]
-        if isinstance(request_id, int):
-            self.completer.typing.advance(request_id, len(text))  # it is document text now
-        self.completer.accepted(text, partial)
+            total = max(0, min(args[1], len(text)))
+        before = self._taken.get(request_id, 0)
+        if total <= before:
+            return  # nothing new: a repeat, or an accept after everything was taken
+        self._taken[request_id] = max(total, before)
+        self.completer.typing.advance(request_id, max(0, total - before))  # document text now
+        self.completer.accepted(text[before:total], partial)
 
 
 def _item_command(result: Completion) -> types.Command:

@@ -558,17 +558,23 @@ async def test_accept_command_counts_what_was_shown(server: Client, workspace: P
     assert isinstance(result, t.InlineCompletionList) and result.items, result
     item = result.items[0]
     assert item.command is not None and item.command.command == "fimlsp.accept"
+    args = item.command.arguments or []
+    length = len(item.insert_text)
     before = await server.stats()
-    await server.command(item.command.command, *(item.command.arguments or []))
-    after = await server.stats()
-    assert after["accepted"] == before["accepted"] + 1
-    assert after["accepted_chars"] == before["accepted_chars"] + len(item.insert_text)
-
-    # A partial accept (VS Code's word-by-word) counts the characters taken.
-    await server.command("fimlsp.partialAccept", *(item.command.arguments or []), 3)
+    # Partial accepts (word by word) report the running total taken of the item.
+    await server.command("fimlsp.partialAccept", *args, min(3, length))
+    await server.command("fimlsp.partialAccept", *args, min(5, length))
+    await server.command("fimlsp.partialAccept", *args, min(5, length))  # a repeat adds nothing
     partial = await server.stats()
-    assert partial["partially_accepted"] == after["partially_accepted"] + 1
-    assert partial["accepted_chars"] == after["accepted_chars"] + min(3, len(item.insert_text))
+    assert partial["partially_accepted"] == before["partially_accepted"] + (
+        2 if length > 3 else 1)
+    assert partial["accepted_chars"] == before["accepted_chars"] + min(5, length)
+    # Accepting the rest counts only what was not taken yet, and the accept once.
+    await server.command(item.command.command, *args)
+    await server.command(item.command.command, *args)
+    after = await server.stats()
+    assert after["accepted"] == before["accepted"] + (1 if length > 5 else 0)
+    assert after["accepted_chars"] == before["accepted_chars"] + length
 
 
 # -- servers of their own ----------------------------------------------------------------------
