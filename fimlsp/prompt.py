@@ -127,29 +127,41 @@ def _head_ids(tokenizer: Tokenizer, text: str, window: _Span, cut: int) -> list[
     return window.ids[:step[0]] + tail.ids[step[1]:]
 
 
-def _grow(chars: int, window: _Span, need: int) -> int:
+_density: dict[int, float] = {}  # characters per token last seen, per tokenizer
+
+
+def _first_guess(tokenizer: Tokenizer, need: int) -> int:
+    """Characters likely to hold `need` tokens: too few costs a second encoding, too many only
+    their share, so aim a little high."""
+    return int(max(need, 1) * _density.get(id(tokenizer), _CHARS_PER_TOKEN_GUESS) * 1.1) + 64
+
+
+def _grow(tokenizer: Tokenizer, chars: int, window: _Span, need: int) -> int:
     """A window size that should hold `need` tokens, from the density just measured."""
     density = (window.end - window.base) / max(len(window.ids), 1)
-    return max(chars * 2, int(need * density * 1.2))
+    _density[id(tokenizer)] = density
+    return max(chars + 256, int(need * density * 1.15))
 
 
 def _tail_window(tokenizer: Tokenizer, text: str, need: int) -> _Span:
     """Tokens of a tail of `text` holding more than `need` tokens, or all of it."""
-    chars = max(need, 1) * _CHARS_PER_TOKEN_GUESS
+    chars = _first_guess(tokenizer, need)
     while True:
         window = _span(tokenizer, text, max(0, len(text) - chars), len(text))
         if window.base == 0 or len(window.ids) > need:
+            if window.ids and window.base > 0:
+                _density[id(tokenizer)] = (window.end - window.base) / len(window.ids)
             return window
-        chars = _grow(chars, window, need)
+        chars = _grow(tokenizer, chars, window, need)
 
 
 def _head_window(tokenizer: Tokenizer, text: str, need: int) -> _Span:
-    chars = max(need, 1) * _CHARS_PER_TOKEN_GUESS
+    chars = _first_guess(tokenizer, need)
     while True:
         window = _span(tokenizer, text, 0, min(len(text), chars))
         if window.end == len(text) or len(window.ids) > need:
             return window
-        chars = _grow(chars, window, need)
+        chars = _grow(tokenizer, chars, window, need)
 
 
 def _common_length(a: str, b: str) -> int:
