@@ -1,0 +1,471 @@
+"""`fimlsp bench engine`: what the local engine costs per request, fp32 against int8.
+
+Full-size architectures with random weights (the compute cost does not depend on the values),
+built once into --cache-dir from the real configs in shared/model-configs. Everything runs through
+the real `LocalEngine` (sessions, crop, chunked prefill, our decode loop); nothing is a separate
+loop. The prompt is tokenizer-free: seeded random ids in [1000, vocab) — no special or stop ids,
+and stop ids are disabled, so every request generates exactly --new-tokens tokens.
+
+Per model and quantization:
+
+- weights: bytes in memory, and the bytes one decode step has to read (every linear layer and
+  norm, the tied output head once; embedding tables only by row, so they are left out);
+- prefill tokens/s: a --context-token prompt on a cold session (empty cache; the process is
+  warmed up first so one-time kernel setup is not counted), and the better of that and the
+  keystroke-without-reuse request, which is a second full prefill (machines are shared);
+- decode ms/token at that context: the mean over the steps of the cold request (the first token
+  comes from the prefill's logits, so --new-tokens − 1 forward steps) and the median over every
+  step of every request here (robust to bursts of other work), next to the memory-bandwidth
+  floor: decode bytes ÷ the bandwidth measured once (a sum over a large tensor, best of 5);
+- the keystroke: the same prompt plus one token at its end (what typing one character does to an
+  SPM prompt), --new-tokens new tokens, total wall time with reuse (same session: crop, prefill
+  one token) against without (a fresh session: full prefill), and the ratio;
+- peak resident memory while loading and running that configuration: each runs in a subprocess
+  of its own (unless --in-process, where VmHWM is reset between configurations and what an
+  earlier one left behind counts too); at the end, the anonymous part of it (the weights are
+  memory-mapped from the file, and those pages count as resident too); on CUDA also the peak
+  allocated GPU memory.
+
+Timings are wall clock around `LocalEngine.generate` and at the first token (its callback), so
+they hold on CUDA too, where a forward returns before the GPU has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import itertools
+import json
+import os
+import platform
+import random
+import re
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fimlsp.config import Settings
+from fimlsp.engine.local import LocalEngine, resolve_device
+from fimlsp.models import resolve_model
+from fimlsp.tiny import build_tiny_model
+
+TINY = {"layers": 2, "width": 64, "heads": 4}  # --tiny: the test's geometry, seconds not minutes
+FIRST_ID = 1000  # random prompt ids start here: StarCoder-family special tokens are all below
+
+
+# -- the machine -------------------------------------------------------------------------------
+
+
+def machine(device: torch.device, threads: int) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(), "cores": os.cpu_count(), "ram_gb": _ram_gb(), "threads": threads,
+        "python": platform.python_version(), "torch": torch.__version__,
+        "transformers": _version("transformers"), "device": str(device),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "-"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "-"
+
+
+def _ram_gb() -> float | None:
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    return None
+
+
+def load_average() -> list[float] | None:
+    with contextlib.suppress(OSError, AttributeError):
+        return [round(x, 2) for x in os.getloadavg()]
+    return None
+
+
+def measure_bandwidth(device: torch.device, megabytes: int, runs: int = 5) -> float:
+    """Read bandwidth in GB/s: the best of `runs` sums over a tensor of `megabytes` MB."""
+    data = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32, device=device)
+    best = float("inf")
+    for _ in range(runs + 1):  # the first run only warms up
+        _sync(device)
+        started = time.perf_counter()
+        data.sum().item()
+        _sync(device)
+        best = min(best, time.perf_counter() - started)
+    nbytes = data.numel() * data.element_size()
+    del data
+    return nbytes / best / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def reset_peak_rss(device: torch.device) -> None:
+    """VmHWM can be reset on Linux (clear_refs 5); ru_maxrss cannot, so it is the fallback."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def rss_mb(field: str = "VmHWM") -> float:
+    """A memory line of /proc/self/status in MiB: VmHWM (peak resident), VmRSS, RssAnon,
+    RssFile. Without /proc, the peak from getrusage whatever the field."""
+    with contextlib.suppress(OSError, AttributeError):
+        found = re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text())
+        if found:
+            return int(found.group(1)) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def weight_bytes(model: torch.nn.Module) -> tuple[int, int, int]:
+    """(bytes of all weights in memory, bytes one decode step reads, number of weights).
+
+    A decode step reads every weight once except embedding tables, of which it reads one row;
+    a tied output head shares the embedding's tensor and is counted once, as the head. Dynamic
+    int8 linears keep their weights packed, outside `parameters()`: they are counted as int8.
+    """
+    seen: dict[Any, int] = {}  # storage → bytes, for all weights
+    count: dict[Any, int] = {}  # storage → elements
+    read: set[Any] = set()  # what a decode step reads
+    for module in model.modules():
+        is_table = isinstance(module, torch.nn.Embedding)
+        found = [(t.data_ptr(), t) for t in module.parameters(recurse=False)]  # not buffers
+        weight_fn = getattr(module, "weight", None)
+        if callable(weight_fn) and not isinstance(weight_fn, torch.Tensor):  # packed int8
+            # Unpacking makes temporary tensors whose addresses get reused: key by module.
+            unpacked = module._weight_bias()  # type: ignore[operator]
+            found += [((id(module), i), t) for i, t in enumerate(unpacked) if t is not None]
+        for key, tensor in found:
+            seen[key] = tensor.numel() * tensor.element_size()
+            count[key] = tensor.numel()
+            if not is_table:
+                read.add(key)
+    return sum(seen.values()), sum(seen[k] for k in read), sum(count.values())
+
+
+def kv_bytes(config: Any, tokens: int, element_size: int) -> int:
+    """Keys and values a decode step reads at `tokens` context (multi-query aware)."""
+    layers, width = config.num_hidden_layers, config.hidden_size
+    heads = config.num_attention_heads
+    kv_heads = 1 if getattr(config, "multi_query", False) else \
+        getattr(config, "num_key_value_heads", None) or heads
+    return 2 * layers * tokens * kv_heads * (width // heads) * element_size
+
+
+# -- one request -------------------------------------------------------------------------------
+
+
+def timed_generate(engine: LocalEngine, key: str, prompt: list[int], new_tokens: int
+                   ) -> dict[str, Any]:
+    """One request; prefill ends at the first token (sampling it forces the device to finish)."""
+    stamps: list[float] = []
+
+    def on_token(_token: int) -> bool:
+        stamps.append(time.perf_counter())
+        return False
+
+    started = time.perf_counter()
+    result = engine.generate(key, prompt, max_new_tokens=new_tokens, stop_ids=set(),
+                             on_token=on_token)
+    total = time.perf_counter() - started
+    steps = [(b - a) * 1000 for a, b in itertools.pairwise(stamps)]
+    return {
+        "prompt_tokens": result.prompt_tokens, "reused_tokens": result.reused_tokens,
+        "new_tokens": len(result.ids), "total_ms": total * 1000,
+        "prefill_ms": (stamps[0] - started) * 1000,
+        "decode_ms_per_token": sum(steps) / len(steps) if steps else None,
+        "steps_ms": steps,
+        "first_id": result.ids[0] if result.ids else None,
+    }
+
+
+def bench_one(name: str, folder: Path, quantization: str, args: argparse.Namespace,
+              device: torch.device, bandwidth_gbs: float) -> dict[str, Any]:
+    reset_peak_rss(device)
+    rss_before = rss_mb("VmRSS")
+    settings = Settings(device=device.type, dtype=args.dtype, quantization=quantization,
+                        threads=args.threads if device.type == "cpu" else None)
+    started = time.perf_counter()
+    engine = LocalEngine.load(resolve_model(str(folder)), settings)
+    load_s = time.perf_counter() - started
+    model = engine.model
+    config = model.config
+    vocab = config.vocab_size
+    rng = random.Random(args.seed)
+    prompt = [rng.randrange(FIRST_ID, vocab) for _ in range(args.context)]
+
+    # Warm-up on a throwaway session: first-call kernel setup is not what a keystroke pays.
+    timed_generate(engine, "warmup", prompt[: min(64, args.context)], 2)
+    engine.drop_session("warmup")
+
+    cold = timed_generate(engine, "cold", prompt, args.new_tokens)
+    # The keystroke: one more token at the end of the prompt, same session (crop the generated
+    # tokens, prefill one). Repeated with a different last token each time; median reported.
+    reuse_runs = []
+    for i in range(args.repeats):
+        extra = FIRST_ID + (cold["first_id"] or 0) % 97 + i + 1
+        reuse_runs.append(timed_generate(engine, "cold", [*prompt, extra], args.new_tokens))
+    reuse = sorted(reuse_runs, key=lambda r: r["total_ms"])[len(reuse_runs) // 2]
+    fresh = timed_generate(engine, "fresh", [*prompt, FIRST_ID + 1], args.new_tokens)
+    all_steps = [t for r in (cold, *reuse_runs, fresh) for t in r["steps_ms"]]
+    best_prefill = min(cold["prefill_ms"], fresh["prefill_ms"] * len(prompt) / (len(prompt) + 1))
+
+    total_bytes, decode_bytes, weights = weight_bytes(model)
+    first = next(model.parameters())
+    kv = kv_bytes(config, args.context, first.element_size() if first.is_floating_point() else 4)
+    floor_ms = decode_bytes / (bandwidth_gbs * 1e9) * 1000
+    row: dict[str, Any] = {
+        "model": name, "quantization": quantization,
+        "dtype": str(first.dtype).removeprefix("torch."),
+        "geometry": {"layers": config.num_hidden_layers, "width": config.hidden_size,
+                     "heads": config.num_attention_heads},
+        "params": weights,  # packed int8 weights included
+        "load_s": load_s,
+        "weight_bytes": total_bytes, "decode_weight_bytes": decode_bytes, "kv_bytes": kv,
+        "prefill_tokens": cold["prompt_tokens"],
+        "prefill_ms": cold["prefill_ms"],
+        "prefill_tokens_per_s": cold["prompt_tokens"] / cold["prefill_ms"] * 1000,
+        # The keystroke without reuse is a second full prefill: the better of the two, for a
+        # machine shared with other work.
+        "prefill_tokens_per_s_best": len(prompt) / best_prefill * 1000,
+        "decode_ms_per_token": cold["decode_ms_per_token"],
+        # Every decode step at this context (cold, reuse and fresh requests): robust to bursts.
+        "decode_ms_per_token_median": statistics.median(all_steps),
+        "decode_steps": len(all_steps),
+        "floor_ms_per_token": floor_ms,
+        "decode_over_floor": statistics.median(all_steps) / floor_ms,
+        "cold_total_ms": cold["total_ms"],
+        "keystroke": {
+            "prompt_tokens": reuse["prompt_tokens"], "new_tokens": reuse["new_tokens"],
+            "reuse_ms": reuse["total_ms"], "reuse_prefill_ms": reuse["prefill_ms"],
+            "reused_tokens": reuse["reused_tokens"],
+            "reuse_ms_all": [r["total_ms"] for r in reuse_runs],
+            "no_reuse_ms": fresh["total_ms"], "no_reuse_prefill_ms": fresh["prefill_ms"],
+            "no_reuse_reused_tokens": fresh["reused_tokens"],
+            "speedup": fresh["total_ms"] / reuse["total_ms"],
+        },
+        "peak_rss_mb": rss_mb(), "rss_before_load_mb": rss_before,
+        # Weights are memory-mapped from the safetensors file: those pages count in RSS as
+        # file-backed (clean, reclaimable); anonymous memory is what the process really owns.
+        "rss_anon_mb": rss_mb("RssAnon"), "rss_file_mb": rss_mb("RssFile"),
+        "load_average_after": load_average(),
+    }
+    if device.type == "cuda":
+        row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    del engine, model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="fimlsp bench engine",
+                                     description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="tiny_starcoder_py,starcoderbase-1b",
+                        help="comma-separated folders of shared/model-configs")
+    parser.add_argument("--quantization", default=None,
+                        help="comma-separated; default none,int8 on CPU, none,8bit,4bit on CUDA")
+    parser.add_argument("--dtype", default="auto",
+                        help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--context", type=int, default=2048, help="prompt tokens")
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the reuse keystroke")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", type=Path,
+                        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                        / "fimlsp" / "bench",
+                        help="where the random-weight models are built once and kept")
+    parser.add_argument("--shared", type=Path, default=None, help="the shared/ folder")
+    parser.add_argument("--tiny", action="store_true",
+                        help="2 layers × 64 wide instead of full size (for tests)")
+    parser.add_argument("--layers", type=int, default=None, help="override the real depth")
+    parser.add_argument("--width", type=int, default=None, help="override the real width")
+    parser.add_argument("--heads", type=int, default=None, help="override the real head count")
+    parser.add_argument("--bandwidth-mb", type=int, default=1024,
+                        help="size of the tensor the bandwidth is measured on")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every configuration in this process (default: one subprocess "
+                        "each, so peak memory is per configuration and memory is returned)")
+    parser.add_argument("--json", action="store_true")
+    # What a subprocess gets: one configuration, the bandwidth measured by its parent.
+    parser.add_argument("--row", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--bandwidth-gbs", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.context < 2 or args.new_tokens < 2:
+        parser.error("--context and --new-tokens must be at least 2")
+    return args
+
+
+def geometry(name: str, args: argparse.Namespace) -> dict[str, int]:
+    from fimlsp.tiny import shared_dir
+
+    shared = args.shared or shared_dir()
+    if shared is None:
+        raise SystemExit("shared/ with the real model configs not found: pass --shared")
+    config_path = shared / "model-configs" / name / "config.json"
+    if not config_path.is_file():
+        raise SystemExit(f"no config for '{name}' in {shared / 'model-configs'}")
+    raw = json.loads(config_path.read_text())
+    full = {"layers": raw.get("n_layer") or raw.get("num_hidden_layers"),
+            "width": raw.get("n_embd") or raw.get("hidden_size"),
+            "heads": raw.get("n_head") or raw.get("num_attention_heads")}
+    chosen = dict(TINY) if args.tiny else full
+    for key in chosen:
+        if getattr(args, key) is not None:
+            chosen[key] = getattr(args, key)
+    return chosen
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    quantizations = (args.quantization.split(",") if args.quantization
+                     else ["none", "int8"] if device.type == "cpu" else ["none", "8bit", "4bit"])
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if args.row:
+        names = [args.row.split(":")[0]]
+
+    folders: dict[str, Path] = {}
+    for name in names:
+        shape = geometry(name, args)
+        folder = args.cache_dir / f"{name}-{shape['layers']}x{shape['width']}x{shape['heads']}"
+        if not args.row:
+            print(f"model {name} ({shape['layers']} layers × {shape['width']}): {folder}",
+                  file=sys.stderr)
+        folders[name] = build_tiny_model(folder, name, shared=args.shared, **shape)
+
+    if args.row:  # a subprocess of the command below: one configuration, one JSON row
+        name, quantization = args.row.split(":")
+        row = bench_one(name, folders[name], quantization, args, device, args.bandwidth_gbs)
+        print(json.dumps(row))
+        return 0
+
+    load_before = load_average()
+    bandwidth = measure_bandwidth(device, args.bandwidth_mb)
+    rows = []
+    for name in names:
+        for quantization in quantizations:
+            print(f"running {name} {quantization} …", file=sys.stderr, flush=True)
+            if args.in_process:
+                rows.append(bench_one(name, folders[name], quantization, args, device,
+                                      bandwidth))
+            else:
+                rows.append(_in_subprocess(argv, name, quantization, bandwidth))
+    info = machine(device, args.threads)
+    info["load_average_before"] = load_before
+    info["load_average_after"] = load_average()
+    result = {
+        "machine": info, "bandwidth_gbs": bandwidth, "context": args.context,
+        "new_tokens": args.new_tokens,
+        "prompt": f"random ids in [{FIRST_ID}, vocab), seed {args.seed}; stop ids disabled",
+        "results": rows, "int8_decode_vs_fp32": _ratios(rows),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(render(result))
+    return 0
+
+
+def _in_subprocess(argv: list[str], name: str, quantization: str, bandwidth: float
+                   ) -> dict[str, Any]:
+    import subprocess
+
+    command = [sys.executable, "-m", "fimlsp.bench.engine", *argv, "--json",
+               "--row", f"{name}:{quantization}", "--bandwidth-gbs", repr(bandwidth)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        print(f"{name} {quantization} failed (exit {done.returncode})", file=sys.stderr)
+        return {"model": name, "quantization": quantization,
+                "error": f"exit status {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Quantized decode time ÷ unquantized, per model (median steps)."""
+    ratios = {}
+    for row in rows:
+        if row["quantization"] == "none" or "error" in row:
+            continue
+        base = next((r for r in rows if r["model"] == row["model"]
+                     and r["quantization"] == "none" and "error" not in r), None)
+        if base:
+            ratios[f"{row['model']} {row['quantization']}"] = (
+                row["decode_ms_per_token_median"] / base["decode_ms_per_token_median"])
+    return ratios
+
+
+def render(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        f"{m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['threads']} threads, "
+        f"device {m['device']}{' (' + m['gpu'] + ')' if 'gpu' in m else ''}; torch {m['torch']}, "
+        f"transformers {m['transformers']}; {m['date']}",
+        f"load average before {m['load_average_before']}, after {m['load_average_after']}; "
+        f"measured read bandwidth {result['bandwidth_gbs']:.1f} GB/s",
+        f"prompt {result['context']} tokens ({result['prompt']}), {result['new_tokens']} new",
+        "",
+        "| model | quant | weights MB (read per token) | prefill tok/s (cold; best) "
+        "| decode ms/tok (mean; median) | floor ms/tok | keystroke: reuse ms | no reuse ms "
+        "| speed-up | RSS MB: peak; anon |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["results"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['quantization']} | {r['error']} |")
+            continue
+        k = r["keystroke"]
+        quant = r["quantization"] if r["quantization"] != "none" else r["dtype"]
+        lines.append(
+            f"| {r['model']} | {quant} | {r['weight_bytes'] / 1e6:.0f} "
+            f"({r['decode_weight_bytes'] / 1e6:.0f}) | {r['prefill_tokens_per_s']:.0f}; "
+            f"{r['prefill_tokens_per_s_best']:.0f} | {r['decode_ms_per_token']:.1f}; "
+            f"{r['decode_ms_per_token_median']:.1f} | {r['floor_ms_per_token']:.1f} "
+            f"| {k['reuse_ms']:.0f} | {k['no_reuse_ms']:.0f} | {k['speedup']:.1f}× "
+            f"| {r['peak_rss_mb']:.0f}; {r.get('rss_anon_mb', 0):.0f} |")
+    for key, ratio in result["int8_decode_vs_fp32"].items():
+        lines.append(f"\n{key} decode ÷ unquantized decode: {ratio:.2f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
