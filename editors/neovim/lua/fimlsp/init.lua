@@ -333,25 +333,24 @@ function M.trigger()
   return ghost.request(0)
 end
 
-function M.accept()
+--- Accepts 'all', the next 'word' or the rest of the 'line' of the suggestion shown.
+local function accept(what)
   if use_builtin then
-    return builtin.accept(0, 'all', execute)
+    return builtin.accept(0, what, execute)
   end
-  return ghost.accept(0, 'all')
+  return ghost.accept(0, what)
+end
+
+function M.accept()
+  return accept('all')
 end
 
 function M.accept_word()
-  if use_builtin then
-    return builtin.accept(0, 'word', execute)
-  end
-  return ghost.accept(0, 'word')
+  return accept('word')
 end
 
 function M.accept_line()
-  if use_builtin then
-    return builtin.accept(0, 'line', execute)
-  end
-  return ghost.accept(0, 'line')
+  return accept('line')
 end
 
 function M.dismiss()
