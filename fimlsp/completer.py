@@ -108,12 +108,14 @@ class Completer:
         self.tokenizer: Tokenizer | None = None
         self.window = 0
         self.window_reason = ""
+        self._config: dict[str, Any] | None = None  # the model's config.json, once known
         self.engine: LocalEngine | None = None
         self.stats = Stats()
         self._recent = RecentCompletions(_RECENT)  # by prompt identity, on the model's thread
         self.typing = TypingThrough()  # the suggestion on screen per document, on the event loop
         self._edges: dict[str, Edges] = {}  # per document: where its prompt was cut
-        self._neighbours: dict[str, tuple[int, list[Snippet]]] = {}  # per document: line, chosen
+        # Per document: the cursor line they were chosen at, the snippets, their sources' texts.
+        self._neighbours: dict[str, tuple[int, list[Snippet], dict[str, str]]] = {}
         # The open documents (uri → text), for neighbour snippets; the server provides them.
         self.documents: Callable[[], dict[str, str]] = dict
         self._ids = 0
@@ -128,8 +130,8 @@ class Completer:
         spec = resolve_model(s.model, s.template, source)
         self.tokenizer = load_tokenizer(spec.tokenizer_source)
         self.spec = spec
-        config = read_config(spec.source)
-        self.window, self.window_reason = effective_window(spec, config, s.context_window)
+        self._config = read_config(spec.source)
+        self.update_settings(s)
 
     def load(self) -> None:
         """Everything: tokenizer, then weights. Blocking; run it on the worker thread."""
@@ -138,9 +140,16 @@ class Completer:
         assert self.spec is not None
         self.engine = LocalEngine.load(self.spec, self.settings)
         config = getattr(self.engine.model, "config", None)
-        if config is not None:
-            self.window, self.window_reason = effective_window(
-                self.spec, config.to_dict(), self.settings.context_window)
+        if config is not None:  # the loaded checkpoint's own limit is the one that counts
+            self._config = config.to_dict()
+        self.update_settings(self.settings)
+
+    def update_settings(self, settings: Settings) -> None:
+        """New settings that need no reload; the window follows a changed context_window."""
+        self.settings = settings
+        if self.spec is not None:
+            self.window, self.window_reason = effective_window(self.spec, self._config,
+                                                               settings.context_window)
 
     @property
     def ready(self) -> bool:
@@ -193,13 +202,15 @@ class Completer:
             return []
         key = unquote(key)  # documents are keyed unescaped
         last = self._neighbours.get(key)
+        # The documents the snippets came from are unchanged when they are the very same string
+        # objects (the store replaces a text only when it is edited): no scan per keystroke.
         if last is not None and abs(last[0] - cursor.line) < WINDOW_LINES // 2 and all(
-                any(s.text in text for uri, text in documents.items() if uri != key)
-                for s in last[1]):
+                documents.get(uri) is text for uri, text in last[2].items()):
             return last[1]
         max_chars = int(self.window * self.settings.neighbour_share) * 4  # trimmed by tokens
         snippets = similar_snippets(query_words(cursor), documents, key, max_chars)
-        self._neighbours[key] = (cursor.line, snippets)
+        sources = {s.uri: documents[s.uri] for s in snippets}
+        self._neighbours[key] = (cursor.line, snippets, sources)
         return snippets
 
     def complete(self, key: str, cursor: Cursor, token: CancelToken | None = None,

@@ -113,6 +113,7 @@ class Snippet:
     text: str
     score: float
     line: int = 0  # first line of the snippet in its document
+    uri: str = ""  # the document it came from
 
 
 def _words(lines: list[str]) -> frozenset[str]:
@@ -166,7 +167,7 @@ def similar_snippets(query: frozenset[str], documents: dict[str, str], exclude: 
         for start, words, chunk in _chunks(text, max_lines_per_doc):
             score = len(query & words) / len(query | words)
             if score >= MIN_SIMILARITY:
-                scored.append(Snippet(display_path(uri), chunk, score, start))
+                scored.append(Snippet(display_path(uri), chunk, score, start, uri))
     chosen: list[Snippet] = []
     used = 0
     for snippet in sorted(scored, key=lambda s: -s.score):

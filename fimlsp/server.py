@@ -95,14 +95,7 @@ class FimServer(LanguageServer):
             if self.state != "idle":
                 self._loading = asyncio.ensure_future(self.load_model())
         else:
-            self.completer.settings = self.settings
-            if self.completer.spec is not None:
-                from fimlsp.models import effective_window
-
-                config = getattr(getattr(self.completer.engine, "model", None), "config", None)
-                self.completer.window, self.completer.window_reason = effective_window(
-                    self.completer.spec, config.to_dict() if config else None,
-                    self.settings.context_window)
+            self.completer.update_settings(self.settings)
 
     async def load_model(self) -> None:
         """Loads on the worker thread with work-done progress; requests meanwhile get nothing."""
