@@ -196,7 +196,7 @@ class Completer:
         suffix = _tokenizable(doc.slice(end, end + chars))
         if "\x00" in prefix[-4096:] or "\x00" in suffix[:4096]:
             raise FimError(ErrorKind.UNKNOWN_DOCUMENT, "binary content near the cursor")
-        return Cursor(prefix, suffix, line, character)
+        return Cursor(prefix, suffix, line, character, prefix_cut=start > 0)
 
     def prompt_for(self, cursor: Cursor, key: str | None = None) -> Prompt:
         """The prompt at `cursor`; with a document `key`, its window edges are sticky."""

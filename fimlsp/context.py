@@ -25,6 +25,7 @@ class Cursor:
     suffix: str
     line: int
     character: int  # code units of the negotiated encoding, as the client counts
+    prefix_cut: bool = False  # `prefix` begins after the document's start (a bounded window)
 
     @property
     def line_prefix(self) -> str:
