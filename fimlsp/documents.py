@@ -29,17 +29,20 @@ Requests (completion positions) are *not* clamped: `Text.offset(..., clamp=False
 INVALID_PARAMS, because a position outside the document there is the client's bug to report.
 
 **O(edit), not O(document).** A `Text` is an immutable version of a document: a tuple of chunks
-of about 4k characters (never split inside \\r\\n, not aligned to lines, so a 5 MB minified line
-is 1,200 chunks rather than one string copied per keystroke), with each chunk's length, line
+of about 4k characters (never split inside \\r\\n and not aligned to lines, so a 5 MB minified
+line is 1,200 chunks rather than one string copied per keystroke), with each chunk's length, line
 break count and (per encoding, computed once) code-unit count. An edit rebuilds only the chunks
-it touches, O(edited text + 4k), and makes a new tuple of chunk references: the rest is shared.
-Lookups bisect cumulative sums of those counts (built with `itertools.accumulate`, once per
-version) and then scan one chunk. The tuple copy and the sums are O(chunks), done in C: ~1,000
-pointers for a 100k-line file, ~12,000 for 48 MB, microseconds. Measured (`fimlsp bench edits`):
-see docs/benchmarks.md. A balanced rope would make that part O(log n) too, but Python has no
-well-kept rope library, and a tree walked in Python costs more than a C-speed tuple copy at any
-size an editor opens; a plain line index would need a per-keystroke O(lines) shift of offsets
-and a 5 MB line copied per keystroke.
+it touches, O(edited text + a chunk), and makes a new tuple of chunk references: the rest is
+shared. Lookups bisect running sums of those counts (`itertools.accumulate`, once per version)
+and then scan one chunk. The tuple copy and the sums are O(number of chunks), in C; past 1,024
+chunks (4 MB) chunks grow instead of multiplying, so that part stays bounded and an edit's cost
+is O(edited text + one chunk). Measured per didChange (`fimlsp bench edits`, in-process): about
+0.1 ms for 100 lines, 0.2 ms for 100k lines, 0.1 ms for 5 MB or 48 MB on one line.
+
+Why not a line list with a line-start index: shifting the offsets after an edit is O(lines) per
+keystroke, and a 5 MB line would be copied per keystroke. Why not a rope library: Python has no
+well-kept one, and a balanced tree walked in Python costs more than these C-speed tuple copies at
+every size an editor opens.
 
 Versions being immutable is also what makes them safe to hand to the model's worker thread while
 the event loop applies the next keystroke.
@@ -64,10 +67,15 @@ from fimlsp.errors import ErrorKind, FimError
 
 MAX_DOCUMENT_CHARS = 8_000_000  # beyond this we store, keep in step, and never scan
 
-TARGET_CHUNK = 4096  # characters per chunk, about
-_MIN_CHUNK = TARGET_CHUNK // 4  # a smaller chunk left by an edit is merged with a neighbour
-_MAX_CHUNK = TARGET_CHUNK * 2  # a larger one is split
+TARGET_CHUNK = 4096  # characters per chunk, about, up to MAX_CHUNKS chunks
+MAX_CHUNKS = 1024  # past that (4 MB), chunks grow instead, so an edit's C-level work is bounded
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _target(size: int) -> int:
+    """Chunk size for a document of `size` characters. An edit splits chunks longer than twice
+    this and merges those shorter than a quarter of it with a neighbour."""
+    return max(TARGET_CHUNK, size // MAX_CHUNKS)
 
 
 def _breaks(text: str) -> int:
@@ -98,11 +106,11 @@ def _index_of_units(text: str, units: int, encoding: str) -> int:
     return low
 
 
-def _split(text: str) -> list[str]:
-    """`text` in chunks of about TARGET_CHUNK characters, none ending between \\r and \\n."""
-    if len(text) <= _MAX_CHUNK:
+def _split(text: str, target: int) -> list[str]:
+    """`text` in chunks of about `target` characters, none ending between \\r and \\n."""
+    if len(text) <= 2 * target:
         return [text] if text else []
-    count = max(1, round(len(text) / TARGET_CHUNK))
+    count = max(1, round(len(text) / target))
     size = -(-len(text) // count)
     pieces: list[str] = []
     start = 0
@@ -121,7 +129,7 @@ class Text:
     __slots__ = ("_breaks", "_chunks", "_cum", "_joined", "_lengths", "_units")
 
     def __init__(self, text: str = "") -> None:
-        chunks = _split(text)
+        chunks = _split(text, _target(len(text)))
         self._set(tuple(chunks), tuple(map(len, chunks)), tuple(map(_breaks, chunks)), {})
         self._joined: str | None = text
 
@@ -286,6 +294,7 @@ class Text:
         if not self._chunks:
             return Text(new)
         chunks = self._chunks
+        target = _target(len(self) - (end - start) + len(new))
         first, first_start = self._chunk_at(start)
         last, last_start = self._chunk_at(end)
         head = chunks[first][:start - first_start]
@@ -295,14 +304,14 @@ class Text:
         if first > 0 and chunks[first - 1].endswith("\r"):
             first -= 1
             head = chunks[first] + head
-        if last + 1 < len(chunks) and (len(head) + len(new) + len(tail) < _MIN_CHUNK
+        if last + 1 < len(chunks) and (len(head) + len(new) + len(tail) < target // 4
                                        or chunks[last + 1].startswith("\n")):
             last += 1
             tail += chunks[last]
-        if first > 0 and len(head) + len(new) + len(tail) < _MIN_CHUNK:
+        if first > 0 and len(head) + len(new) + len(tail) < target // 4:
             first -= 1
             head = chunks[first] + head
-        pieces = _split(head + new + tail)
+        pieces = _split(head + new + tail, target)
         version = Text.__new__(Text)
         version._set(chunks[:first] + tuple(pieces) + chunks[last + 1:],
                      self._lengths[:first] + tuple(map(len, pieces)) + self._lengths[last + 1:],

@@ -198,8 +198,6 @@ def test_random_edits_match_the_reference(text: str, encoding: str, data: st.Dat
     # Tiny chunks, so that edits cross chunk boundaries, merge and split chunks all the time.
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(documents_module, "TARGET_CHUNK", 4)
-        patch.setattr(documents_module, "_MIN_CHUNK", 2)
-        patch.setattr(documents_module, "_MAX_CHUNK", 8)
         doc, expected = Text(text), text
         for _ in range(8):
             changes = data.draw(edits(expected, encoding))

@@ -16,8 +16,12 @@ one-line one) and a line of code is typed there one character at a time. Per key
   the model: what the user waits for.
 
 Median and p95 in milliseconds, after a few warm-up keystrokes (the first prompt of a document is
-prefilled whole). `keystroke_costs` is the measuring loop, for other benchmarks to call with a
-client of their own.
+prefilled whole), the documents taking turns so that the machine's load weighs on all alike.
+`keystroke_costs` is the measuring loop, for other benchmarks to call with a client of their own.
+
+Before that, **store**: the document store alone, in this process (`Documents.change` for one
+typed character, 200 times), for the three documents and a 48 MB one-line file, which the server
+keeps in step but never completes in (`--store-only` measures just this).
 """
 
 from __future__ import annotations
@@ -134,6 +138,29 @@ async def keystroke_costs(client: Any, uri: str, text: str, at: types.Position, 
     return costs
 
 
+def store_costs(edits: int = 200) -> list[dict[str, Any]]:
+    """Per didChange in the store alone: one character typed at the cursor, `edits` times."""
+    from fimlsp.documents import Documents
+
+    docs = documents()
+    docs["48 MB one line"] = (minified(48_000_000), types.Position(line=0, character=24_000_000))
+    rows = []
+    for name, (text, at) in docs.items():
+        store = Documents()
+        store.open("file:///bench", text)
+        costs = []
+        for n in range(edits):
+            here = types.Position(line=at.line, character=at.character + n)
+            change = [types.TextDocumentContentChangePartial(range=types.Range(start=here,
+                                                                               end=here),
+                                                             text=TYPED[n % len(TYPED)])]
+            started = time.perf_counter()
+            store.change("file:///bench", change, "utf-16")
+            costs.append((time.perf_counter() - started) * 1000)
+        rows.append({"document": name, "chars": len(text), "store": _percentiles(costs[5:])})
+    return rows
+
+
 async def _run(model: str, keys: int, warmup: int, options: dict[str, Any]
                ) -> list[dict[str, Any]]:
     from pygls.lsp.client import LanguageClient
@@ -204,8 +231,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--context-window", type=int, default=None,
                         help="contextWindow for the server (default: the model's)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--store-only", action="store_true",
+                        help="only the store, in this process: no server, no model")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
+    store = store_costs()
+    if args.store_only:
+        if args.json:
+            print(json.dumps({"store": store}))
+        else:
+            _print_store(store)
+        return 0
     model = args.model
     if model is None:
         from fimlsp.tiny import build_tiny_model, default_tiny_dir
@@ -216,9 +252,10 @@ def main(argv: list[str]) -> int:
         options["contextWindow"] = args.context_window
     rows = asyncio.run(_run(model, args.keys, args.warmup, options))
     if args.json:
-        print(json.dumps({"model": model, "options": options, "rows": rows}))
+        print(json.dumps({"model": model, "options": options, "store": store, "rows": rows}))
         return 0
-    print(f"model {model}, options {options}, {args.keys} keystrokes per document\n")
+    _print_store(store)
+    print(f"\nmodel {model}, options {options}, {args.keys} keystrokes per document\n")
     print("| document | characters | edit median / p95 ms | keystroke median / p95 ms |")
     print("|---|---|---|---|")
     for row in rows:
@@ -226,3 +263,11 @@ def main(argv: list[str]) -> int:
         print(f"| {row['document']} | {row['chars']:,} | {edit['median_ms']} / {edit['p95_ms']} "
               f"| {key['median_ms']} / {key['p95_ms']} |")
     return 0
+
+
+def _print_store(rows: list[dict[str, Any]]) -> None:
+    print("| document (store alone) | characters | didChange median / p95 ms |")
+    print("|---|---|---|")
+    for row in rows:
+        print(f"| {row['document']} | {row['chars']:,} | {row['store']['median_ms']} / "
+              f"{row['store']['p95_ms']} |")
