@@ -360,7 +360,8 @@ class Documents:
         it is read (neighbour context reads other documents, not the one being typed in) and
         then once per version, so an unchanged document is the very same string object.
         """
-        return _View({k: v for k, v in self._texts.items() if len(v) <= MAX_DOCUMENT_CHARS})
+        snapshot = dict(self._texts)  # one C-level copy: the event loop may open or close
+        return _View({k: v for k, v in snapshot.items() if len(v) <= MAX_DOCUMENT_CHARS})
 
     def change(self, uri: str, changes: Sequence[types.TextDocumentContentChangeEvent],
                encoding: str) -> None:
