@@ -11,7 +11,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -28,8 +28,8 @@ from fimlsp.context import (
     display_path,
     query_words,
     similar_snippets,
-    split_at,
 )
+from fimlsp.documents import MAX_DOCUMENT_CHARS, Text
 from fimlsp.engine import Generation
 from fimlsp.engine.local import LocalEngine
 from fimlsp.errors import ErrorKind, FimError
@@ -45,7 +45,10 @@ from fimlsp.scheduler import CancelToken
 
 log = logging.getLogger(__name__)
 
-MAX_DOCUMENT_CHARS = 8_000_000  # beyond this we answer nothing rather than slow the editor
+# Characters of document kept on each side of the cursor, per token of the model's window: the
+# prompt needs at most a window of tokens, and code runs 2.5-5 characters per token.
+CONTEXT_CHARS_PER_TOKEN = 8
+_MIN_CONTEXT_CHARS = 16_384
 _RECENT = 64  # completions kept by prompt identity (undo, moving back and forth)
 
 
@@ -117,7 +120,7 @@ class Completer:
         # Per document: the cursor line they were chosen at, the snippets, their sources' texts.
         self._neighbours: dict[str, tuple[int, list[Snippet], dict[str, str]]] = {}
         # The open documents (uri → text), for neighbour snippets; the server provides them.
-        self.documents: Callable[[], dict[str, str]] = dict
+        self.documents: Callable[[], Mapping[str, str]] = dict
         self._ids = 0
         self._lock = threading.Lock()
 
@@ -162,20 +165,38 @@ class Completer:
 
     # -- one request ------------------------------------------------------------------------
 
-    def cursor_for(self, text: str, line: int, character: int,
-                   encoding: str = "utf-16") -> Cursor:
-        if len(text) > MAX_DOCUMENT_CHARS:
+    def cursor_for(self, text: str | Text, line: int, character: int,
+                   encoding: str = "utf-16",
+                   selected: tuple[int, int, int, int, str] | None = None) -> Cursor:
+        """The cursor at an LSP position (INVALID_PARAMS outside the document); with `selected`
+        (start line, start character, end line, end character, text), as if that range already
+        held that text (a completion item the user has selected in a popup).
+
+        The cursor holds the document only near the position: CONTEXT_CHARS_PER_TOKEN per token
+        of the window on each side, which is more than any prompt can use. Everything after this
+        (prompt, policy, typing-through) then costs the same in a 100k-line or a 5 MB one-line
+        file as in a small one. The prefix starts at a multiple of a quarter of that, so while
+        the user types it starts at the same place and the prompt's sticky edges stay valid;
+        the suffix is measured from the cursor, so typing at the cursor does not change it.
+        """
+        doc = text if isinstance(text, Text) else Text(text)
+        if len(doc) > MAX_DOCUMENT_CHARS:
             raise FimError(ErrorKind.UNKNOWN_DOCUMENT,
-                           f"document too large ({len(text)} characters); not completing")
-        if not text.isascii():
-            # Lone surrogates (a file that is not UTF-8, JSON "\udXXX" escapes) cannot be
-            # tokenized; U+FFFD keeps the length, so positions still line up.
-            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-        cursor = split_at(text, line, character, encoding)
-        around = cursor.prefix[-4096:] + cursor.suffix[:4096]
-        if "\x00" in around:
+                           f"document too large ({len(doc)} characters); not completing")
+        begin = end = doc.offset(line, character, encoding, clamp=False)
+        inserted = ""
+        if selected is not None:
+            begin = doc.offset(selected[0], selected[1], encoding, clamp=False)
+            end = doc.offset(selected[2], selected[3], encoding, clamp=False)
+            inserted = selected[4]
+        chars = max(_MIN_CONTEXT_CHARS, (self.window or 8192) * CONTEXT_CHARS_PER_TOKEN)
+        quantum = chars // 4
+        start = 0 if begin <= chars else (begin - chars) // quantum * quantum
+        prefix = _tokenizable(doc.slice(start, begin)) + inserted
+        suffix = _tokenizable(doc.slice(end, end + chars))
+        if "\x00" in prefix[-4096:] or "\x00" in suffix[:4096]:
             raise FimError(ErrorKind.UNKNOWN_DOCUMENT, "binary content near the cursor")
-        return cursor
+        return Cursor(prefix, suffix, line, character, prefix_cut=start > 0)
 
     def prompt_for(self, cursor: Cursor, key: str | None = None) -> Prompt:
         """The prompt at `cursor`; with a document `key`, its window edges are sticky."""
@@ -315,3 +336,11 @@ class Completer:
                 "accepted_chars": s.accepted_chars,
                 "model": self.spec.name if self.spec else self.settings.model,
                 "ready": self.ready, "window": self.window}
+
+
+def _tokenizable(text: str) -> str:
+    """Lone surrogates (a file that is not UTF-8, JSON "\\udXXX" escapes) cannot be tokenized;
+    U+FFFD takes their place."""
+    if text.isascii():
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")

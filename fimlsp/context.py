@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fimlsp.errors import ErrorKind, FimError
@@ -24,6 +25,7 @@ class Cursor:
     suffix: str
     line: int
     character: int  # code units of the negotiated encoding, as the client counts
+    prefix_cut: bool = False  # `prefix` begins after the document's start (a bounded window)
 
     @property
     def line_prefix(self) -> str:
@@ -154,15 +156,18 @@ def _chunks(text: str, max_lines: int) -> tuple[tuple[int, frozenset[str], str],
     return tuple(out)
 
 
-def similar_snippets(query: frozenset[str], documents: dict[str, str], exclude: str,
+def similar_snippets(query: frozenset[str], documents: Mapping[str, str], exclude: str,
                      max_chars: int, max_lines_per_doc: int = 20_000) -> list[Snippet]:
     """The windows of other open documents most similar to `query` (Jaccard over identifiers),
     best last, within `max_chars`; windows overlap by half so a function is not cut in two."""
     if not query or max_chars <= 0:
         return []
     scored: list[Snippet] = []
-    for uri, text in documents.items():
-        if uri == exclude or "\x00" in text[:4096]:
+    for uri in documents:
+        if uri == exclude:  # before reading it: a store may join a document's text on read
+            continue
+        text = documents[uri]
+        if "\x00" in text[:4096]:
             continue
         for start, words, chunk in _chunks(text, max_lines_per_doc):
             score = len(query & words) / len(query | words)

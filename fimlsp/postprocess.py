@@ -174,6 +174,7 @@ _SNIFF = 20_000  # characters before the cursor looked at to tell
 _SCAN_ALL = 300_000  # prefixes up to this long are scanned whole for brackets and strings
 _SCAN_BACK = 20_000  # else this much of it, from a top-level declaration on
 _LOOK = 4000
+_LONG_LINE = 2000  # characters of the cursor's line scanned on each side of it, at most
 
 
 def indent_of(line: str) -> int:
@@ -248,10 +249,15 @@ def surroundings(cursor: Cursor, path: str | None = None) -> Surroundings:
         python = len(_PY_SIGNS.findall(sniff)) >= len(_C_SIGNS.findall(sniff))
     line_prefix = cursor.line_prefix
     start = len(cursor.prefix) - len(line_prefix)
+    # A longer line is minified or generated: only _LONG_LINE characters on each side of the
+    # cursor are scanned (a few times per request); what is open where that begins is guessed.
+    line_prefix = line_prefix[-_LONG_LINE:]
     # Scanned from the top when that is cheap (about 7 ms per 100 kB), else from a declaration
-    # line not too far back: what is open there is guessed, not known.
-    window_start = 0 if start <= _SCAN_ALL else start - _SCAN_BACK
-    if window_start:
+    # line not too far back: what is open there is guessed, not known. A cursor whose prefix
+    # does not reach the document's start (`Cursor.prefix_cut`) has no top to scan from.
+    window_start = 0
+    if start > _SCAN_ALL or cursor.prefix_cut:
+        window_start = max(0, start - _SCAN_BACK)
         anchor = _ANCHOR.search(cursor.prefix, window_start, start)
         window_start = anchor.start() if anchor else window_start
     window = cursor.prefix[window_start:start]
@@ -279,7 +285,7 @@ def surroundings(cursor: Cursor, path: str | None = None) -> Surroundings:
     if widths:
         unit = min((w for w in widths if w), default=4)
         unit = unit if unit in (2, 3, 4, 8) else 4
-    result = Surroundings(python, line_prefix, cursor.line_suffix, after, following,
+    result = Surroundings(python, line_prefix, cursor.line_suffix[:_LONG_LINE], after, following,
                           cursor.suffix[:_LOOK].replace("\r\n", "\n"), at_line,
                           start_indent, crlf, tabs, unit)
     _last = (cursor, path, result)

@@ -24,8 +24,8 @@ from pygls.lsp.server import LanguageServer
 from fimlsp import __version__
 from fimlsp.completer import Completer, Completion
 from fimlsp.config import Settings, parse_settings
-from fimlsp.context import Cursor, split_at, units_len
-from fimlsp.documents import Documents
+from fimlsp.context import Cursor, units_len
+from fimlsp.documents import Documents, DocumentSync
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.scheduler import Cancelled, Scheduler
 
@@ -35,6 +35,7 @@ CMD_ACCEPT = "fimlsp.accept"
 CMD_PARTIAL_ACCEPT = "fimlsp.partialAccept"
 CMD_STATS = "fimlsp.stats"
 CMD_PROMPT = "fimlsp.prompt"
+CMD_DOCUMENT_TEXT = "fimlsp.documentText"
 # Settings that need the model reloaded when they change; the rest apply to the next request.
 _RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads")
 _WORD_TAIL = re.compile(r"[\w$]+$")
@@ -42,7 +43,7 @@ _WORD_TAIL = re.compile(r"[\w$]+$")
 
 class FimServer(LanguageServer):
     def __init__(self, settings: Settings) -> None:
-        super().__init__("fimlsp", __version__)
+        super().__init__("fimlsp", __version__, protocol_cls=DocumentSync)
         self.settings = settings
         self.documents = Documents()
         self.completer = self._new_completer()
@@ -143,16 +144,12 @@ class FimServer(LanguageServer):
         text = self.documents.get(uri)
         if text is None:
             raise FimError(ErrorKind.UNKNOWN_DOCUMENT, f"{uri} was never opened (didOpen)")
-        cursor = self.completer.cursor_for(text, position.line, position.character, self.encoding)
-        if selected is not None:
-            # Complete as if the selected item were already inserted.
-            start = split_at(text, selected.range.start.line, selected.range.start.character,
-                             self.encoding)
-            end = split_at(text, selected.range.end.line, selected.range.end.character,
-                           self.encoding)
-            cursor = Cursor(start.prefix + selected.text, end.suffix, position.line,
-                            position.character)
-        return cursor
+        replace = None
+        if selected is not None:  # complete as if the selected item were already inserted
+            start, end = selected.range.start, selected.range.end
+            replace = (start.line, start.character, end.line, end.character, selected.text)
+        return self.completer.cursor_for(text, position.line, position.character, self.encoding,
+                                         replace)
 
     async def complete(self, uri: str, cursor: Cursor) -> Completion | None:
         if self.state != "ready":
@@ -359,6 +356,11 @@ def create_server(settings: Settings) -> FimServer:
             return {"text": prompt.text, "ids": prompt.ids, **prompt.accounting()}
 
         return await ls.guarded(work())
+
+    @server.command(CMD_DOCUMENT_TEXT)
+    def document_text(ls: FimServer, uri: Any = None, *_args: Any) -> str | None:
+        """The server's copy of a document (null if not open): for tests and bug reports."""
+        return ls.documents.text(uri) if isinstance(uri, str) else None
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: FimServer, *_args: Any) -> None:
