@@ -19,7 +19,7 @@ from typing import Any
 from fimlsp import __version__
 from fimlsp.config import DEVICES, DTYPES, LOG_LEVELS, MULTILINE, QUANTIZATIONS, Settings
 from fimlsp.config import parse_settings as _parse
-from fimlsp.errors import FimError
+from fimlsp.errors import ErrorKind, FimError
 
 log = logging.getLogger("fimlsp")
 
@@ -62,16 +62,24 @@ def _position_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _read(path: Path) -> str:
-    # newline="" keeps CRLF as the editor would see it.
-    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        return handle.read()
+    """The file's text, or a one-line FimError: a typo in a path is not a crash."""
+    if path.is_dir():
+        raise FimError(ErrorKind.CONFIG, f"{path} is a directory; give a file to complete in")
+    try:
+        # newline="" keeps CRLF as the editor would see it.
+        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
+            return handle.read()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise FimError(ErrorKind.CONFIG, f"cannot read {path}: {reason}") from None
 
 
 def cmd_prompt(args: argparse.Namespace) -> int:
+    text = _read(args.file)  # before importing torch: a wrong path fails at once
     from fimlsp.completer import Completer
 
     completer = Completer(_settings(args))
-    cursor = completer.cursor_for(_read(args.file), args.line, args.character)
+    cursor = completer.cursor_for(text, args.line, args.character)
     prompt = completer.prompt_for(cursor)
     if args.json:
         print(json.dumps({"text": prompt.text, "ids": prompt.ids, **prompt.accounting()},
@@ -83,10 +91,11 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
+    text = _read(args.file)  # before importing torch: a wrong path fails at once
     from fimlsp.completer import Completer
 
     completer = Completer(_settings(args))
-    cursor = completer.cursor_for(_read(args.file), args.line, args.character)
+    cursor = completer.cursor_for(text, args.line, args.character)
     completer.load()
     result = completer.complete(str(args.file.resolve()), cursor)
     fields = ("text", "prompt_tokens", "reused_tokens", "prefill_ms", "decode_ms",
@@ -206,3 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     except FimError as error:
         print(f"fimlsp: {error.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `fimlsp models | head`: the reader left, nothing to say
+        with contextlib.suppress(OSError):
+            sys.stderr.close()
+        return 1
+    except Exception as error:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("FIMLSP_TRACEBACK"):
+            raise
+        first = str(error).strip().splitlines()
+        print(f"fimlsp: internal error, {type(error).__name__}: "
+              f"{first[0] if first else '(no message)'} (FIMLSP_TRACEBACK=1 shows where)",
+              file=sys.stderr)
+        return 1

@@ -151,8 +151,9 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
 
 
 def _first_line(error: BaseException) -> str:
+    """The error's first line without its closing period: our message goes on after it."""
     text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    return text[0].rstrip(" .") if text else type(error).__name__
 
 
 class LocalEngine:
