@@ -153,6 +153,7 @@ class Client(LanguageClient):
             while line := await stream.readline():
                 self.stderr += line
                 del self.stderr[:-20_000]
+                self._news.set()  # `wait_for` may be waiting on a log line
 
         self._drain = asyncio.create_task(drain())
 
@@ -481,6 +482,16 @@ async def test_stats_report_timings_and_kv_reuse(server: Client, workspace: Path
     assert typed["requests"] == again["requests"] + 1
     assert typed["source"] == "model"
     assert typed["reused_tokens"] > 0, typed
+
+
+async def test_a_request_prints_no_deprecation_warning(server: Client, workspace: Path) -> None:
+    """Deprecations reach the editor's server log on every request (VS Code's output channel):
+    the server's own calls into transformers and torch must not trigger any."""
+    doc = Doc(server, uri_for(workspace, "deprecations.py"), "def twice(x):\n    return \n")
+    await server.inline(doc.uri, doc.at("return "))
+    await server.wait_for(lambda: "deprecations.py" in server.tail(), "the request's log line")
+    logged = server.stderr.decode(errors="replace")
+    assert "Warning:" not in logged and "deprecated" not in logged, logged[-3000:]
 
 
 # -- 8: configuration --------------------------------------------------------------------------
