@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fimlsp import __version__
-from fimlsp.config import DEVICES, DTYPES, LOG_LEVELS, MULTILINE, QUANTIZATIONS, Settings
+from fimlsp import __version__, options
+from fimlsp.config import Settings
 from fimlsp.config import parse_settings as _parse
 from fimlsp.errors import ErrorKind, FimError
 
@@ -25,29 +25,11 @@ log = logging.getLogger("fimlsp")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", help="preset name, hub id or local directory "
-                       f"(default: {Settings.model})")
-    group.add_argument("--template", help="FIM family for a model the presets do not know")
-    group.add_argument("--tokenizer", help="tokenizer directory or hub id, if not the model's")
-    group.add_argument("--device", choices=DEVICES)
-    group.add_argument("--dtype", choices=DTYPES)
-    group.add_argument("--quantization", choices=QUANTIZATIONS)
-    group.add_argument("--threads", type=int)
-    group.add_argument("--max-new-tokens", type=int)
-    group.add_argument("--context-window", type=int, help="shrink the model's window")
-    group.add_argument("--temperature", type=float)
-    group.add_argument("--time-budget-ms", type=int)
-    group.add_argument("--multiline", choices=MULTILINE)
-    group.add_argument("--log-level", choices=LOG_LEVELS)
+    options.add_flags(parser)  # one flag per setting, generated from config.Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    names = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads",
-             "max_new_tokens", "context_window", "temperature", "time_budget_ms", "multiline",
-             "log_level")
-    options = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    parsed = _parse(options)
+    parsed = _parse(options.given(args))
     for warning in parsed.warnings:
         print(warning, file=sys.stderr)
     return parsed.settings
@@ -120,12 +102,28 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"presets": rows, "templates": list(TEMPLATES)}))
         return 0
-    print(f"{'preset':<22}{'hub id':<42}{'params':>7}{'window':>8}  {'format':<22}{'local':<6}")
+    # Columns as wide as their longest entry: a hub id is what users copy, never cut it short.
+    name_w = max(len("preset"), *(len(r["name"]) for r in rows)) + 2
+    hub_w = max(len("hub id"), *(len(r["hub_id"]) for r in rows)) + 2
+    format_w = max(len("format"), *(len(r["format"]) for r in rows)) + 2
+    print(f"{'preset':<{name_w}}{'hub id':<{hub_w}}{'params':>7}{'window':>8}  "
+          f"{'format':<{format_w}}local")
     for r in rows:
-        print(f"{r['name']:<22}{r['hub_id'][:41]:<42}{r['params']:>7}{r['window']:>8}  "
-              f"{r['format']:<22}{'yes' if r['local'] else 'no':<6}{r['note']}")
+        line = (f"{r['name']:<{name_w}}{r['hub_id']:<{hub_w}}{r['params']:>7}{r['window']:>8}  "
+                f"{r['format']:<{format_w}}{'yes' if r['local'] else 'no':<6}{r['note']}")
+        print(line.rstrip())
     print(f"\ntemplates for --template: {', '.join(TEMPLATES)}")
     print("local = weights found in the Hugging Face cache; a local directory works as --model too")
+    return 0
+
+
+def cmd_options(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(options.markdown(), end="")
+    elif args.json:
+        print(options.as_json())
+    else:
+        print(options.text(), end="")
     return 0
 
 
@@ -190,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list presets and whether their weights are local")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
+
+    listing = sub.add_parser("options", help="every server option: flag, default, meaning")
+    form = listing.add_mutually_exclusive_group()
+    form.add_argument("--markdown", action="store_true", help="the table README.md carries")
+    form.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_options)
 
     demo = sub.add_parser("demo", help="start the server and complete a sample file through it")
     demo.add_argument("--model", help="model to use (default: a real cached model, else a tiny "

@@ -177,6 +177,19 @@ def test_models_table(runs: dict) -> None:
     assert run.returncode == 0, run.stderr
     for name in ("starcoderbase-1b", "santacoder", "fim-neox-1.3b", "refact-1.6b"):
         assert name in run.stdout
+    from fimlsp.models import PRESETS
+
+    for preset in PRESETS.values():  # whole: users copy them into `hf download`
+        assert f" {preset.hub_id} " in run.stdout, preset.hub_id
+
+
+def test_readme_lists_the_json_fields_the_cli_prints(runs: dict) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    text = " ".join(readme.split())
+    for name in ("complete", "prompt"):
+        listed = text.split(f"`{name} --json` prints `{{", 1)[1].split("}`", 1)[0]
+        fields = {field.strip().strip('"') for field in listed.split(",")}
+        assert fields == set(one_json_object(runs[name].stdout)), name
 
 
 def test_missing_required_argument_is_a_usage_error(runs: dict) -> None:

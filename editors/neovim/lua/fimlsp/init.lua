@@ -21,13 +21,15 @@ M.defaults = {
   cmd = { 'fimlsp', 'serve' },
   -- Extra environment variables for the server process, e.g. { CUDA_VISIBLE_DEVICES = '0' }.
   cmd_env = nil,
-  -- Server options, sent as initializationOptions (camelCase or snake_case; see the server's
-  -- README, "Server options"). Unset keys take the server's defaults. For example:
-  --   model = 'starcoderbase-1b',   -- preset, hub id or local directory (default tiny-starcoder)
+  -- Server options, sent as initializationOptions (camelCase or snake_case; `fimlsp options`
+  -- lists them all), e.g. { model = 'starcoderbase-1b' }. Unset keys take the server's
+  -- defaults, which are:
+  --   model = 'tiny-starcoder',     -- preset, hub id or local directory
   --   maxNewTokens = 64,            -- longest suggestion, in tokens
   --   multiline = 'auto',           -- 'auto' | 'always' | 'never'
   --   timeBudgetMs = 4000,          -- show what there is after this long
-  --   device = 'auto', dtype = 'auto', quantization = 'none', temperature = 0, logLevel = 'info'
+  --   device = 'auto', dtype = 'auto', quantization = 'auto', temperature = 0, topP = 1,
+  --   neighbourShare = 0.15, logLevel = 'info'
   server = {},
   -- Directory the server is started in (its LSP root); nil: Neovim's current directory.
   root_dir = nil,
