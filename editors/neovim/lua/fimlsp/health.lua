@@ -26,7 +26,8 @@ function M.check()
   elseif vim.fn.executable(cmd[1]) == 1 then
     ok(('server command: %s'):format(table.concat(cmd, ' ')))
   else
-    fail(('%s is not executable; install the server (pip install fimlsp) or set cmd'):format(cmd[1]))
+    fail(('%s is not executable; install the server (`pipx install .` in a checkout of fimlsp, '
+      .. 'see its README) or set cmd'):format(cmd[1]))
   end
   if s.state == 'ready' then
     ok('model loaded')

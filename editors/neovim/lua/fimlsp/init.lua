@@ -282,8 +282,9 @@ function M.attach(buf)
   if not compat.get_client(client_id) and vim.fn.executable(config.cmd[1] or '') ~= 1 then
     if not warned_cmd then
       warned_cmd = true
-      notify(('cannot start the server: %s is not executable (pip install fimlsp, or set cmd '
-        .. 'in setup())'):format(tostring(config.cmd[1])), vim.log.levels.WARN)
+      notify(('cannot start the server: %s is not executable (`pipx install .` in a checkout of '
+        .. 'fimlsp, see its README; or set cmd in setup())'):format(tostring(config.cmd[1])),
+        vim.log.levels.WARN)
     end
     return nil
   end
