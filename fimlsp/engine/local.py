@@ -179,12 +179,22 @@ class LocalEngine:
         self.max_sessions = max_sessions
         self.prefill_chunk = prefill_chunk
         self.cache_kwarg = cache_kwarg(model)  # asked once: the signature does not change
+        self.quantization = "none"  # what `load` resolved `auto` to, for status lines
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
     @classmethod
     def load(cls, spec: ModelSpec, settings: Settings) -> LocalEngine:
         model, device = load_model(spec, settings)
-        return cls(model, device)
+        engine = cls(model, device)
+        engine.quantization = resolve_quantization(settings.quantization, spec, device)
+        return engine
+
+    def describe(self) -> dict[str, str]:
+        """Where and how the model runs: device, dtype of its weights, quantization."""
+        weights = next(iter(self.model.parameters()), None)
+        return {"device": str(self.device),
+                "dtype": str(weights.dtype).removeprefix("torch.") if weights is not None
+                else "unknown", "quantization": self.quantization}
 
     # -- sessions ---------------------------------------------------------------------------
 

@@ -69,6 +69,9 @@ M.config = vim.deepcopy(M.defaults)
 --- 'ready' or 'failed' (then M.error says why).
 M.state = 'stopped'
 M.error = nil
+--- What the server last said about itself (fimlsp.stats): version, model, device, dtype,
+--- quantization; nil before it answered.
+M.server = nil
 
 local client_id = nil
 local attached = {} -- bufnr -> true
@@ -114,6 +117,10 @@ function M.stats(callback)
   local ok = execute(client, 'fimlsp.stats', {}, function(err, result)
     if result and result.state then
       M._set_state(result.state, result.error)
+    end
+    if result and result.version then
+      M.server = { version = result.version, model = result.model, device = result.device,
+        dtype = result.dtype, quantization = result.quantization }
     end
     if callback then
       callback(err, result)
@@ -464,9 +471,12 @@ function M.show_status()
   }
   local function show(stats)
     if stats then
-      table.insert(lines, ('server: %s, %s requests, %s cancelled, %s accepted, %s partly'):format(
-        tostring(stats.model), tostring(stats.requests), tostring(stats.cancelled),
-        tostring(stats.accepted), tostring(stats.partially_accepted)))
+      table.insert(lines, ('server: fimlsp %s, model %s on %s (%s, quantization %s)'):format(
+        tostring(stats.version), tostring(stats.model), tostring(stats.device),
+        tostring(stats.dtype), tostring(stats.quantization)))
+      table.insert(lines, ('%s requests, %s cancelled, %s accepted, %s partly'):format(
+        tostring(stats.requests), tostring(stats.cancelled), tostring(stats.accepted),
+        tostring(stats.partially_accepted)))
       if type(stats.prompt_tokens) == 'number' then
         table.insert(lines, ('last request: %d prompt tokens (%s reused), prefill %s ms, '
           .. 'decode %s ms, %s tokens'):format(stats.prompt_tokens, tostring(stats.reused_tokens),
