@@ -1,8 +1,9 @@
-"""`fimlsp serve | complete | prompt | models | demo | bench`.
+"""`fimlsp serve | complete | prompt | models | options | demo | bench`.
 
 Every subcommand takes the same model options as the server's initializationOptions, parsed by
-the same `parse_settings`, so a setting means the same thing everywhere. Positions are 0-based
-LSP line / UTF-16 character.
+the same `parse_settings` (the flags are generated from `Settings`: fimlsp/options.py), so a
+setting means the same thing everywhere. Positions are 0-based LSP line / UTF-16 character.
+Every error is one line on stderr and a non-zero exit.
 """
 
 from __future__ import annotations

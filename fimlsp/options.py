@@ -15,6 +15,7 @@ import re
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
+# The allowed values live with the parser that enforces them; read here, never copied.
 from fimlsp.config import _CHOICES, _RANGES, Settings
 
 # One sentence (Markdown) per setting: what it does for the user, with the values it takes.
