@@ -1,8 +1,9 @@
-"""`fimlsp serve | complete | prompt | models | demo | bench`.
+"""`fimlsp serve | complete | prompt | models | options | demo | bench`.
 
 Every subcommand takes the same model options as the server's initializationOptions, parsed by
-the same `parse_settings`, so a setting means the same thing everywhere. Positions are 0-based
-LSP line / UTF-16 character.
+the same `parse_settings` (the flags are generated from `Settings`: fimlsp/options.py), so a
+setting means the same thing everywhere. Positions are 0-based LSP line / UTF-16 character.
+Every error is one line on stderr and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -16,38 +17,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fimlsp import __version__
-from fimlsp.config import DEVICES, DTYPES, LOG_LEVELS, MULTILINE, QUANTIZATIONS, Settings
+from fimlsp import __version__, options
+from fimlsp.config import Settings
 from fimlsp.config import parse_settings as _parse
-from fimlsp.errors import FimError
+from fimlsp.errors import ErrorKind, FimError
 
 log = logging.getLogger("fimlsp")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", help="preset name, hub id or local directory "
-                       f"(default: {Settings.model})")
-    group.add_argument("--template", help="FIM family for a model the presets do not know")
-    group.add_argument("--tokenizer", help="tokenizer directory or hub id, if not the model's")
-    group.add_argument("--device", choices=DEVICES)
-    group.add_argument("--dtype", choices=DTYPES)
-    group.add_argument("--quantization", choices=QUANTIZATIONS)
-    group.add_argument("--threads", type=int)
-    group.add_argument("--max-new-tokens", type=int)
-    group.add_argument("--context-window", type=int, help="shrink the model's window")
-    group.add_argument("--temperature", type=float)
-    group.add_argument("--time-budget-ms", type=int)
-    group.add_argument("--multiline", choices=MULTILINE)
-    group.add_argument("--log-level", choices=LOG_LEVELS)
+    options.add_flags(parser)  # one flag per setting, generated from config.Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    names = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads",
-             "max_new_tokens", "context_window", "temperature", "time_budget_ms", "multiline",
-             "log_level")
-    options = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    parsed = _parse(options)
+    parsed = _parse(options.given(args))
     for warning in parsed.warnings:
         print(warning, file=sys.stderr)
     return parsed.settings
@@ -62,16 +45,24 @@ def _position_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _read(path: Path) -> str:
-    # newline="" keeps CRLF as the editor would see it.
-    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        return handle.read()
+    """The file's text, or a one-line FimError: a typo in a path is not a crash."""
+    if path.is_dir():
+        raise FimError(ErrorKind.CONFIG, f"{path} is a directory; give a file to complete in")
+    try:
+        # newline="" keeps CRLF as the editor would see it.
+        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
+            return handle.read()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise FimError(ErrorKind.CONFIG, f"cannot read {path}: {reason}") from None
 
 
 def cmd_prompt(args: argparse.Namespace) -> int:
+    text = _read(args.file)  # before importing torch: a wrong path fails at once
     from fimlsp.completer import Completer
 
     completer = Completer(_settings(args))
-    cursor = completer.cursor_for(_read(args.file), args.line, args.character)
+    cursor = completer.cursor_for(text, args.line, args.character)
     prompt = completer.prompt_for(cursor)
     if args.json:
         print(json.dumps({"text": prompt.text, "ids": prompt.ids, **prompt.accounting()},
@@ -83,10 +74,11 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
+    text = _read(args.file)  # before importing torch: a wrong path fails at once
     from fimlsp.completer import Completer
 
     completer = Completer(_settings(args))
-    cursor = completer.cursor_for(_read(args.file), args.line, args.character)
+    cursor = completer.cursor_for(text, args.line, args.character)
     completer.load()
     result = completer.complete(str(args.file.resolve()), cursor)
     fields = ("text", "prompt_tokens", "reused_tokens", "prefill_ms", "decode_ms",
@@ -111,12 +103,28 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"presets": rows, "templates": list(TEMPLATES)}))
         return 0
-    print(f"{'preset':<22}{'hub id':<42}{'params':>7}{'window':>8}  {'format':<22}{'local':<6}")
+    # Columns as wide as their longest entry: a hub id is what users copy, never cut it short.
+    name_w = max(len("preset"), *(len(r["name"]) for r in rows)) + 2
+    hub_w = max(len("hub id"), *(len(r["hub_id"]) for r in rows)) + 2
+    format_w = max(len("format"), *(len(r["format"]) for r in rows)) + 2
+    print(f"{'preset':<{name_w}}{'hub id':<{hub_w}}{'params':>7}{'window':>8}  "
+          f"{'format':<{format_w}}local")
     for r in rows:
-        print(f"{r['name']:<22}{r['hub_id'][:41]:<42}{r['params']:>7}{r['window']:>8}  "
-              f"{r['format']:<22}{'yes' if r['local'] else 'no':<6}{r['note']}")
+        line = (f"{r['name']:<{name_w}}{r['hub_id']:<{hub_w}}{r['params']:>7}{r['window']:>8}  "
+                f"{r['format']:<{format_w}}{'yes' if r['local'] else 'no':<6}{r['note']}")
+        print(line.rstrip())
     print(f"\ntemplates for --template: {', '.join(TEMPLATES)}")
     print("local = weights found in the Hugging Face cache; a local directory works as --model too")
+    return 0
+
+
+def cmd_options(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(options.markdown(), end="")
+    elif args.json:
+        print(options.as_json())
+    else:
+        print(options.text(), end="")
     return 0
 
 
@@ -182,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
+    listing = sub.add_parser("options", help="every server option: flag, default, meaning")
+    form = listing.add_mutually_exclusive_group()
+    form.add_argument("--markdown", action="store_true", help="the table README.md carries")
+    form.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_options)
+
     demo = sub.add_parser("demo", help="start the server and complete a sample file through it")
     demo.add_argument("--model", help="model to use (default: a real cached model, else a tiny "
                       "random-weight one)")
@@ -206,3 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     except FimError as error:
         print(f"fimlsp: {error.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `fimlsp models | head`: the reader left, nothing to say
+        with contextlib.suppress(OSError):
+            sys.stderr.close()
+        return 1
+    except Exception as error:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("FIMLSP_TRACEBACK"):
+            raise
+        first = str(error).strip().splitlines()
+        print(f"fimlsp: internal error, {type(error).__name__}: "
+              f"{first[0] if first else '(no message)'} (FIMLSP_TRACEBACK=1 shows where)",
+              file=sys.stderr)
+        return 1

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from tokenizers import Tokenizer
 
-from fimlsp import postprocess
+from fimlsp import __version__, postprocess
 from fimlsp.cache import RecentCompletions, TypingThrough
 from fimlsp.config import Settings
 from fimlsp.context import (
@@ -335,7 +335,9 @@ class Completer:
                 "accepted": s.accepted, "partially_accepted": s.partially_accepted,
                 "accepted_chars": s.accepted_chars,
                 "model": self.spec.name if self.spec else self.settings.model,
-                "ready": self.ready, "window": self.window}
+                "ready": self.ready, "window": self.window, "version": __version__,
+                **(self.engine.describe() if self.engine is not None else
+                   {"device": None, "dtype": None, "quantization": None})}
 
 
 def _tokenizable(text: str) -> str:

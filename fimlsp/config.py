@@ -3,7 +3,8 @@
 Editors send options in their own spelling (VS Code settings are camelCase, Lua tables usually
 snake_case), sometimes nested under a `fimlsp` section, sometimes not. `parse_settings` accepts
 all of these and always returns a complete, typed `Settings` plus a list of warnings: a bad value
-is reported by key and replaced by its default, so a typo in a config file never stops the server.
+is reported by key and ignored (the option keeps the value it had), so a typo in a config file
+never stops the server.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,23 +38,69 @@ print(fibonacci(10), is_prime(97))
 CURSOR = types.Position(line=7, character=11)  # after "    return "
 REAL_MODELS = ("tiny-starcoder", "starcoderbase-1b", "santacoder", "starcoder2-3b",
                "qwen2.5-coder-1.5b", "deepseek-coder-1.3b")
+# What a bare clone downloads: a real FIM model (164M parameters), open, fast on any CPU.
+DEMO_PRESET, DEMO_HUB_ID = "tiny-starcoder", "bigcode/tiny_starcoder_py"
+_DEMO_FILES = ("config.json", "tokenizer.json", "generation_config.json", "tokenizer_config.json",
+               "special_tokens_map.json")
 
 
-def choose_model(model: str | None) -> tuple[str, str | None]:
-    """A model to demo and, when it is random, the note that says so plainly."""
+def download_demo_model(repo: str = DEMO_HUB_ID) -> None:
+    """Puts the demo model into the Hugging Face cache, where the server then finds it."""
+    from huggingface_hub import hf_hub_download
+
+    for name in _DEMO_FILES:
+        try:
+            hf_hub_download(repo, name)
+        except Exception:
+            if name in ("config.json", "tokenizer.json"):
+                raise  # the others are optional
+    try:
+        hf_hub_download(repo, "model.safetensors")
+    except Exception:
+        hf_hub_download(repo, "pytorch_model.bin")  # older repositories ship only this
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def choose_model(model: str | None,
+                 download: Callable[[str], None] = download_demo_model) -> tuple[str, str | None]:
+    """A model to demo and, when it is random, the note that says so plainly.
+
+    In order: the one asked for; a real model already in the Hugging Face cache; a tiny
+    random-weight one built from the real configs and tokenizers (`fimlsp.fixtures`: this
+    project's shared/, offline); else, on a bare clone, `bigcode/tiny_starcoder_py` downloaded from
+    the hub. The demo is a command the user runs, so it may download; the server never does.
+    """
+    from fimlsp.fixtures import find
     from fimlsp.models import PRESETS, weights_present
-    from fimlsp.tiny import build_tiny_model, default_tiny_dir, shared_dir
+    from fimlsp.tiny import build_tiny_model, default_tiny_dir
 
     if model:
         return model, None
     for name in REAL_MODELS:
         if weights_present(PRESETS[name].hub_id):
             return name, None
-    if shared_dir() is None:
-        raise SystemExit("fimlsp demo: no model weights are cached locally and shared/ (real "
-                         "configs and tokenizers) is not beside the repository to build a tiny "
-                         "one. Run `fimlsp demo --model <preset, hub id or directory>`.")
-    path = build_tiny_model(default_tiny_dir(), "tiny_starcoder_py")
+    found = find()
+    if found.path is None:
+        how = (f"run `hf download {DEMO_HUB_ID}` where the hub is reachable, set FIMLSP_SHARED "
+               "to a shared/ folder of real configs and tokenizers, or run `fimlsp demo --model "
+               "<preset, hub id or directory>`")
+        if _offline():
+            raise SystemExit(f"fimlsp demo: no model is cached and HF_HUB_OFFLINE is set, so "
+                             f"{DEMO_HUB_ID} cannot be downloaded: {how}.")
+        print(f"fimlsp demo: no model cached; downloading {DEMO_HUB_ID} (a real FIM model of "
+              "164M parameters, a few hundred MB) into the Hugging Face cache", file=sys.stderr)
+        try:
+            download(DEMO_HUB_ID)
+        except Exception as error:
+            first = str(error).strip().splitlines()
+            raise SystemExit(f"fimlsp demo: downloading {DEMO_HUB_ID} failed "
+                             f"({first[0].rstrip('.') if first else type(error).__name__}): "
+                             f"{how}.") from None
+        return DEMO_PRESET, None
+    path = build_tiny_model(default_tiny_dir(), "tiny_starcoder_py", shared=found.path)
     note = ("No real model weights are cached on this machine, so this demo runs a tiny "
             "random-weight model built from tiny_starcoder_py's real config (shrunk to 2 layers) "
             "and the real StarCoder tokenizer. The suggestion TEXT IS MEANINGLESS; the protocol, "

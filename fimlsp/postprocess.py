@@ -9,7 +9,8 @@ The rules, in the order `clean` applies them:
    tokens, but a model can still spell `<|endoftext|>` or `<fim_middle>` out of plain pieces
    (document text that contains them is encoded as plain text). The first one ends the text.
 2. Line endings and indentation are the document's: CRLF if the document uses it, tabs or spaces
-   as the document indents.
+   as the lines around the cursor indent, else as the whole document does, else as its language
+   wants (Go and Makefiles: tabs; Python: four spaces).
 3. Single line vs block (`mode_for`): one line when text follows the cursor on its line, or when
    the cursor ends an ordinary line; a block when the cursor ends a line that opens one (`:`,
    `{`, `(`, `=>`, `do` …) and the block is not already below, or sits on an empty line.
@@ -277,19 +278,59 @@ def surroundings(cursor: Cursor, path: str | None = None) -> Surroundings:
     following = _following(cursor.suffix)
     after = next((ln for ln in following if ln.strip()), None)
     crlf = "\r\n" in cursor.prefix[-2000:] or "\r\n" in cursor.suffix[:2000]
-    lines = [ln for ln in around.replace("\r", "").split("\n") if ln[:1] in (" ", "\t")]
-    with_tabs = sum(1 for ln in lines if ln[0] == "\t")
-    tabs = None if not lines else with_tabs > len(lines) - with_tabs
-    widths = [indent_of(ln) for ln in lines if ln[0] == " " and ln.strip()]
-    unit = 4
-    if widths:
-        unit = min((w for w in widths if w), default=4)
-        unit = unit if unit in (2, 3, 4, 8) else 4
+    tabs, unit = indent_style(around, cursor.prefix, cursor.suffix, path)
     result = Surroundings(python, line_prefix, cursor.line_suffix[:_LONG_LINE], after, following,
                           cursor.suffix[:_LOOK].replace("\r\n", "\n"), at_line,
                           start_indent, crlf, tabs, unit)
     _last = (cursor, path, result)
     return result
+
+
+# Indented lines: their leading whitespace, when code follows it. A line such as ` * text`
+# continues a block comment at column 0: its space is not the document's indentation.
+_INDENTED = re.compile(r"^([ \t]+)(?![*\s])", re.M)
+_STYLE_SAMPLE = 400  # indented lines of the whole document looked at, when the cursor has none
+# Where the document has no indented line yet, its language's convention: gofmt indents Go with
+# tabs and make requires a tab before every recipe line; PEP 8 says four spaces.
+_TAB_FILES = (".go", ".mk", ".mak", "/makefile", "/gnumakefile")
+_SPACE_FILES = _PYTHON_FILES
+
+
+def _vote(lines: list[str]) -> tuple[bool | None, int]:
+    """(tabs?, columns per level of the space-indented ones) from indentation strings."""
+    if not lines:
+        return None, 4
+    with_tabs = sum(1 for ln in lines if ln[0] == "\t")
+    widths = [len(ln) for ln in lines if ln[0] == " "]
+    unit = min(widths, default=4)
+    return with_tabs > len(lines) - with_tabs, unit if unit in (2, 3, 4, 8) else 4
+
+
+def indent_style(around: str, prefix: str, suffix: str,
+                 path: str | None = None) -> tuple[bool | None, int]:
+    """Tabs (True), spaces (False) or unknown (None), and the columns of a space level.
+
+    The lines around the cursor decide when some are indented; else the whole document (a file's
+    header has no indented line yet, the functions below it do); else the language's convention,
+    so that a Go file still gets tabs when the model writes spaces.
+    """
+    tabs, unit = _vote([m.group(1) for m in _INDENTED.finditer(around.replace("\r", ""))])
+    if tabs is not None:
+        return tabs, unit
+    sample: list[str] = []
+    for text in (suffix, prefix):  # the cursor's neighbourhood is done: from there outwards
+        for match in _INDENTED.finditer(text):
+            sample.append(match.group(1).replace("\r", ""))
+            if len(sample) >= _STYLE_SAMPLE:
+                break
+    if sample:
+        return _vote(sample)
+    name = "/" + (path or "").rsplit("?", 1)[0].rsplit("#", 1)[0].rsplit("/", 1)[-1]
+    if name.lower().endswith(_TAB_FILES):
+        return True, 4
+    if name.endswith(_SPACE_FILES):
+        return False, 4
+    return None, 4
 
 
 def mode_for(cursor: Cursor, policy: str, path: str | None = None) -> str:

@@ -23,7 +23,7 @@ from fimlsp.models import FimTemplate
 
 PREFIX_SHARE = 0.75  # of the budget, when both sides want more than they can have
 STICKY_SLACK = 0.125  # of a side's budget, given up when its edge must move
-_CHARS_PER_TOKEN_GUESS = 4  # first character window; doubled until it holds enough tokens
+_CHARS_PER_TOKEN_GUESS = 4  # before a tokenizer's density is measured (see `_first_guess`)
 
 
 @dataclass(frozen=True)

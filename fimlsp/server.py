@@ -8,6 +8,7 @@ Errors are `FimError`s, turned into LSP answers in one place (`_answer_error`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -38,6 +39,9 @@ CMD_PROMPT = "fimlsp.prompt"
 CMD_DOCUMENT_TEXT = "fimlsp.documentText"
 # Settings that need the model reloaded when they change; the rest apply to the next request.
 _RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads")
+# How long a request the user asked for (Invoked) waits for a model that is still loading: a
+# plain LSP client would otherwise get nothing, and not know why. Automatic requests never wait.
+MODEL_WAIT_S = 60.0
 _WORD_TAIL = re.compile(r"[\w$]+$")
 
 
@@ -53,6 +57,8 @@ class FimServer(LanguageServer):
         self._shown: OrderedDict[int, str] = OrderedDict()  # request id → suggestion shown
         self._taken: dict[int, int] = {}  # request id → characters of it the user accepted
         self._loading: asyncio.Task[None] | None = None
+        self._settled: asyncio.Event | None = None  # set while no load is under way
+        self._told_not_ready = ""  # the not-ready reason last logged: once, not per request
 
     def _new_completer(self) -> Completer:
         completer = Completer(self.settings)
@@ -102,6 +108,7 @@ class FimServer(LanguageServer):
         """Loads on the worker thread with work-done progress; requests meanwhile get nothing."""
         completer = self.completer
         self.state, self.load_error = "loading", ""
+        self.settled().clear()
         name = self.settings.model
         token = str(uuid.uuid4())
         progress = bool(getattr(getattr(self.client_capabilities, "window", None),
@@ -133,9 +140,39 @@ class FimServer(LanguageServer):
                          f"format {completer.spec.template.name}/{completer.spec.order})"
                          if completer.spec else f"model {name} ready")
         finally:
+            if completer is self.completer:
+                self.settled().set()
             if progress:
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(
                     message=self.state if self.state != "failed" else "failed"))
+
+    def settled(self) -> asyncio.Event:
+        """Set when no model load is under way (made on first use: it needs the event loop)."""
+        if self._settled is None:
+            self._settled = asyncio.Event()
+            if self.state != "loading":
+                self._settled.set()
+        return self._settled
+
+    async def wait_for_model(self) -> None:
+        """For an invoked request: until the model is loaded or failed, `MODEL_WAIT_S` at most.
+        The request's task is what waits, so `$/cancelRequest` ends the wait."""
+        if self.state == "loading":
+            self.log(f"request waits for model {self.settings.model} to load (at most "
+                     f"{MODEL_WAIT_S:.0f}s)")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.settled().wait(), MODEL_WAIT_S)
+
+    def not_ready(self) -> None:
+        """Logs why requests get nothing: at info, once per reason (fimlsp.stats has it too)."""
+        reason = f"model {self.state}" + (f" ({self.load_error})" if self.load_error else "")
+        if reason != self._told_not_ready:
+            self._told_not_ready = reason
+            message = (f"no completions while {reason}: automatic requests are answered empty"
+                       + ("; invoked ones wait for it" if self.state == "loading" else ""))
+            log.info(message)  # and to the client's log, which a plain LSP client shows
+            self.window_log_message(types.LogMessageParams(type=types.MessageType.Info,
+                                                           message=message))
 
     # -- completion -------------------------------------------------------------------------
 
@@ -151,11 +188,15 @@ class FimServer(LanguageServer):
         return self.completer.cursor_for(text, position.line, position.character, self.encoding,
                                          replace)
 
-    async def complete(self, uri: str, cursor: Cursor) -> Completion | None:
+    async def complete(self, uri: str, cursor: Cursor, invoked: bool = False
+                       ) -> Completion | None:
+        """`invoked`: the user asked (a key, a command), so the answer is worth waiting for."""
+        if self.state != "ready" and invoked:
+            await self.wait_for_model()
         if self.state != "ready":
-            self.log(f"no completion: model {self.state}"
-                     + (f" ({self.load_error})" if self.load_error else ""), logging.DEBUG)
+            self.not_ready()
             return None
+        self._told_not_ready = ""
         completer = self.completer
         typed = completer.typed_through(uri, cursor)
         if typed is not None:  # typed into the suggestion on screen: its rest, no model call
@@ -290,7 +331,9 @@ def create_server(settings: Settings) -> FimServer:
         async def work() -> types.InlineCompletionList | None:
             selected = params.context.selected_completion_info if params.context else None
             uri = params.text_document.uri
-            result = await ls.complete(uri, ls.cursor(uri, params.position, selected))
+            invoked = params.context is not None and \
+                params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+            result = await ls.complete(uri, ls.cursor(uri, params.position, selected), invoked)
             if result is None:
                 return empty
             at = params.position
@@ -309,7 +352,9 @@ def create_server(settings: Settings) -> FimServer:
         async def work() -> types.CompletionList | None:
             uri = params.text_document.uri
             cursor = ls.cursor(uri, params.position, None)
-            result = await ls.complete(uri, cursor)
+            invoked = params.context is None or \
+                params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+            result = await ls.complete(uri, cursor, invoked)
             if result is None:
                 return empty
             # Replace the word being typed so clients filter on it and keep the item while the

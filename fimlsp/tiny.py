@@ -25,14 +25,11 @@ TOKENIZER_FOR = {
 
 
 def shared_dir() -> Path | None:
-    """The shared/ folder with real configs and tokenizers: $FIMLSP_SHARED, else beside the repo."""
-    candidates = [os.environ.get("FIMLSP_SHARED")]
-    here = Path(__file__).resolve().parent.parent
-    candidates += [str(here.parent / "shared"), str(here / "shared")]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "model-configs").is_dir():
-            return Path(candidate)
-    return None
+    """The shared/ folder with real configs and tokenizers ($FIMLSP_SHARED, beside the repository,
+    or made from the Hugging Face cache: `fimlsp.fixtures`), or None."""
+    from fimlsp.fixtures import find
+
+    return find().path
 
 
 def shrink(config: dict, layers: int = 2, width: int = 64, heads: int = 4) -> dict:
@@ -70,10 +67,13 @@ def build_tiny_model(out_dir: Path, config_name: str = "tiny_starcoder_py", *, s
 
     hf_logging.disable_progress_bar()
 
-    shared = shared or shared_dir()
     if shared is None:
-        raise FileNotFoundError("shared/ (real model configs and tokenizers) not found: set "
-                                "FIMLSP_SHARED to its path")
+        from fimlsp.fixtures import find
+
+        found = find()
+        if found.path is None:
+            raise FileNotFoundError(found.reason())
+        shared = found.path
     out_dir = Path(out_dir)
     stamp = json.dumps({"config": config_name, "seed": seed, "layers": layers, "width": width,
                         "heads": heads})

@@ -14,15 +14,16 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from fimlsp.tiny import build_tiny_model, shared_dir
+from shared_fixtures import shared_or_skip
+
+from fimlsp.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
-    path = shared_dir()
-    if path is None:
-        pytest.fail("shared/ with real model configs and tokenizers not found; set FIMLSP_SHARED")
-    return path
+    """Real configs and tokenizers: $FIMLSP_SHARED, ../shared or the HF cache; else a skip that
+    says how to get them (tests/shared_fixtures.py)."""
+    return shared_or_skip()
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory,
         "models-json": ["models", "--json"],
         "models": ["models"],
         "no-line": ["prompt", str(source), "--character", "0"],
+        "missing-file": ["complete", str(work / "missing.py"), "--line", "0", "--character", "0",
+                         "--model", model],
+        "directory": ["prompt", str(work), "--line", "0", "--character", "0", "--model", model],
+        "under-a-file": ["prompt", str(source / "child.py"), "--line", "0", "--character", "0",
+                         "--model", model],
+        "negative-line": ["prompt", str(source), "--line", "-1", "--character", "0",
+                          "--model", model],
+        "no-weights-complete": ["complete", str(source), "--line", "0", "--character", "0",
+                                "--model", str(bare)],
     }
 
     def run(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -168,9 +177,75 @@ def test_models_table(runs: dict) -> None:
     assert run.returncode == 0, run.stderr
     for name in ("starcoderbase-1b", "santacoder", "fim-neox-1.3b", "refact-1.6b"):
         assert name in run.stdout
+    from fimlsp.models import PRESETS
+
+    for preset in PRESETS.values():  # whole: users copy them into `hf download`
+        assert f" {preset.hub_id} " in run.stdout, preset.hub_id
+
+
+def test_readme_lists_the_json_fields_the_cli_prints(runs: dict) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    text = " ".join(readme.split())
+    for name in ("complete", "prompt"):
+        listed = text.split(f"`{name} --json` prints `{{", 1)[1].split("}`", 1)[0]
+        fields = {field.strip().strip('"') for field in listed.split(",")}
+        assert fields == set(one_json_object(runs[name].stdout)), name
 
 
 def test_missing_required_argument_is_a_usage_error(runs: dict) -> None:
     run = runs["no-line"]
     assert run.returncode == 2
     assert "--line" in run.stderr
+
+
+@pytest.mark.parametrize("name", ["missing-file", "directory", "under-a-file", "negative-line",
+                                  "bad-line", "bad-model", "no-weights-complete"])
+def test_every_error_is_one_line_and_a_nonzero_exit(runs: dict, name: str) -> None:
+    run = runs[name]
+    assert run.returncode != 0
+    assert run.stdout == ""
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fimlsp: "), run.stderr
+    assert ".." not in lines[0]
+
+
+def test_missing_file_directory_and_path_under_a_file_say_what_is_wrong(runs: dict) -> None:
+    assert "missing.py" in runs["missing-file"].stderr
+    assert "No such file" in runs["missing-file"].stderr
+    assert "is a directory" in runs["directory"].stderr
+    assert "Not a directory" in runs["under-a-file"].stderr
+
+
+def test_unreadable_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Permissions cannot deny root, so the read itself is made to fail as it would."""
+    from fimlsp import cli
+
+    source = tmp_path / "secret.py"
+    source.write_text("x = 1\n", encoding="utf-8")
+
+    def denied(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", denied)
+    code = cli.main(["prompt", str(source), "--line", "0", "--character", "0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"fimlsp: cannot read {source}: Permission denied\n"
+
+
+def test_a_bug_is_one_line_unless_a_traceback_is_asked_for(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from fimlsp import cli
+
+    def broken(_args: object) -> int:
+        raise RuntimeError("something broke\nsecond line")
+
+    monkeypatch.setattr(cli, "cmd_models", broken)
+    monkeypatch.delenv("FIMLSP_TRACEBACK", raising=False)
+    assert cli.main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RuntimeError: something broke" in err
+    monkeypatch.setenv("FIMLSP_TRACEBACK", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["models"])

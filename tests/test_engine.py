@@ -9,6 +9,7 @@ gpt_neox (FIM-NeoX, partial RoPE), the two architectures the presets load native
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from tokenizers import Tokenizer
 from fimlsp.config import Settings
 from fimlsp.context import split_at
 from fimlsp.engine import Generation
-from fimlsp.engine.local import LocalEngine, common_prefix, sample
+from fimlsp.engine.local import LocalEngine, cache_kwarg, common_prefix, sample
 from fimlsp.models import ModelSpec, load_tokenizer, resolve_model
 from fimlsp.prompt import build_prompt
 from fimlsp.tiny import build_tiny_model
@@ -157,6 +158,49 @@ def test_extend_crop_and_diverge(tiny: Tiny) -> None:
     fifth = fourth[: middle - 3]
     result = checked(engine, "doc", fifth)
     assert result.reused_tokens == len(fifth) - 1
+
+
+def test_generation_uses_no_deprecated_keyword(tiny: Tiny) -> None:
+    """transformers renamed `past_key_values` to `cache` and warns on the old name on every call
+    until it removes it (5.40): the engine speaks what the installed version's forward takes."""
+    engine = tiny.fresh()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        result = engine.generate("doc", tiny.prompt(), max_new_tokens=3, stop_ids=set())
+    assert len(result.ids) == 3
+    assert engine.cache_kwarg in ("cache", "past_key_values")
+
+
+class OldSpelling(torch.nn.Module):
+    """The same real model as transformers releases before the rename present it: its forward
+    takes the KV cache only as `past_key_values`."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = model
+        self.config = model.config
+
+    def forward(self, input_ids: torch.Tensor, past_key_values: object = None,
+                position_ids: torch.Tensor | None = None, use_cache: bool | None = None,
+                logits_to_keep: int = 0) -> object:
+        return self.inner(input_ids=input_ids, position_ids=position_ids, use_cache=use_cache,
+                          logits_to_keep=logits_to_keep,
+                          **{cache_kwarg(self.inner): past_key_values})
+
+
+def test_a_forward_that_takes_only_past_key_values_still_gets_the_cache(tiny: Tiny) -> None:
+    old = LocalEngine(OldSpelling(tiny.engine.model), tiny.engine.device)
+    assert old.cache_kwarg == "past_key_values"
+    new = tiny.fresh()
+    first = tiny.prompt()
+    expected = new.generate("doc", first, max_new_tokens=4, stop_ids=set())
+    got = old.generate("doc", first, max_new_tokens=4, stop_ids=set())
+    assert got.ids == expected.ids
+    # The cache really went in: the next request reuses it instead of prefilling again.
+    again = old.generate("doc", first + expected.ids[:1], max_new_tokens=2, stop_ids=set())
+    assert again.reused_tokens == len(first)
+    assert old._sessions["doc"].cache.get_seq_length() == len(old._sessions["doc"].ids)
 
 
 def test_identical_prompt_again_reuses_all_but_one(tiny: Tiny) -> None:

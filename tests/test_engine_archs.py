@@ -28,9 +28,11 @@ from test_engine import (  # noqa: F401  (collected again here, with this module
     Tiny,
     checked,
     reference_logits,
+    test_a_forward_that_takes_only_past_key_values_still_gets_the_cache,
     test_chunked_prefill_equals_one_shot,
     test_extend_crop_and_diverge,
     test_fresh_session,
+    test_generation_uses_no_deprecated_keyword,
     test_identical_prompt_again_reuses_all_but_one,
     test_request_after_a_cancelled_prefill,
     test_stop_id_later_in_the_answer,
@@ -39,7 +41,7 @@ from test_engine import (  # noqa: F401  (collected again here, with this module
 )
 
 from fimlsp.config import Settings
-from fimlsp.engine.local import LocalEngine
+from fimlsp.engine.local import LocalEngine, cache_kwarg
 from fimlsp.models import load_tokenizer, resolve_model
 
 ENGINE_SUITE = (
@@ -155,9 +157,10 @@ def test_wrong_positions_after_a_crop_would_be_caught(tiny: Tiny) -> None:
 
     def extended(start: int) -> torch.Tensor:
         cache = DynamicCache(config=model.config)
+        with_cache = {cache_kwarg(model): cache}
         with torch.inference_mode():
-            model(input_ids=torch.tensor([head]), past_key_values=cache, use_cache=True)
-            out = model(input_ids=torch.tensor([tail]), past_key_values=cache, use_cache=True,
+            model(input_ids=torch.tensor([head]), use_cache=True, **with_cache)
+            out = model(input_ids=torch.tensor([tail]), use_cache=True, **with_cache,
                         position_ids=torch.arange(start, start + len(tail))[None])
         return out.logits[0, -1].float()
 

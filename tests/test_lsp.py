@@ -153,6 +153,7 @@ class Client(LanguageClient):
             while line := await stream.readline():
                 self.stderr += line
                 del self.stderr[:-20_000]
+                self._news.set()  # `wait_for` may be waiting on a log line
 
         self._drain = asyncio.create_task(drain())
 
@@ -356,6 +357,11 @@ async def test_model_loads_after_initialized_with_work_done_progress(server: Cli
     assert progress[-1][2].get("message") == "ready"
     stats = await server.stats()
     assert stats["state"] == "ready" and stats["ready"] is True and stats["error"] is None
+    # What status lines and health checks show: the server's version and how the model runs.
+    import fimlsp
+
+    assert stats["version"] == fimlsp.__version__
+    assert (stats["device"], stats["dtype"], stats["quantization"]) == ("cpu", "float32", "none")
 
 
 # -- 3: document sync --------------------------------------------------------------------------
@@ -483,6 +489,16 @@ async def test_stats_report_timings_and_kv_reuse(server: Client, workspace: Path
     assert typed["reused_tokens"] > 0, typed
 
 
+async def test_a_request_prints_no_deprecation_warning(server: Client, workspace: Path) -> None:
+    """Deprecations reach the editor's server log on every request (VS Code's output channel):
+    the server's own calls into transformers and torch must not trigger any."""
+    doc = Doc(server, uri_for(workspace, "deprecations.py"), "def twice(x):\n    return \n")
+    await server.inline(doc.uri, doc.at("return "))
+    await server.wait_for(lambda: "deprecations.py" in server.tail(), "the request's log line")
+    logged = server.stderr.decode(errors="replace")
+    assert "Warning:" not in logged and "deprecated" not in logged, logged[-3000:]
+
+
 # -- 8: configuration --------------------------------------------------------------------------
 
 
@@ -578,6 +594,34 @@ async def test_accept_command_counts_what_was_shown(server: Client, workspace: P
 
 
 # -- servers of their own ----------------------------------------------------------------------
+
+
+async def test_while_loading_invoked_requests_wait_and_automatic_ones_say_why_once(
+        tiny_model: Path, workspace: Path) -> None:
+    """A plain LSP client asks right after `initialized`, while the model loads (importing
+    transformers' model code alone takes a while): what it typed gets an empty answer and one
+    Info log line saying why; what it asked for with a key waits and gets the suggestion."""
+    async with running(tiny_model, workspace) as client:
+        doc = Doc(client, uri_for(workspace, "early.py"), "def add(a, b):\n    return a + b\n\n\n"
+                  "def mul(a, b):\n    \n\n\nprint(mul(2, 3))\n")
+        at = position_of(doc.text, doc.index("def mul(a, b):\n    "))
+
+        def params(kind: t.InlineCompletionTriggerKind) -> t.InlineCompletionParams:
+            return t.InlineCompletionParams(text_document=t.TextDocumentIdentifier(uri=doc.uri),
+                                            position=at,
+                                            context=t.InlineCompletionContext(trigger_kind=kind))
+
+        automatic = t.InlineCompletionTriggerKind.Automatic
+        first = await client.ask(client.text_document_inline_completion_async(params(automatic)))
+        await client.ask(client.text_document_inline_completion_async(params(automatic)))
+        assert nothing(first)
+        invoked = await client.ask(client.text_document_inline_completion_async(
+            params(t.InlineCompletionTriggerKind.Invoked)))
+        assert isinstance(invoked, t.InlineCompletionList) and len(invoked.items) == 1, invoked
+        assert invoked.items[0].insert_text.strip()
+        assert "request waits for model" in client.tail()
+        why = [m for m in client.logged if "no completions while model loading" in m.message]
+        assert len(why) == 1 and why[0].type == t.MessageType.Info, client.logged
 
 
 async def test_cancel_request_stops_the_generation(tiny_model: Path, workspace: Path) -> None:

@@ -126,8 +126,6 @@ def test_neighbours_off_by_setting(shared: Path) -> None:
 
 
 def load_tokenizer_for(folder: str):
-    from fimlsp.tiny import shared_dir
+    from shared_fixtures import shared_or_skip
 
-    shared = shared_dir()
-    assert shared is not None
-    return load_tokenizer(str(shared / "tokenizers" / folder))
+    return load_tokenizer(str(shared_or_skip() / "tokenizers" / folder))

@@ -326,3 +326,38 @@ def test_no_special_token_or_empty_suggestion_is_ever_shown(parts: list[str], mo
         result = clean(text, cursor, mode)
         assert not any(token in result for token in _TOKENS), (text, result)
         assert result == "" or result.strip()
+
+
+GO_HEADER = ("/*\n * Copyright 2024 The Authors.\n * Licensed under the Apache License.\n */\n\n"
+             "// Package main prints.\npackage main\n\nimport \"fmt\"\n\nfunc main() {")
+FAR_BELOW = "\n}\n" + "// filler comment line without indentation\n" * 150  # > the local look
+
+
+# (id, file name, prefix, suffix, model text, expected): no indented line near the cursor.
+INDENT_STYLE = [
+    # A Go file's header: the license comment's ` * ` lines are not the document's indentation,
+    # and gofmt mandates tabs, whatever the model wrote.
+    ("go-header-tabs-kept", "main.go", GO_HEADER, "\n}\n", "\n\tfmt.Println(1)\n}",
+     "\n\tfmt.Println(1)"),
+    ("go-header-spaces-become-tabs", "file:///src/main.go", GO_HEADER, "\n}\n",
+     "\n    fmt.Println(1)\n    if x {\n        y()\n    }\n}",
+     "\n\tfmt.Println(1)\n\tif x {\n\t\ty()\n\t}"),
+    ("makefile-recipe-gets-a-tab", "/p/Makefile", "all:", "\n",
+     "\n    go build ./...\n    go test ./...", "\n\tgo build ./...\n\tgo test ./..."),
+    # The whole document decides before the convention: the functions further down use tabs.
+    ("whole-document-tabs", "a.c", "int a(void) {", FAR_BELOW + "int b(void) {\n\treturn 1;\n}\n",
+     "\n    return 0;\n}", "\n\treturn 0;"),
+    ("whole-document-two-spaces-in-go", "a.go", "func a() {",
+     FAR_BELOW + "func b() {\n  return\n}\n", "\n\treturn\n}", "\n  return"),
+    # Python's convention is four spaces; a language without one keeps what the model wrote.
+    ("python-header-spaces", "a.py", "def f():", "\n", "\n\treturn 1", "\n    return 1"),
+    ("unknown-language-unchanged", "notes.txt", "items:", "\n", "\n\t- one\n\t- two",
+     "\n\t- one\n\t- two"),
+]
+
+
+@pytest.mark.parametrize(("path", "prefix", "suffix", "text", "expected"),
+                         [r[1:] for r in INDENT_STYLE], ids=[r[0] for r in INDENT_STYLE])
+def test_indentation_from_the_whole_document_else_the_languages_convention(
+        path: str, prefix: str, suffix: str, text: str, expected: str) -> None:
+    assert clean(text, at(prefix, suffix), "block", path) == expected

@@ -8,22 +8,20 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from shared_fixtures import shared_or_skip
 from tokenizers import Tokenizer
 
 from fimlsp.context import Cursor, line_starts, split_at, units_len
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import TEMPLATES, FimTemplate, load_tokenizer
 from fimlsp.prompt import PREFIX_SHARE, Prompt, _share, build_prompt, fit_head, fit_tail
-from fimlsp.tiny import shared_dir
 
 CODE = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n"
 
 
 @functools.cache
 def tokenizer(folder: str) -> Tokenizer:
-    shared = shared_dir()
-    assert shared is not None, "shared/ not found; set FIMLSP_SHARED"
-    return load_tokenizer(str(shared / "tokenizers" / folder))
+    return load_tokenizer(str(shared_or_skip() / "tokenizers" / folder))
 
 
 def split_parts(prompt: Prompt, tok: Tokenizer, template: FimTemplate,

@@ -21,9 +21,11 @@ import pytest
 import torch
 from test_engine import (  # noqa: F401  (collected again here, with this module's `tiny`)
     Tiny,
+    test_a_forward_that_takes_only_past_key_values_still_gets_the_cache,
     test_chunked_prefill_equals_one_shot,
     test_extend_crop_and_diverge,
     test_fresh_session,
+    test_generation_uses_no_deprecated_keyword,
     test_identical_prompt_again_reuses_all_but_one,
     test_request_after_a_cancelled_prefill,
     test_stop_id_later_in_the_answer,
@@ -177,7 +179,7 @@ def test_cache_crop_and_extend_equal_the_hand_computed_reference() -> None:
 
     def feed(ids: list[int], start: int) -> torch.Tensor:
         with torch.inference_mode():
-            out = model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True,
+            out = model(input_ids=torch.tensor([ids]), cache=cache, use_cache=True,
                         position_ids=torch.arange(start, start + len(ids))[None], logits_to_keep=1)
         assert out.logits.shape == (1, 1, 97)
         return out.logits[0, -1].double()

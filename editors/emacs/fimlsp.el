@@ -99,8 +99,9 @@ nil: not sent [from the preset or tokenizer]."
                  (const "float32") (const "float16") (const "bfloat16")))
 
 (defcustom fimlsp-quantization nil
-  "Quantization.  nil: not sent [\"none\"]."
-  :type '(choice (const :tag "Server default" nil) (const "none")
+  "Quantization.  nil: not sent [\"auto\": the preset's choice per device].
+\"int8\" is for CPUs; \"8bit\" and \"4bit\" need CUDA and bitsandbytes."
+  :type '(choice (const :tag "Server default" nil) (const "auto") (const "none")
                  (const "int8") (const "8bit") (const "4bit")))
 
 (defcustom fimlsp-threads nil
@@ -135,9 +136,9 @@ nil: not sent [\"auto\": a block after `:' or `{', or on an empty line]."
                  (const "auto") (const "always") (const "never")))
 
 (defcustom fimlsp-log-level nil
-  "Server log level.
-\"debug\" also sends each request's log line to eglot's events buffer.
-nil: not sent [\"info\"]."
+  "Server log level on its stderr.
+\"debug\" also sends the server's other log lines to eglot's events buffer,
+which gets each request's log line at any level.  nil: not sent [\"info\"]."
   :type '(choice (const :tag "Server default" nil) (const "error")
                  (const "warning") (const "info") (const "debug")))
 

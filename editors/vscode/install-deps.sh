@@ -13,9 +13,10 @@ CODE_SERVER_VERSION=4.100.3
 PLAYWRIGHT_VERSION=1.56.1
 
 export CI=true DEBIAN_FRONTEND=noninteractive
-# npm 11 has no --unsafe-perm flag; ~/.npmrc may say yes=false, which cancels node-pty's
-# `npx node-gyp` during code-server's postinstall.
-export npm_config_yes=true npm_config_unsafe_perm=true npm_config_fund=false \
+# ~/.npmrc may say yes=false, which cancels node-pty's `npx node-gyp` during code-server's
+# postinstall. (No unsafe-perm: npm 7+ runs install scripts as the calling user, root included,
+# and npm 11 warns about the setting it no longer knows.)
+export npm_config_yes=true npm_config_fund=false \
   npm_config_audit=false npm_config_update_notifier=false npm_config_progress=false
 
 # node-gyp (node-pty, kerberos, argon2 fall back to building) would download Node's headers from

@@ -11,6 +11,7 @@ only the rest. The loop is a chain of small steps, top-down: `generate` → `_pr
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections import OrderedDict
@@ -151,8 +152,21 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
 
 
 def _first_line(error: BaseException) -> str:
+    """The error's first line without its closing period: our message goes on after it."""
     text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    return text[0].rstrip(" .") if text else type(error).__name__
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The keyword under which `model.forward` takes the KV cache: `cache` in transformers
+    releases that renamed it, `past_key_values` before. The old name still works for a while
+    after the rename but warns on every call, and is gone in 5.40; asking the signature (the
+    deprecation wrapper keeps it) works for any version and for our own `gpt_refact`."""
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # a forward without a readable signature: the old name
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 class LocalEngine:
@@ -164,12 +178,23 @@ class LocalEngine:
         self.device = device
         self.max_sessions = max_sessions
         self.prefill_chunk = prefill_chunk
+        self.cache_kwarg = cache_kwarg(model)  # asked once: the signature does not change
+        self.quantization = "none"  # what `load` resolved `auto` to, for status lines
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
     @classmethod
     def load(cls, spec: ModelSpec, settings: Settings) -> LocalEngine:
         model, device = load_model(spec, settings)
-        return cls(model, device)
+        engine = cls(model, device)
+        engine.quantization = resolve_quantization(settings.quantization, spec, device)
+        return engine
+
+    def describe(self) -> dict[str, str]:
+        """Where and how the model runs: device, dtype of its weights, quantization."""
+        weights = next(iter(self.model.parameters()), None)
+        return {"device": str(self.device),
+                "dtype": str(weights.dtype).removeprefix("torch.") if weights is not None
+                else "unknown", "quantization": self.quantization}
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -203,8 +228,8 @@ class LocalEngine:
         start = len(session.ids)
         input_ids = torch.tensor([ids], device=self.device)  # [1, n]
         positions = torch.arange(start, start + len(ids), device=self.device)[None]  # [1, n]
-        out = self.model(input_ids=input_ids, past_key_values=session.cache,
-                         position_ids=positions, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=input_ids, position_ids=positions, use_cache=True,
+                         logits_to_keep=1, **{self.cache_kwarg: session.cache})
         session.ids.extend(ids)
         return out.logits[0, -1].float()  # [vocab]
 

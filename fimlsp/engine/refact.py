@@ -33,13 +33,17 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
 
 MODEL_TYPE = "gpt_refact"
+# transformers renamed the KV cache from `past_key_values` to `cache` (outputs and forward
+# keywords); the old spellings warn until they are removed. We speak the installed version's.
+CACHE_NAME = ("cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {})
+              else "past_key_values")
 
 
 class GPTRefactConfig(PreTrainedConfig):
     """Reads the real checkpoint's config.json; defaults are Refact-1.6B's values."""
 
     model_type = MODEL_TYPE
-    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
+    keys_to_ignore_at_inference: ClassVar[list[str]] = [CACHE_NAME]
     attribute_map: ClassVar[dict[str, str]] = {
         "hidden_size": "n_embd",
         "max_position_embeddings": "n_positions",
@@ -176,7 +180,7 @@ class GPTRefactPreTrainedModel(PreTrainedModel):
     config_class = GPTRefactConfig  # an attribute: with postponed annotations `config:` is a str
     base_model_prefix = "transformer"
     _no_split_modules: ClassVar[list[str]] = ["GPTRefactBlock"]
-    _skip_keys_device_placement: ClassVar[list[str]] = ["past_key_values"]
+    _skip_keys_device_placement: ClassVar[list[str]] = [CACHE_NAME]
 
 
 class GPTRefactModel(GPTRefactPreTrainedModel):
@@ -231,21 +235,24 @@ class GPTRefactForCausalLM(GPTRefactPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
-    def forward(self, input_ids: torch.Tensor, past_key_values: DynamicCache | None = None,
+    def forward(self, input_ids: torch.Tensor, cache: DynamicCache | None = None,
                 position_ids: torch.Tensor | None = None, use_cache: bool | None = None,
                 logits_to_keep: int | torch.Tensor = 0,
                 attention_mask: torch.Tensor | None = None,
+                past_key_values: DynamicCache | None = None,
                 **kwargs: object) -> CausalLMOutputWithPast:
         """The call LocalEngine makes. `logits_to_keep` n > 0 projects only the last n positions
-        (0: all); a tensor selects positions. Other generation kwargs are accepted and unused."""
+        (0: all); a tensor selects positions. Other generation kwargs are accepted and unused.
+        The cache comes as `cache` or, from transformers before the rename, `past_key_values`."""
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        cache = past_key_values if use_cache else None
+        cache = cache if cache is not None else past_key_values
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        cache = cache if use_cache else None
         hidden = self.transformer(input_ids, position_ids, cache, attention_mask)  # [B, T, E]
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(self.ln_f(hidden[:, keep]))  # [B, kept, V]
-        return CausalLMOutputWithPast(logits=logits, past_key_values=cache)
+        return CausalLMOutputWithPast(logits=logits, **{CACHE_NAME: cache})
 
 
 AutoConfig.register(MODEL_TYPE, GPTRefactConfig, exist_ok=True)

@@ -125,6 +125,11 @@ def test_headless(kind: str, tmp_path: Path, server_command: list[str],
     assert not r.get("last_error"), f"the server answered with an error: {r['last_error']}"
     assert not r.get("timeouts"), f"timed out waiting for: {r['timeouts']}"
     assert r["attached"] is True and r["ready"] == "ready"
+    import fimlsp
+
+    assert r["server"]["version"] == fimlsp.__version__, r.get("server")
+    assert (f"server: fimlsp {fimlsp.__version__}; model {r['server']['model']} on cpu "
+            "(float32, quantization none)") in r["health"], r.get("health")
 
     version = tuple(int(x) for x in r["version"].split(".")[:2])
     inline = version >= (0, 10)  # inline virtual text needs 0.10+

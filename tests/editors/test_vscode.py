@@ -89,6 +89,29 @@ def _missing() -> list[str]:
     return missing
 
 
+def isolated_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of code-server and the browser: their config, data and caches under
+    `tmp_path`. Chromium writes `$XDG_CONFIG_HOME/chromium/Crash Reports` even with its own
+    --user-data-dir, so without this every run left ~/.config/chromium behind."""
+    return {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+
+def test_the_browser_writes_nothing_into_the_home_directory(tmp_path: Path) -> None:
+    """Headless Chromium as e2e.mjs starts it, with `isolated_env`, and a home to watch."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        editor_missing("chromium (apt)", INSTALL)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**isolated_env(tmp_path), "HOME": str(home)}
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", "about:blank"],
+                   env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    assert sorted(p.relative_to(home) for p in home.rglob("*")) == []
+    assert (tmp_path / "config" / "chromium").is_dir()  # where it went instead
+
+
 def _build_vsix() -> Path:
     """`npm run package` (tsc + vsce) unless fimlsp.vsix is newer than everything it is built
     from."""
@@ -164,8 +187,7 @@ def code_server(tmp_path: Path, server_command: list[str],
     settings = {**USER_SETTINGS, "fimlsp.serverCommand": server_command}
     (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
     # code-server writes its config.yaml under XDG_CONFIG_HOME: keep it out of the real home.
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
-           "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = isolated_env(tmp_path)
     common = ["--user-data-dir", str(user_data), "--extensions-dir", str(extensions)]
     installed = subprocess.run([str(CODE_SERVER), *common, "--install-extension", str(vsix)],
                                env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -190,7 +212,7 @@ def code_server(tmp_path: Path, server_command: list[str],
     try:
         _wait_healthy(url, process, log, timeout_s=60)
         yield {"url": url, "workspace": str(workspace), "user_data": str(user_data),
-               "profile": str(tmp_path / "chromium-profile")}
+               "profile": str(tmp_path / "chromium-profile"), "tmp": str(tmp_path)}
     finally:
         _stop(process)
         # The extension's output channel: the server's stderr, one line per request.
@@ -212,7 +234,8 @@ def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
         "profile": code_server["profile"], "playwright": str(PLAYWRIGHT), "timeoutMs": 60000,
     }
     run = subprocess.run(["node", str(E2E), json.dumps(config)], stdin=subprocess.DEVNULL,
-                         capture_output=True, text=True, timeout=180)
+                         env=isolated_env(Path(code_server["tmp"])), capture_output=True,
+                         text=True, timeout=180)
     lines = run.stdout.strip().splitlines()
     result = json.loads(lines[-1]) if lines else {}
     channel = sorted(Path(code_server["user_data"]).glob("logs/**/*fimlsp*.log"))

@@ -149,6 +149,13 @@ local function main()
     results.error = 'model not ready: ' .. tostring(fimlsp.state) .. ' ' .. tostring(fimlsp.error)
     return
   end
+  -- :checkhealth names the server's version and how the model runs.
+  results.server = fimlsp.server
+  local source_buf = api.nvim_get_current_buf()
+  vim.cmd('checkhealth fimlsp')
+  results.health = table.concat(api.nvim_buf_get_lines(0, 0, -1, false), '\n')
+  vim.cmd('bwipeout!')
+  api.nvim_set_current_buf(source_buf)
 
   -- Insert mode at the end of the given line: InsertEnter asks for a suggestion by itself.
   api.nvim_win_set_cursor(0, { cfg.line + 1, 0 })

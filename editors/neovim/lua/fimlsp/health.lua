@@ -26,7 +26,14 @@ function M.check()
   elseif vim.fn.executable(cmd[1]) == 1 then
     ok(('server command: %s'):format(table.concat(cmd, ' ')))
   else
-    fail(('%s is not executable; install the server (pip install fimlsp) or set cmd'):format(cmd[1]))
+    fail(('%s is not executable; install the server (`pipx install .` in a checkout of fimlsp, '
+      .. 'see its README) or set cmd'):format(cmd[1]))
+  end
+  local server = fimlsp.server
+  if server then
+    info(('server: fimlsp %s; model %s on %s (%s, quantization %s)'):format(
+      tostring(server.version), tostring(server.model), tostring(server.device),
+      tostring(server.dtype), tostring(server.quantization)))
   end
   if s.state == 'ready' then
     ok('model loaded')

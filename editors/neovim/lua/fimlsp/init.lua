@@ -21,13 +21,15 @@ M.defaults = {
   cmd = { 'fimlsp', 'serve' },
   -- Extra environment variables for the server process, e.g. { CUDA_VISIBLE_DEVICES = '0' }.
   cmd_env = nil,
-  -- Server options, sent as initializationOptions (camelCase or snake_case; see the server's
-  -- README, "Server options"). Unset keys take the server's defaults. For example:
-  --   model = 'starcoderbase-1b',   -- preset, hub id or local directory (default tiny-starcoder)
+  -- Server options, sent as initializationOptions (camelCase or snake_case; `fimlsp options`
+  -- lists them all), e.g. { model = 'starcoderbase-1b' }. Unset keys take the server's
+  -- defaults, which are:
+  --   model = 'tiny-starcoder',     -- preset, hub id or local directory
   --   maxNewTokens = 64,            -- longest suggestion, in tokens
   --   multiline = 'auto',           -- 'auto' | 'always' | 'never'
   --   timeBudgetMs = 4000,          -- show what there is after this long
-  --   device = 'auto', dtype = 'auto', quantization = 'none', temperature = 0, logLevel = 'info'
+  --   device = 'auto', dtype = 'auto', quantization = 'auto', temperature = 0, topP = 1,
+  --   neighbourShare = 0.15, logLevel = 'info'
   server = {},
   -- Directory the server is started in (its LSP root); nil: Neovim's current directory.
   root_dir = nil,
@@ -67,6 +69,9 @@ M.config = vim.deepcopy(M.defaults)
 --- 'ready' or 'failed' (then M.error says why).
 M.state = 'stopped'
 M.error = nil
+--- What the server last said about itself (fimlsp.stats): version, model, device, dtype,
+--- quantization; nil before it answered.
+M.server = nil
 
 local client_id = nil
 local attached = {} -- bufnr -> true
@@ -112,6 +117,10 @@ function M.stats(callback)
   local ok = execute(client, 'fimlsp.stats', {}, function(err, result)
     if result and result.state then
       M._set_state(result.state, result.error)
+    end
+    if result and result.version then
+      M.server = { version = result.version, model = result.model, device = result.device,
+        dtype = result.dtype, quantization = result.quantization }
     end
     if callback then
       callback(err, result)
@@ -280,8 +289,9 @@ function M.attach(buf)
   if not compat.get_client(client_id) and vim.fn.executable(config.cmd[1] or '') ~= 1 then
     if not warned_cmd then
       warned_cmd = true
-      notify(('cannot start the server: %s is not executable (pip install fimlsp, or set cmd '
-        .. 'in setup())'):format(tostring(config.cmd[1])), vim.log.levels.WARN)
+      notify(('cannot start the server: %s is not executable (`pipx install .` in a checkout of '
+        .. 'fimlsp, see its README; or set cmd in setup())'):format(tostring(config.cmd[1])),
+        vim.log.levels.WARN)
     end
     return nil
   end
@@ -461,9 +471,12 @@ function M.show_status()
   }
   local function show(stats)
     if stats then
-      table.insert(lines, ('server: %s, %s requests, %s cancelled, %s accepted, %s partly'):format(
-        tostring(stats.model), tostring(stats.requests), tostring(stats.cancelled),
-        tostring(stats.accepted), tostring(stats.partially_accepted)))
+      table.insert(lines, ('server: fimlsp %s, model %s on %s (%s, quantization %s)'):format(
+        tostring(stats.version), tostring(stats.model), tostring(stats.device),
+        tostring(stats.dtype), tostring(stats.quantization)))
+      table.insert(lines, ('%s requests, %s cancelled, %s accepted, %s partly'):format(
+        tostring(stats.requests), tostring(stats.cancelled), tostring(stats.accepted),
+        tostring(stats.partially_accepted)))
       if type(stats.prompt_tokens) == 'number' then
         table.insert(lines, ('last request: %d prompt tokens (%s reused), prefill %s ms, '
           .. 'decode %s ms, %s tokens'):format(stats.prompt_tokens, tostring(stats.reused_tokens),

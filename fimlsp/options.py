@@ -1,0 +1,176 @@
+"""What each server option is for, and everything derived from `config.Settings`.
+
+`Settings` is the one list of options: names, types and defaults; `config` adds their allowed
+values. This module adds the sentence that explains each one and derives from the two the CLI
+flags (`fimlsp serve --top-p 0.9`), `fimlsp options` (text, `--markdown`, `--json`) and the
+tables in README.md and docs/configuration.md (`scripts/options_docs.py` writes them, a test
+checks them). A setting added to `Settings` without a sentence here fails the tests, not a user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+
+# The allowed values live with the parser that enforces them; read here, never copied.
+from fimlsp.config import _CHOICES, _RANGES, Settings
+
+# One sentence (Markdown) per setting: what it does for the user, with the values it takes.
+HELP: dict[str, str] = {
+    "model": "preset (`fimlsp models`), Hugging Face hub id in the local cache, or a local "
+             "directory with `config.json`, `tokenizer.json` and weights",
+    "template": "FIM family of a model the presets do not know: `starcoder`, `santacoder`, "
+                "`fim-neox`, `refact`, `starcoder2`, `qwen2.5-coder`, `deepseek-coder`",
+    "tokenizer": "tokenizer directory or hub id, when it is not the model's",
+    "device": "`auto` (CUDA if present, else CPU), `cpu`, `cuda`, `mps`",
+    "dtype": "`auto` (fp32 on CPU, bf16 on CUDA), `float32`, `float16`, `bfloat16` (on CPUs "
+             "with `avx512_bf16`, bf16 prefills faster than fp32)",
+    "quantization": "`auto` (the preset's choice per device: 4bit for the 15B models on CUDA, "
+                    "else none), `none`, `int8` (CPU, dynamic), `8bit`/`4bit` (CUDA, "
+                    "bitsandbytes: the `gpu` extra)",
+    "threads": "CPU threads for the model",
+    "max_new_tokens": "longest suggestion, in tokens; also reserved in the window",
+    "context_window": "shrink the prompt window, in tokens (never past the model's config)",
+    "temperature": "sampling temperature; 0 is greedy and reproducible",
+    "top_p": "nucleus sampling threshold (with a temperature above 0)",
+    "time_budget_ms": "stop generating after this long and show what there is",
+    "multiline": "`auto` (a block after `:`/`{` or on an empty line), `always`, `never`",
+    "neighbour_share": "share of the context budget for snippets of other open files (0 = off)",
+    "log_level": "stderr log level (`error`, `warning`, `info`, `debug`); `debug` also sends the "
+                 "server's other log lines to the client, whose log gets each request's "
+                 "timings as Debug messages at any level",
+}
+# What a default of None means, in words.
+UNSET: dict[str, str] = {
+    "template": "from the preset or tokenizer",
+    "tokenizer": "the model's",
+    "threads": "torch's",
+    "context_window": "the model's",
+}
+# Changing one of these reloads the model; the others apply to the next request.
+RELOADS = frozenset({"model", "template", "tokenizer", "device", "dtype", "quantization",
+                     "threads"})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as users meet it: its names in each spelling, its default and its values."""
+
+    name: str  # snake_case, the field of Settings
+    kind: str  # int | float | str | bool
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    range: tuple[float, float] | None = None
+
+    @property
+    def camel(self) -> str:
+        """The spelling of initializationOptions and the editors' settings."""
+        head, *rest = self.name.split("_")
+        return head + "".join(part.title() for part in rest)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def reloads(self) -> bool:
+        return self.name in RELOADS
+
+    def default_text(self) -> str:
+        """The default for people: `auto`, 64, the model's."""
+        if self.default is None:
+            return UNSET.get(self.name, "unset")
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        if isinstance(self.default, str):
+            return f"`{self.default}`"
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
+    def meaning(self) -> str:
+        return self.help + ("; reloads the model" if self.reloads else "")
+
+
+def _kind(type_name: str) -> str:
+    for kind in ("bool", "int", "float", "str"):
+        if type_name.startswith(kind):
+            return kind
+    raise TypeError(f"Settings field of unsupported type {type_name!r}")
+
+
+def all_options() -> list[Option]:
+    """Every setting, in the order `Settings` declares them."""
+    result = []
+    for f in fields(Settings):
+        if f.name not in HELP:
+            raise KeyError(f"Settings.{f.name} has no sentence in fimlsp.options.HELP")
+        default = f.default if f.default is not MISSING else None
+        result.append(Option(f.name, _kind(str(f.type)), default, HELP[f.name],
+                             _CHOICES.get(f.name), _RANGES.get(f.name)))
+    return result
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def _unmark(text: str) -> str:
+    """Markdown code spans → plain text, for a terminal."""
+    return re.sub(r"`([^`]*)`", r"\1", text)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag per setting: the same names as initializationOptions, in kebab-case."""
+    group = parser.add_argument_group("server options (as in initializationOptions)")
+    types = {"int": int, "float": float, "str": str}
+    for option in all_options():
+        # argparse formats help with %: a literal one is doubled.
+        text = _unmark(f"{option.help} (default: {option.default_text()})")
+        text = text.replace("%", "%%")
+        if option.kind == "bool":
+            group.add_argument(option.flag, dest=option.name, default=None, help=text,
+                               action=argparse.BooleanOptionalAction)
+        else:
+            group.add_argument(option.flag, dest=option.name, default=None, help=text,
+                               type=types[option.kind], choices=option.choices)
+
+
+def given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags, for `parse_settings`; absent flags are not settings."""
+    return {o.name: getattr(args, o.name) for o in all_options()
+            if getattr(args, o.name, None) is not None}
+
+
+# -- fimlsp options ---------------------------------------------------------------------------
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown() -> str:
+    """The options table of README.md: `fimlsp options --markdown`."""
+    rows = ["| option | flag | default | meaning |", "|---|---|---|---|"]
+    for o in all_options():
+        rows.append(f"| `{o.camel}` | `{o.flag}` | {_cell(o.default_text())} | "
+                    f"{_cell(o.meaning())} |")
+    return "\n".join(rows) + "\n"
+
+
+def text() -> str:
+    """`fimlsp options`: one paragraph per option for a terminal."""
+    out = []
+    for o in all_options():
+        values = f" {{{','.join(o.choices)}}}" if o.choices else f" {o.kind.upper()}"
+        out.append(_unmark(f"{o.camel} ({o.flag}{values}; default {o.default_text()})\n"
+                           f"    {o.meaning()}"))
+    return "\n".join(out) + "\n"
+
+
+def as_json() -> str:
+    """Machine-readable, for clients and scripts."""
+    return json.dumps([{"name": o.name, "camel": o.camel, "flag": o.flag, "type": o.kind,
+                        "default": o.default, "choices": o.choices, "range": o.range,
+                        "reloads": o.reloads, "help": o.help} for o in all_options()])
