@@ -169,15 +169,18 @@ class FrameDecoder:
             self._blank(len(line), events)
             return
         match = _HEADER.fullmatch(text)
-        if match is None:
+        if match is None or match.group(1).lower() not in (_LENGTH, _TYPE):
+            # Garbage, or garbage glued to a header ("xyzContent-Length: 5" even parses as a
+            # header named "xyzContent-Length"): the header at its end starts the next frame.
             start = _trailing_header(text)
-            if start is None:
+            if start is not None:
+                self._skip(start, "bytes before a header")
+                self._reset()
+                match = _HEADER.fullmatch(text[start:])
+            elif match is None:
                 self._skip(len(line), self._problem or "a line that is not a header")
                 self._reset()
                 return
-            self._skip(start, "bytes before a header")
-            self._reset()
-            match = _HEADER.fullmatch(text[start:])
             assert match is not None
         self._flush_skipped(events)
         self._headers += 1
@@ -206,10 +209,23 @@ class FrameDecoder:
     def _parse(self, body: bytes) -> Message | Unparsable:
         event = parse_body(body)
         if isinstance(event, Unparsable):
+            # A too-long Content-Length swallowed the start of the next frame: read it again
+            # from its header, or from the part of a header the body ends with.
             marker = _MARKER.search(body, 1)
-            if marker is not None:  # a too-long Content-Length swallowed the next frame's start
-                self._buf[:0] = body[marker.start():]
+            start = marker.start() if marker is not None else _partial_header_at_end(body)
+            if start is not None:
+                self._buf[:0] = body[start:]
         return event
+
+
+def _partial_header_at_end(body: bytes) -> int | None:
+    """Where the body ends with the first bytes of "content-length:" (any case), if it does."""
+    marker = _LENGTH + b":"
+    tail = body[-len(marker):].lower()
+    for size in range(min(len(tail), len(marker)), 0, -1):
+        if tail.endswith(marker[:size]) and size < len(body):
+            return len(body) - size
+    return None
 
 
 def _trailing_header(text: bytes) -> int | None:

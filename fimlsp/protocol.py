@@ -51,7 +51,6 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.io_ import StdoutWriter
 from pygls.protocol import LanguageServerProtocol, lsp_method
-from pygls.protocol.language_server import _prepare_command_arguments
 
 from fimlsp.framing import (
     MAX_MESSAGE_BYTES,
@@ -357,20 +356,39 @@ class FimProtocol(LanguageServerProtocol):
     def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams
                                        ) -> typing.Generator[Any, Any, Any]:
         """pygls 2.1.1 skips the arity check when `arguments` is absent (the handler then fails
-        with a TypeError → -32603) and puts the converter's bare error into the message."""
+        with a TypeError → -32603) and its converter errors do not say which argument failed."""
         handler = self.fm.commands.get(params.command)
         if handler is None:
             known = ", ".join(sorted(self.fm.commands))
             raise JsonRpcInvalidParams(f"unknown command {_short(params.command)!r}; this server "
                                        f"has {known}")
-        try:
-            args, kwargs = _prepare_command_arguments(
-                handler, attrs.evolve(params, arguments=params.arguments or []), self._converter)
-        except Exception as error:
-            raise JsonRpcInvalidParams(f"invalid arguments for {params.command}: "
-                                       f"{describe(error)}") from None
-        result = yield handler, args, kwargs
+        args = self._command_arguments(params.command, handler, list(params.arguments or []))
+        result = yield handler, args, None
         return result
+
+    def _command_arguments(self, command: str, handler: Any, values: list[Any]) -> tuple[Any, ...]:
+        """The command's arguments, each checked against the handler's annotation. pygls binds
+        the server instance (a `functools.partial`, or a wrapper with `.func` for coroutines);
+        that first parameter is not an argument."""
+        function = getattr(handler, "func", handler)
+        hints = typing.get_type_hints(function)
+        parameters = list(inspect.signature(function).parameters.values())
+        if function is not handler:
+            parameters = parameters[1:]
+        if parameters and parameters[-1].kind is inspect.Parameter.VAR_POSITIONAL:
+            return tuple(values)  # the handler checks what it takes
+        if len(values) != len(parameters):
+            raise JsonRpcInvalidParams(f"{command} takes {len(parameters)} argument"
+                                       f"{'s' if len(parameters) != 1 else ''}, got {len(values)}")
+        args = []
+        for index, (parameter, value) in enumerate(zip(parameters, values, strict=True)):
+            kind = hints.get(parameter.name, Any)
+            try:
+                args.append(value if kind is Any else self._converter.structure(value, kind))
+            except Exception as error:
+                raise JsonRpcInvalidParams(f"invalid arguments for {command}: "
+                                           f"{describe(error, f'arguments[{index}]')}") from None
+        return tuple(args)
 
     # -- answers from the client ------------------------------------------------------------
 

@@ -184,17 +184,17 @@ def strict_converter() -> cattrs.Converter:
     return converter
 
 
-def describe(error: BaseException, limit: int = 3) -> str:
+def describe(error: BaseException, path: str = "params", limit: int = 3) -> str:
     """A structuring error as a client can act on it: what is wrong, at which JSON path."""
     if not isinstance(error, cattrs.BaseValidationError):
-        return _one_line(error)
+        return f"{path}: {_one_line(error)}"
 
     def fmt(exc: BaseException, _type: Any) -> str:
         if isinstance(exc, KeyError):
             return "required field missing"
         return _one_line(exc)
 
-    lines = cattrs.transform_error(error, path="params", format_exception=fmt)
+    lines = cattrs.transform_error(error, path=path, format_exception=fmt)
     out = []
     for line in lines[:limit]:
         message, _, path = line.rpartition(" @ ")
