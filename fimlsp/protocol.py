@@ -299,6 +299,15 @@ class FimProtocol(LanguageServerProtocol):
             return
         contextvars.copy_context().run(self._run_notification, method, params)
 
+    def _handle_cancel_notification(self, msg_id: Any) -> None:
+        """pygls 2.1.1 logs a warning for every cancel that comes after the answer (the common
+        case: the client cancels what it no longer needs); that is not worth a line."""
+        future = self._request_futures.pop(msg_id, None)
+        if future is None:
+            log.debug("cancel for %r, which is not running", msg_id)
+        elif future.cancel():
+            log.debug("cancelled request %r", msg_id)
+
     def exit(self, code: int) -> None:
         """LSP `exit`: 0 after shutdown, 1 without. pygls's own `exit` raises SystemExit inside
         its IO loop, which catches it, so the process always ended 0; ours reaches `serve`."""
@@ -524,6 +533,9 @@ async def _serve(protocol: FimProtocol, stdin: BinaryIO) -> int:
                 return 1
             if code is not None:
                 return code
+            # Let the handler just started take its first step (a completion reads the document
+            # there) before the next message changes the document: messages act in order.
+            await asyncio.sleep(0)
 
 
 def _dispatch(protocol: FimProtocol, item: Any) -> int | None:

@@ -24,6 +24,11 @@ NO_MODEL = "/nonexistent/fimlsp-protocol-test-model"
 MINIMAL_INITIALIZE = {"processId": None, "rootUri": None, "capabilities": {}}
 
 
+def key(msg_id: Any) -> tuple[str, Any]:
+    """Ids compare by type too: 5 and "5" are different requests."""
+    return (type(msg_id).__name__, msg_id)
+
+
 def frame(body: bytes | str) -> bytes:
     payload = body.encode() if isinstance(body, str) else body
     return b"Content-Length: %d\r\n\r\n" % len(payload) + payload
@@ -54,6 +59,7 @@ class RawServer:
             [sys.executable, "-m", "fimlsp", "serve", "--model", model, *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.received: list[dict[str, Any]] = []
+        self.answered: set[tuple[str, Any]] = set()  # keys of the ids answered so far
         self.stderr = bytearray()
         self.garbage = bytearray()  # anything on stdout that is not a well-formed frame
         self._changed = threading.Condition()
@@ -91,8 +97,11 @@ class RawServer:
                     break
                 body = bytes(buf[end + 4:end + 4 + length])
                 del buf[:end + 4 + length]
+                message = json.loads(body)
                 with self._changed:
-                    self.received.append(json.loads(body))
+                    self.received.append(message)
+                    if "method" not in message:
+                        self.answered.add(key(message.get("id")))
                     self._changed.notify_all()
         with self._changed:
             self.garbage += buf
