@@ -113,6 +113,7 @@ class RawServer:
         while chunk := stream.read1(1 << 16):
             with self._changed:
                 self.stderr += chunk
+                self._changed.notify_all()
 
     def tail(self) -> str:
         return self.stderr.decode(errors="replace")[-4000:]

@@ -7,11 +7,14 @@ The cases are the ones a fuzzing session found unanswered, coerced or answered w
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from rawlsp import MISSING, RawServer, frame, notification, request
+
+from fimlsp.protocol import RateLimitedLog
 
 PARSE, INVALID_REQUEST, NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 URI = "file:///tmp/errors.py"
@@ -170,3 +173,31 @@ def test_notifications_are_never_answered_and_raise_no_popups(server: RawServer)
     assert server.responses()[before:] == [stats, completion]
     shown = [m for m in server.received if m.get("method") == "window/showMessage"]
     assert not [m for m in shown if m["params"]["type"] == 1], shown
+
+
+def test_malformed_messages_are_logged_rate_limited_not_shown() -> None:
+    with RawServer() as server:
+        server.initialize()
+        for n in range(300):
+            server.send({"id": f"flood{n}", "method": "fimlsp/x"})  # no "jsonrpc": -32600
+        check_error(server.response("flood299"), INVALID_REQUEST)
+        lines = server.wait_for(lambda: server.stderr.count(b"rejected a message"),
+                                "a log line about the rejected messages")
+        # 20 lines per 10 s window: 300 messages would need minutes to all be logged.
+        assert lines < 150, server.tail()
+        assert not [m for m in server.received if m.get("method") == "window/showMessage"
+                    and m["params"]["type"] == 1]
+
+
+def test_rate_limited_log_says_how_many_it_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    complain = RateLimitedLog(logging.getLogger("fimlsp.test"), limit=3, window_s=10.0,
+                              clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="fimlsp.test"):
+        for n in range(10):
+            complain(logging.WARNING, "bad message %d", n)
+        now[0] = 11.0
+        complain(logging.WARNING, "bad message %d", 10)
+    assert [r.getMessage() for r in caplog.records] == [
+        "bad message 0", "bad message 1", "bad message 2",
+        "7 more such messages in the last 11 s were not logged", "bad message 10"]
