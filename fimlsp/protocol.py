@@ -565,10 +565,12 @@ def _pump(stdin: BinaryIO, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue
     """The reader thread: stdin → decoder → the event loop, one batch of events per read."""
 
     def put(items: list[Any]) -> bool:
+        put = queue.put(items)
         try:
-            asyncio.run_coroutine_threadsafe(queue.put(items), loop).result()
+            asyncio.run_coroutine_threadsafe(put, loop).result()
             return True
-        except (RuntimeError, Exception):  # the loop is gone: the process is ending
+        except Exception:  # the loop is closed or cancelled the put: the server is ending
+            put.close()
             return False
 
     decoder = FrameDecoder()
