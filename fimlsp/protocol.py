@@ -25,6 +25,11 @@ Here the raw JSON value is checked in the order JSON-RPC and LSP give the errors
 
 Notifications are never answered. Complaints about malformed messages go to stderr, rate-limited,
 never to a `window/showMessage` popup.
+
+pygls internals this relies on (checked against 2.1.1; the protocol tests exercise each):
+`_execute_handler`, `_get_handler`, `_handle_response`, `_send_handler_result` (overridden),
+`_request_futures`, `_result_types`, `_ctx_msg_id`, `_shutdown` (set by its `lsp_shutdown`) and
+`fm.builtin_features` / `fm.features` / `fm.commands`.
 """
 
 from __future__ import annotations
@@ -73,7 +78,6 @@ INTERNAL_ERROR = -32603
 SERVER_NOT_INITIALIZED = -32002
 REQUEST_CANCELLED = -32800
 
-_NONE = type(None)
 
 
 # -- messages about the client's mistakes: stderr, rate-limited -----------------------------------
