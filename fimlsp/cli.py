@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -129,26 +130,34 @@ def cmd_options(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from fimlsp.protocol import serve_stdio
     from fimlsp.server import create_server
 
     server = create_server(_settings(args))
-    code = 0
+    code = 1
     try:
         if args.tcp:
             log.info("fimlsp %s listening on %s:%d", __version__, args.host, args.port)
             server.start_tcp(args.host, args.port)
+            code = 0
         else:
-            server.start_io()
-    except SystemExit as exit_:  # pygls ends `exit` with sys.exit(0 or 1)
-        code = exit_.code if isinstance(exit_.code, int) else 0
+            code = serve_stdio(server.protocol)
+    except SystemExit as exit_:  # `exit` on TCP: the protocol raises SystemExit(0 or 1)
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:  # never leave with 0 and nothing said (os._exit below skips it all)
+        log.exception("fimlsp serve failed")
+        traceback.print_exc()
+        code = 1
     finally:
         server.scheduler.shutdown()
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(ValueError, OSError):  # pygls may have closed stdout
+            with contextlib.suppress(ValueError, OSError):  # the client may have closed stdout
                 stream.flush()
-        # Leave now: pygls's stdin reader thread would block interpreter shutdown until the
-        # editor closes the pipe, and a model still loading would hold it for minutes.
+        # Leave now: the stdin reader thread would block interpreter shutdown until the editor
+        # closes the pipe, and a model still loading would hold it for minutes.
         os._exit(code)
 
 

@@ -425,17 +425,13 @@ class DocumentSync(LanguageServerProtocol):
                                      ) -> Iterator[Any]:
         yield from self._user(types.TEXT_DOCUMENT_DID_CLOSE, params)
 
-    def structure_message(self, data: dict[str, Any]) -> Any:
-        """Negative positions in didChange ranges are clamped (module docstring) before
-        lsprotocol, whose `uinteger` validator would otherwise reject the whole notification
-        and with it every valid change it carries."""
-        if data.get("method") == types.TEXT_DOCUMENT_DID_CHANGE:
-            _clamp_negative(data.get("params"))
-        return super().structure_message(data)
 
+def clamp_negative(params: Any) -> None:
+    """In place: a negative line → 0:0, a negative character → 0 (VS Code's clamping).
 
-def _clamp_negative(params: Any) -> None:
-    """In place: a negative line → 0:0, a negative character → 0 (VS Code's clamping)."""
+    Runs on a didChange's raw JSON before its params are checked (`protocol.FimProtocol`):
+    lsprotocol's `uinteger` would otherwise reject the whole notification and with it every
+    valid change it carries."""
     changes = params.get("contentChanges") if isinstance(params, dict) else None
     for change in changes if isinstance(changes, list) else ():
         rng = change.get("range") if isinstance(change, dict) else None

@@ -26,9 +26,11 @@ from fimlsp import __version__
 from fimlsp.completer import Completer, Completion
 from fimlsp.config import Settings, parse_settings
 from fimlsp.context import Cursor, units_len
-from fimlsp.documents import Documents, DocumentSync
+from fimlsp.documents import Documents
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.protocol import FimProtocol
 from fimlsp.scheduler import Cancelled, Scheduler
+from fimlsp.validation import strict_converter
 
 log = logging.getLogger("fimlsp")
 
@@ -47,7 +49,8 @@ _WORD_TAIL = re.compile(r"[\w$]+$")
 
 class FimServer(LanguageServer):
     def __init__(self, settings: Settings) -> None:
-        super().__init__("fimlsp", __version__, protocol_cls=DocumentSync)
+        super().__init__("fimlsp", __version__, protocol_cls=FimProtocol,
+                         converter_factory=strict_converter)
         self.settings = settings
         self.documents = Documents()
         self.completer = self._new_completer()
@@ -66,6 +69,11 @@ class FimServer(LanguageServer):
         return completer
 
     # -- messages to the user ---------------------------------------------------------------
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """pygls's out-of-band errors: stderr, rate-limited; never an Error popup per message."""
+        self.protocol.complain(logging.ERROR, "%s: %s", getattr(source, "__name__", source),
+                               error, exc_info=error)
 
     def log(self, message: str, level: int = logging.INFO) -> None:
         """stderr always; the client's log too at debug level, or for warnings."""
@@ -292,7 +300,7 @@ def create_server(settings: Settings) -> FimServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: FimServer, params: types.InitializeParams) -> None:
         ls.apply_options(params.initialization_options)
-        if params.process_id:
+        if params.process_id and params.process_id > 0:  # 0 and below name process groups
             watch_parent(params.process_id)
 
     @server.feature(types.INITIALIZED)
@@ -392,12 +400,12 @@ def create_server(settings: Settings) -> FimServer:
         return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None}
 
     @server.command(CMD_PROMPT)
-    async def show_prompt(ls: FimServer, uri: str, position: dict[str, int]) -> Any:
-        """What the model would see at a position: for "show prompt" commands and debugging."""
+    async def show_prompt(ls: FimServer, uri: str, position: types.Position) -> Any:
+        """What the model would see at a position: for "show prompt" commands and debugging.
+        The protocol checks the arguments against these annotations (-32602 if they differ)."""
 
         async def work() -> dict[str, Any]:
-            pos = types.Position(line=int(position["line"]), character=int(position["character"]))
-            prompt = ls.completer.prompt_for(ls.cursor(uri, pos, None))
+            prompt = ls.completer.prompt_for(ls.cursor(uri, position, None))
             return {"text": prompt.text, "ids": prompt.ids, **prompt.accounting()}
 
         return await ls.guarded(work())

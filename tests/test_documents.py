@@ -159,7 +159,7 @@ def test_negative_positions_in_a_did_change_are_clamped_before_lsprotocol() -> N
     """lsprotocol would refuse the whole notification (uinteger); VS Code clamps them."""
     params = {"textDocument": {"uri": "file:///x", "version": 2},
               "contentChanges": [change((-1, 4), (0, 1), "A"), change((1, -3), (1, -1), "B")]}
-    documents_module._clamp_negative(params)
+    documents_module.clamp_negative(params)
     assert params["contentChanges"] == [change((0, 0), (0, 1), "A"), change((1, 0), (1, 0), "B")]
 
 
