@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from tokenizers import Tokenizer
 
-from fimlsp import postprocess
+from fimlsp import __version__, postprocess
 from fimlsp.cache import RecentCompletions, TypingThrough
 from fimlsp.config import Settings
 from fimlsp.context import (
@@ -31,7 +31,7 @@ from fimlsp.context import (
     split_at,
 )
 from fimlsp.engine import Generation
-from fimlsp.engine.local import LocalEngine
+from fimlsp.engine.local import LocalEngine, resolve_quantization
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import (
     ModelSpec,
@@ -314,4 +314,16 @@ class Completer:
                 "accepted": s.accepted, "partially_accepted": s.partially_accepted,
                 "accepted_chars": s.accepted_chars,
                 "model": self.spec.name if self.spec else self.settings.model,
-                "ready": self.ready, "window": self.window}
+                "ready": self.ready, "window": self.window,
+                "version": __version__, **self.runtime_report()}
+
+    def runtime_report(self) -> dict[str, str | None]:
+        """Where the loaded model runs and how it is quantized, with `auto` resolved: what an
+        editor's status line shows so that a slow suggestion can be explained at a glance.
+        None before a model is loaded."""
+        if self.engine is None or self.spec is None:
+            return {"device": None, "quantization": None}
+        device = self.engine.device
+        return {"device": str(device),
+                "quantization": resolve_quantization(self.settings.quantization, self.spec,
+                                                     device)}

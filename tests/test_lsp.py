@@ -483,6 +483,19 @@ async def test_stats_report_timings_and_kv_reuse(server: Client, workspace: Path
     assert typed["reused_tokens"] > 0, typed
 
 
+async def test_stats_report_version_device_and_quantization(server: Client) -> None:
+    """What the editors' status and health output shows: the server's version and where and how
+    the model runs, `auto` resolved (the tiny model runs unquantized on the CPU here)."""
+    from fimlsp import __version__
+
+    stats = await server.wait_loaded()
+    assert stats["state"] == "ready", stats
+    assert stats["version"] == __version__
+    assert stats["device"] == "cpu"
+    assert stats["quantization"] == "none"
+    assert stats["model"]
+
+
 # -- 8: configuration --------------------------------------------------------------------------
 
 
