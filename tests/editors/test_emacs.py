@@ -30,6 +30,7 @@ DRIVER = EMACS_DIR / "test" / "fimlsp-test.el"
 INSTALL = "bash editors/emacs/install-deps.sh"
 ELPA = Path("/usr/share/emacs/site-lisp/elpa")
 EMACS30_PREFIX = Path("/opt/fimlsp-emacs30")
+PYLSP = EMACS_DIR / ".deps" / "venv" / "bin" / "pylsp"
 
 
 def _run(argv: list[str], timeout: float, env: dict[str, str] | None = None
@@ -66,12 +67,10 @@ def emacs(request: pytest.FixtureRequest) -> tuple[str, str, list[str]]:
         if executable is None:
             editor_missing("Emacs (Debian emacs-nox + elpa-eglot)", INSTALL)
     else:
+        if os.environ.get("FIMLSP_EMACS30") == "0":
+            pytest.skip("Emacs 30 left out on purpose (FIMLSP_EMACS30=0)")
         candidate = shutil.which("emacs30") or str(EMACS30_PREFIX / "bin" / "emacs30")
         executable = candidate if os.access(candidate, os.X_OK) else None
-        unavailable = EMACS30_PREFIX / "UNAVAILABLE"
-        if executable is None and unavailable.exists():
-            # install-deps.sh ran and could not get Emacs 30: not a missing install step.
-            pytest.skip(f"Emacs 30 not installed: {unavailable.read_text().strip()}")
         if executable is None:
             editor_missing("Emacs 30 (bookworm-backports, unpacked in /opt/fimlsp-emacs30)",
                            INSTALL)
@@ -82,6 +81,20 @@ def emacs(request: pytest.FixtureRequest) -> tuple[str, str, list[str]]:
     if probe.returncode != 0:
         editor_missing(f"eglot for {executable}", f"{INSTALL} ({probe.stderr.strip()[-300:]})")
     return name, executable, load_path
+
+
+def test_install_script_fails_when_emacs30_cannot_be_installed(tmp_path: Path) -> None:
+    """CI's Emacs 30 leg must fail, not skip, when its Emacs cannot be installed: the script
+    exits non-zero with the reason (here: a Debian mirror that refuses connections)."""
+    if shutil.which("emacs") is None or not PYLSP.exists():
+        editor_missing("Emacs 28 and pylsp (the script's first parts)", INSTALL)
+    env = {**os.environ, "FIMLSP_EMACS30_PREFIX": str(tmp_path / "emacs30"),
+           "FIMLSP_DEBIAN_MIRROR": "http://127.0.0.1:9/debian"}
+    env.pop("FIMLSP_EMACS30", None)
+    result = _run(["bash", str(EMACS_DIR / "install-deps.sh")], 300, env)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "emacs 30: NOT installed" in result.stderr, result.stderr
+    assert not (tmp_path / "emacs30" / "bin" / "emacs30").exists()
 
 
 def test_fimlsp_el_byte_compiles_without_warnings(emacs: tuple[str, str, list[str]],
