@@ -35,6 +35,7 @@ PLUGIN = ROOT / "editors" / "neovim"
 HEADLESS = PLUGIN / "tests" / "headless.lua"
 KEYS = PLUGIN / "tests" / "keys.lua"
 BEFORE_SETUP = PLUGIN / "tests" / "before_setup.lua"
+STATUS = PLUGIN / "tests" / "status.lua"
 STANDIN = PLUGIN / "tests" / "builtin_standin.lua"
 SCREEN_INIT = PLUGIN / "tests" / "screen_init.lua"
 INSTALL = "run `bash editors/neovim/install-deps.sh`"
@@ -276,6 +277,26 @@ def test_enable_before_setup(kind: str, tmp_path: Path, server_command: list[str
     assert r["line"] == "def add(a, b):abc"
     assert r["answered"] >= 1 and not r["timeouts"], r
     assert r["status"]["enabled"] is True
+
+
+@pytest.mark.parametrize("kind", list(NEOVIMS))
+def test_status_and_health_show_server_version_model_device(
+        kind: str, tmp_path: Path, server_command: list[str], tiny_model: Path) -> None:
+    """:FimlspStatus and :checkhealth fimlsp name the plugin's and the server's version, the
+    model, its device and its quantization (from fimlsp.stats)."""
+    from fimlsp import __version__
+
+    nvim = neovim(kind)
+    source = tmp_path / "sample.py"
+    source.write_text("x = 1\n", encoding="utf-8")
+    r = run_script(nvim, STATUS, {"cmd": server_command, "server": SERVER_OPTIONS,
+                                  "file": str(source)}, tmp_path)
+    assert not r.get("error"), r["error"]
+    assert r["state"] == "ready" and not r["timeouts"], r
+    server = f"fimlsp {__version__}, model {tiny_model} on cpu (quantization none)"
+    for where in ("status", "health"):
+        assert f"fimlsp.nvim {__version__}" in r[where], (where, r[where])
+        assert server in r[where], (where, r[where])
 
 
 def test_builtin_ui_standin(tmp_path: Path) -> None:

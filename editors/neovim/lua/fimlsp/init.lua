@@ -556,19 +556,40 @@ function M.statusline()
   return 'fimlsp: ' .. (M.config.enabled and M.state or 'off')
 end
 
+--- The server's `fimlsp.stats`, waiting up to `timeout_ms` (for :checkhealth); nil if not running.
+function M.stats_sync(timeout_ms)
+  local client = M.client()
+  if not client then
+    return nil
+  end
+  local answer = compat.request_sync(client, 'workspace/executeCommand',
+    { command = 'fimlsp.stats', arguments = {} }, timeout_ms or 2000)
+  return answer and answer.result or nil
+end
+
+--- One line on the server: its version, the model and where and how it runs.
+function M.describe_server(stats)
+  local function value(v)
+    return (v == nil or v == vim.NIL) and '?' or tostring(v)
+  end
+  return ('fimlsp %s, model %s on %s (quantization %s)'):format(value(stats.version),
+    value(stats.model), value(stats.device), value(stats.quantization))
+end
+
 --- :FimlspStatus
 function M.show_status()
   local s = M.status()
   local lines = {
-    ('%s, %s, %s'):format(s.enabled and 'enabled' or 'disabled', s.ui,
+    ('fimlsp.nvim %s: %s, %s, %s'):format(M.version, s.enabled and 'enabled' or 'disabled', s.ui,
       s.attached and ('client %d'):format(s.client_id) or 'not attached to this buffer'),
     'model: ' .. s.state .. (s.error and (' (' .. s.error .. ')') or ''),
   }
   local function show(stats)
     if stats then
-      table.insert(lines, ('server: %s, %s requests, %s cancelled, %s accepted, %s partly'):format(
-        tostring(stats.model), tostring(stats.requests), tostring(stats.cancelled),
-        tostring(stats.accepted), tostring(stats.partially_accepted)))
+      table.insert(lines, 'server: ' .. M.describe_server(stats))
+      table.insert(lines, ('%s requests, %s cancelled, %s accepted, %s partly'):format(
+        tostring(stats.requests), tostring(stats.cancelled), tostring(stats.accepted),
+        tostring(stats.partially_accepted)))
       if type(stats.prompt_tokens) == 'number' then
         table.insert(lines, ('last request: %d prompt tokens (%s reused), prefill %s ms, '
           .. 'decode %s ms, %s tokens'):format(stats.prompt_tokens, tostring(stats.reused_tokens),
