@@ -679,9 +679,11 @@ It fits when the text from the item's start to point is a prefix of it."
 ;;;; Commands
 
 (defun fimlsp-complete ()
-  "Ask the server for a suggestion at point now."
+  "Ask the server for a suggestion at point now.
+Starts the server again if it is not running (after a crash, say)."
   (interactive)
   (fimlsp--clear)
+  (fimlsp--ensure-connection)
   (unless (fimlsp--request 1)
     (when (called-interactively-p 'interactive)
       (user-error "Fimlsp: no server (yet) for this buffer%s"
