@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real editors the editor tests drive (CI runs this before `make test`).
-# Each editors/<name>/install-deps.sh is independent; one failing is reported and the others go on,
-# and that editor's tests then skip with the reason.
+# Each editors/<name>/install-deps.sh is independent; one failing is reported, the others go on,
+# and this script then exits non-zero (CI stops there instead of skipping that editor's tests).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0

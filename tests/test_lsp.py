@@ -499,6 +499,19 @@ async def test_a_request_prints_no_deprecation_warning(server: Client, workspace
     assert "Warning:" not in logged and "deprecated" not in logged, logged[-3000:]
 
 
+async def test_stats_report_version_device_and_quantization(server: Client) -> None:
+    """What the editors' status and health output shows: the server's version and where and how
+    the model runs, `auto` resolved (the tiny model runs unquantized on the CPU here)."""
+    from fimlsp import __version__
+
+    stats = await server.wait_loaded()
+    assert stats["state"] == "ready", stats
+    assert stats["version"] == __version__
+    assert stats["device"] == "cpu"
+    assert stats["quantization"] == "none"
+    assert stats["model"]
+
+
 # -- 8: configuration --------------------------------------------------------------------------
 
 

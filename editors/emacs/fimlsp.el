@@ -1,12 +1,14 @@
-;;; fimlsp.el --- Inline (ghost text) completions from a local FIM model, via eglot  -*- lexical-binding: t; -*-
+;;; fimlsp.el --- Ghost-text completions from a local FIM model  -*- lexical-binding: t; -*-
 
 ;; Copyright (C) 2026 The fimlsp authors
-;; SPDX-License-Identifier: Apache-2.0
 
 ;; Author: The fimlsp authors
+;; Maintainer: The fimlsp authors
 ;; Version: 0.1.0
-;; Package-Requires: ((emacs "28.1") (eglot "1.9") (jsonrpc "1.0.14"))
-;; Keywords: convenience, tools, languages
+;; Package-Requires: ((emacs "28.1") (jsonrpc "1.0.14"))
+;; Keywords: convenience, tools
+;; URL: https://github.com/fimlsp/fimlsp
+;; SPDX-License-Identifier: Apache-2.0
 
 ;; This file is not part of GNU Emacs.  It is part of fimlsp, licensed
 ;; under the Apache License, Version 2.0.
@@ -14,39 +16,48 @@
 ;;; Commentary:
 
 ;; Emacs client of fimlsp, a language server that answers LSP 3.18
-;; `textDocument/inlineCompletion' (Copilot-style ghost text) and classic
-;; `textDocument/completion' from a fill-in-the-middle model running on
-;; your own machine.
+;; `textDocument/inlineCompletion' (Copilot-style ghost text) from a
+;; fill-in-the-middle model running on your own machine.
 ;;
-;; eglot starts and talks to the server; eglot has no inline completion
-;; of its own, so this package sends `textDocument/inlineCompletion' over
-;; eglot's connection, asynchronously, after `fimlsp-idle-delay' seconds
-;; of idleness following an edit, cancels requests that went stale (with
+;; fimlsp is a completion provider, not a language server for a
+;; language: it runs *beside* the language server you use (eglot's
+;; pyright, rust-analyzer, gopls, ... or lsp-mode's), over its own
+;; `jsonrpc' connection.  One fimlsp process serves every buffer (it
+;; holds the model, the expensive part).  This package keeps the server's
+;; copy of each buffer in sync (incremental `didChange'), sends
+;; `textDocument/inlineCompletion' after `fimlsp-idle-delay' seconds of
+;; idleness following an edit, cancels requests that went stale (with
 ;; `$/cancelRequest'), and draws the suggestion as an overlay after point.
-;; Classic completion needs nothing from here: eglot's
-;; `completion-at-point' function asks the same server.
 ;;
 ;; Setup:
 ;;
 ;;   (require 'fimlsp)
-;;   (fimlsp-setup)                 ; register with eglot, auto-enable `fimlsp-mode'
-;;   (add-hook 'python-mode-hook #'eglot-ensure)
+;;   (setq fimlsp-model "starcoderbase-1b")
+;;   (global-fimlsp-mode 1)   ; `fimlsp-mode' in `fimlsp-major-modes' buffers
+;;
+;; or with use-package (Emacs 30):
+;;
+;;   (use-package fimlsp
+;;     :vc (:url "https://github.com/fimlsp/fimlsp" :lisp-dir "editors/emacs")
+;;     :custom (fimlsp-model "starcoderbase-1b")
+;;     :config (global-fimlsp-mode 1))
 ;;
 ;; While a suggestion is shown: TAB accepts it, C-<right> / M-<right>
 ;; accepts its next line, C-g dismisses it; moving point or typing
 ;; something it does not predict dismisses it too.  `fimlsp-complete'
-;; (C-c ] in `fimlsp-mode') asks for a suggestion now.
-;;
-;; eglot runs one server per buffer: `fimlsp-setup' makes fimlsp the
-;; server for `fimlsp-major-modes', in place of another language server
-;; eglot would have started there.
+;; (C-c ] in `fimlsp-mode') asks for a suggestion now.  For classic
+;; completion from the model, add `fimlsp-completion-at-point' to
+;; `completion-at-point-functions'.
 
 ;;; Code:
 
 (require 'cl-lib)
 (require 'subr-x)
 (require 'jsonrpc)
-(require 'eglot)
+(require 'url-util)
+
+(defconst fimlsp-version "0.1.0"
+  "Version of fimlsp.el (the fimlsp release it belongs to).")
 
 ;;;; Options
 
@@ -55,7 +66,7 @@
   :group 'tools
   :prefix "fimlsp-")
 
-;; How eglot starts the server.
+;; How the server is started.
 
 (defcustom fimlsp-server-command '("fimlsp" "serve")
   "Program and arguments that start the fimlsp language server on stdio.
@@ -71,8 +82,9 @@ the options below are sent as `initializationOptions' and win over flags."
     csharp-mode csharp-ts-mode go-mode go-ts-mode rust-mode rust-ts-mode
     ruby-mode ruby-ts-mode php-mode lua-mode sh-mode bash-ts-mode
     kotlin-mode scala-mode swift-mode haskell-mode)
-  "Major modes whose buffers `fimlsp-setup' hands to the fimlsp server.
-Default: common programming modes, tree-sitter variants included."
+  "Major modes in which `global-fimlsp-mode' turns on `fimlsp-mode'.
+Modes derived from these count too.  Default: common programming modes,
+tree-sitter variants included."
   :type '(repeat symbol))
 
 ;; Server options, sent as `initializationOptions'.  nil means "not sent":
@@ -137,8 +149,8 @@ nil: not sent [\"auto\": a block after `:' or `{', or on an empty line]."
 
 (defcustom fimlsp-log-level nil
   "Server log level on its stderr.
-\"debug\" also sends the server's other log lines to eglot's events buffer,
-which gets each request's log line at any level.  nil: not sent [\"info\"]."
+\"debug\" also sends the server's other log lines to the *fimlsp events*
+buffer, which gets each request's log line at any level.  nil: not sent [\"info\"]."
   :type '(choice (const :tag "Server default" nil) (const "error")
                  (const "warning") (const "info") (const "debug")))
 
@@ -170,6 +182,11 @@ nil: only when `fimlsp-complete' is called.  Default: t."
 ;;;; State
 
 (defvar fimlsp-mode)
+(defvar fimlsp--connection nil
+  "The connection to the fimlsp server, shared by every buffer, or nil.")
+(defvar fimlsp--start-error nil
+  "Why the server could not be started, until `fimlsp-restart'; or nil.")
+
 (defvar-local fimlsp--overlay nil "Overlay showing the ghost text, or nil.")
 (defvar-local fimlsp--item nil
   "The suggestion shown: plist (:text :start :end-offset :command :accepted).
@@ -178,13 +195,24 @@ range's start), :end-offset how many characters after the request's
 point the range replaced, :accepted how many characters of :text were
 taken with `fimlsp-accept-line' so far.")
 (defvar-local fimlsp--pending nil
-  "The request in flight: plist (:gen :id :server :tick :point), or nil.")
+  "The request in flight: plist (:gen :id :connection :tick :point), or nil.")
 (defvar-local fimlsp--generation 0 "Counter that tells requests apart.")
 (defvar-local fimlsp--timer nil "Idle timer of the next automatic request.")
 (defvar-local fimlsp--last-tick nil "`buffer-chars-modified-tick' seen last.")
 (defvar-local fimlsp--last-point nil "Point seen last by `post-command-hook'.")
 (defvar-local fimlsp--suggestion-shown nil
   "Non-nil while ghost text is shown; activates `fimlsp-suggestion-map'.")
+
+;; The server's copy of the buffer.
+(defvar-local fimlsp--opened nil
+  "The connection this buffer was opened on (`didOpen'), or nil.")
+(defvar-local fimlsp--uri nil "The buffer's URI, as sent in `didOpen'.")
+(defvar-local fimlsp--doc-version 0 "Version of the buffer's text sent last.")
+(defvar-local fimlsp--changes nil
+  "Changes not sent yet, newest first, or :full to send the whole text.")
+(defvar-local fimlsp--before-change nil
+  "(BEG END START END) seen by `before-change-functions'.
+START and END are LSP positions of BEG and END before the change.")
 
 (defvar-local fimlsp-counters nil
   "Plist of counters, for tests and curiosity:
@@ -195,7 +223,7 @@ taken with `fimlsp-accept-line' so far.")
   (setq fimlsp-counters
         (plist-put fimlsp-counters key (1+ (or (plist-get fimlsp-counters key) 0)))))
 
-;;;; eglot wiring
+;;;; Server options
 
 (defun fimlsp-initialization-options ()
   "The server options set in the `fimlsp' group, as a JSON plist."
@@ -221,59 +249,302 @@ taken with `fimlsp-accept-line' so far.")
   "`fimlsp-initialization-options', or an empty JSON object."
   (or (fimlsp-initialization-options) (make-hash-table)))
 
-(defun fimlsp-eglot-contact (&optional _interactive)
-  "Return how eglot should start fimlsp: a contact for `eglot-server-programs'."
-  (append fimlsp-server-command
-          (list :initializationOptions
-                (lambda (_server) (fimlsp--json-options)))))
+;;;; The connection
 
-;;;###autoload
-(defun fimlsp-setup ()
-  "Register fimlsp with eglot for `fimlsp-major-modes'.
-Also turns `fimlsp-mode' on in buffers eglot manages with a server
-that offers inline completion."
+(defclass fimlsp-jsonrpc-connection (jsonrpc-process-connection)
+  ((capabilities
+    :initform nil :accessor fimlsp-connection-capabilities
+    :documentation "The server's capabilities, once initialized.")
+   (encoding
+    :initform "utf-16" :accessor fimlsp-connection-encoding
+    :documentation "Position encoding the server chose.")
+   (ready
+    :initform nil :accessor fimlsp-connection-ready
+    :documentation "Non-nil once `initialized' was sent.")
+   (last-request-id
+    :initform nil :accessor fimlsp-connection-last-request-id
+    :documentation "Id of the request sent last (for `$/cancelRequest')."))
+  "A JSON-RPC connection to the fimlsp server.
+It is fimlsp's own, beside whatever connection eglot or lsp-mode has
+to the buffer's language server.")
+
+(cl-defmethod jsonrpc-connection-send :after ((connection fimlsp-jsonrpc-connection)
+                                              &rest args &key id method
+                                              &allow-other-keys)
+  "Remember the ID of a request sent on CONNECTION, to cancel it later.
+A request is a message with both an ID and a METHOD; `jsonrpc' keeps
+the id of an asynchronous request to itself.  ARGS are the message's."
+  (ignore args)
+  (when (and id method)
+    (setf (fimlsp-connection-last-request-id connection) id)))
+
+(defun fimlsp-connection ()
+  "The connection to the fimlsp server if it is running and initialized."
+  (and fimlsp--connection
+       (jsonrpc-running-p fimlsp--connection)
+       (fimlsp-connection-ready fimlsp--connection)
+       fimlsp--connection))
+
+(defun fimlsp--client-capabilities ()
+  "What this client can do, for `initialize'."
+  (list :general (list :positionEncodings ["utf-32" "utf-16" "utf-8"])
+        :textDocument (list :synchronization (list :dynamicRegistration :json-false
+                                                   :didSave :json-false)
+                            :inlineCompletion (list :dynamicRegistration :json-false)
+                            :completion (list :completionItem
+                                              (list :snippetSupport :json-false)))
+        :window (list :workDoneProgress t :showMessage (make-hash-table))
+        :workspace (list :configuration t
+                         :didChangeConfiguration (list :dynamicRegistration :json-false))))
+
+(defun fimlsp--start ()
+  "Start the server and initialize it without waiting; return the connection.
+Buffers in `fimlsp-mode' are opened on it once it is initialized."
+  (setq fimlsp--start-error nil)
+  (let* ((name "fimlsp")
+         (process
+          (condition-case error
+              (make-process :name name :command fimlsp-server-command
+                            :connection-type 'pipe :coding 'utf-8-emacs-unix
+                            :noquery t
+                            :stderr (get-buffer-create (format "*%s stderr*" name)))
+            (error
+             (setq fimlsp--start-error
+                   (format "cannot start %s: %s"
+                           (mapconcat #'identity fimlsp-server-command " ")
+                           (error-message-string error)))
+             (message "fimlsp: %s (set `fimlsp-server-command')" fimlsp--start-error)
+             nil)))
+         (connection
+          (and process
+               (make-instance 'fimlsp-jsonrpc-connection
+                              :name name :process process
+                              :request-dispatcher #'fimlsp--handle-request
+                              :notification-dispatcher #'fimlsp--handle-notification
+                              :on-shutdown #'fimlsp--on-shutdown))))
+    (when connection
+      (setq fimlsp--connection connection)
+      (jsonrpc-async-request
+       connection :initialize
+       (list :processId (emacs-pid)
+             :clientInfo (list :name "fimlsp.el" :version fimlsp-version)
+             :rootUri nil
+             :capabilities (fimlsp--client-capabilities)
+             :initializationOptions (fimlsp--json-options))
+       :success-fn (lambda (result) (fimlsp--initialized connection result))
+       :error-fn (lambda (error)
+                   (message "fimlsp: initialize failed: %s" (plist-get error :message)))
+       :timeout 60))
+    connection))
+
+(defun fimlsp--initialized (connection result)
+  "Finish starting CONNECTION with the `initialize' RESULT; open the buffers."
+  (let ((capabilities (plist-get result :capabilities)))
+    (setf (fimlsp-connection-capabilities connection) capabilities
+          (fimlsp-connection-encoding connection)
+          (or (plist-get capabilities :positionEncoding) "utf-16"))
+    (jsonrpc-notify connection :initialized (make-hash-table))
+    (setf (fimlsp-connection-ready connection) t)
+    (dolist (buffer (buffer-list))
+      (with-current-buffer buffer
+        (when fimlsp-mode (fimlsp--open))))))
+
+(defun fimlsp--ensure-connection ()
+  "The server's connection, started if it is not running (and may start)."
+  (or (and fimlsp--connection (jsonrpc-running-p fimlsp--connection) fimlsp--connection)
+      (and (not fimlsp--start-error) (fimlsp--start))))
+
+(defun fimlsp--on-shutdown (connection)
+  "CONNECTION's process ended: forget it in every buffer."
+  (when (eq connection fimlsp--connection)
+    (setq fimlsp--connection nil))
+  (dolist (buffer (buffer-list))
+    (with-current-buffer buffer
+      (when (eq fimlsp--opened connection)
+        (fimlsp--clear)
+        (setq fimlsp--opened nil fimlsp--pending nil fimlsp--changes nil)))))
+
+(defun fimlsp--handle-request (_connection method params)
+  "Answer the server's request METHOD with PARAMS."
+  (pcase method
+    ('workspace/configuration
+     (vconcat (mapcar (lambda (item)
+                        (if (equal (plist-get item :section) "fimlsp")
+                            (fimlsp--json-options)
+                          nil))
+                      (plist-get params :items))))
+    ((or 'window/workDoneProgress/create 'client/registerCapability
+         'client/unregisterCapability)
+     nil)
+    ('window/showMessageRequest
+     (message "fimlsp: %s" (plist-get params :message))
+     nil)
+    (_ (jsonrpc-error :code -32601 :message (format "%s not supported" method)))))
+
+(defun fimlsp--handle-notification (_connection method params)
+  "Handle the server's notification METHOD with PARAMS."
+  (when (and (eq method 'window/showMessage)
+             (<= (or (plist-get params :type) 4) 2))
+    (message "fimlsp: %s" (plist-get params :message))))
+
+(defun fimlsp-shutdown ()
+  "Stop the fimlsp server (`shutdown', then `exit').
+It starts again with the next buffer in `fimlsp-mode'."
   (interactive)
-  (setq eglot-server-programs
-        (cons (cons fimlsp-major-modes #'fimlsp-eglot-contact)
-              (cl-remove #'fimlsp-eglot-contact eglot-server-programs
-                         :key #'cdr)))
-  (add-hook 'eglot-managed-mode-hook #'fimlsp--eglot-managed-hook))
+  (let ((connection fimlsp--connection))
+    (setq fimlsp--connection nil)
+    (when (and connection (jsonrpc-running-p connection))
+      (ignore-errors (jsonrpc-request connection :shutdown nil :timeout 5))
+      (ignore-errors (jsonrpc-notify connection :exit nil))
+      (let ((deadline (+ (float-time) 5)))
+        (while (and (jsonrpc-running-p connection) (< (float-time) deadline))
+          (accept-process-output nil 0.05)))
+      (jsonrpc-shutdown connection))))
 
-(defun fimlsp--eglot-managed-hook ()
-  "Follow eglot: `fimlsp-mode' on where the server has inline completion."
-  (if (and (eglot-managed-p) (fimlsp--server))
-      (fimlsp-mode 1)
-    (when fimlsp-mode (fimlsp-mode -1))))
+(defun fimlsp-restart ()
+  "Stop the server and start it again for the buffers in `fimlsp-mode'."
+  (interactive)
+  (fimlsp-shutdown)
+  (setq fimlsp--start-error nil)
+  (fimlsp--ensure-connection))
 
-(defun fimlsp--server ()
-  "Return the current buffer's eglot server if it has inline completion."
-  (let ((server (and (eglot-managed-p) (eglot-current-server))))
-    (and server
-         (jsonrpc-running-p server)
-         ;; An empty capability object `{}' reads as nil: test membership.
-         (plist-member (eglot--capabilities server) :inlineCompletionProvider)
-         server)))
+;;;; Positions and documents
 
-(defun fimlsp--async-request (server method params success error timeout)
-  "Send METHOD with PARAMS to SERVER without waiting; return its id or nil.
+(defun fimlsp--encoding ()
+  "Position encoding of the current connection."
+  (if fimlsp--connection (fimlsp-connection-encoding fimlsp--connection) "utf-16"))
+
+(defun fimlsp--units (string)
+  "Length of STRING in the position encoding's units."
+  (pcase (fimlsp--encoding)
+    ("utf-32" (length string))
+    ("utf-8" (length (encode-coding-string string 'utf-8 t)))
+    (_ (+ (length string) (cl-count-if (lambda (char) (> char #xFFFF)) string)))))
+
+(defun fimlsp--position (&optional pos)
+  "LSP position of POS (default point): 0-based line and character."
+  (save-excursion
+    (save-restriction
+      (widen)
+      (when pos (goto-char pos))
+      (list :line (1- (line-number-at-pos nil t))
+            :character (fimlsp--units (buffer-substring-no-properties
+                                       (line-beginning-position) (point)))))))
+
+(defun fimlsp--point (position)
+  "The point at LSP POSITION (clamped to its line and to the buffer)."
+  (save-excursion
+    (save-restriction
+      (widen)
+      (goto-char (point-min))
+      (forward-line (plist-get position :line))
+      (let ((wanted (plist-get position :character))
+            (units 0))
+        (while (and (< units wanted) (not (eolp)))
+          (setq units (+ units (fimlsp--units (string (char-after)))))
+          (forward-char 1)))
+      (point))))
+
+(defun fimlsp--buffer-uri ()
+  "URI of the current buffer: its file, or an untitled: name."
+  (if buffer-file-name
+      (let ((path (expand-file-name buffer-file-name)))
+        (concat "file://" (if (string-prefix-p "/" path) "" "/")
+                (url-hexify-string path url-path-allowed-chars)))
+    (concat "untitled:" (url-hexify-string (buffer-name)))))
+
+(defconst fimlsp--language-ids
+  '((c++ . "cpp") (js . "javascript") (js2 . "javascript") (tsx . "typescriptreact")
+    (sh . "shellscript") (bash . "shellscript") (emacs-lisp . "lisp")
+    (csharp . "csharp") (python . "python") (go . "go") (rust . "rust"))
+  "LSP language ids for major mode names whose stem is not one already.")
+
+(defun fimlsp--language-id ()
+  "LSP language id of the current buffer, from its major mode."
+  (let ((stem (intern (replace-regexp-in-string
+                       "\\(-ts\\)?-mode\\'" "" (symbol-name major-mode)))))
+    (or (alist-get stem fimlsp--language-ids) (symbol-name stem))))
+
+(defun fimlsp--text ()
+  "The whole buffer's text."
+  (save-restriction (widen) (buffer-substring-no-properties (point-min) (point-max))))
+
+(defun fimlsp--open ()
+  "Send the buffer to the server (`didOpen') if it is initialized."
+  (let ((connection (fimlsp-connection)))
+    (when (and connection (not (eq fimlsp--opened connection)))
+      (setq fimlsp--uri (fimlsp--buffer-uri)
+            fimlsp--doc-version 0
+            fimlsp--changes nil
+            fimlsp--opened connection)
+      (jsonrpc-notify connection :textDocument/didOpen
+                      (list :textDocument (list :uri fimlsp--uri
+                                                :languageId (fimlsp--language-id)
+                                                :version fimlsp--doc-version
+                                                :text (fimlsp--text)))))))
+
+(defun fimlsp--close ()
+  "Tell the server the buffer is closed (`didClose')."
+  (let ((connection fimlsp--opened))
+    (setq fimlsp--opened nil fimlsp--changes nil)
+    (when (and connection (jsonrpc-running-p connection))
+      (jsonrpc-notify connection :textDocument/didClose
+                      (list :textDocument (list :uri fimlsp--uri))))))
+
+(defun fimlsp--before-change (beg end)
+  "Remember where the text from BEG to END was, before the edit."
+  (when fimlsp--opened
+    (setq fimlsp--before-change
+          (list beg end (fimlsp--position beg) (fimlsp--position end)))))
+
+(defun fimlsp--after-change (beg end pre-change-length)
+  "Record the change of BEG..END (formerly PRE-CHANGE-LENGTH long)."
+  (when fimlsp--opened
+    (let ((before fimlsp--before-change))
+      (setq fimlsp--before-change nil)
+      (if (or (eq fimlsp--changes :full) (null before)
+              (/= beg (nth 0 before)) (/= (+ beg pre-change-length) (nth 1 before))
+              (> (length fimlsp--changes) 64))
+          ;; Some primitives report other regions before and after a change:
+          ;; send the whole text rather than a wrong edit.
+          (setq fimlsp--changes :full)
+        (push (list :range (list :start (nth 2 before) :end (nth 3 before))
+                    :text (buffer-substring-no-properties beg end))
+              fimlsp--changes)))))
+
+(defun fimlsp--flush-changes ()
+  "Send the edits not sent yet (`didChange')."
+  (when (and fimlsp--changes fimlsp--opened (jsonrpc-running-p fimlsp--opened))
+    (let ((changes (if (eq fimlsp--changes :full)
+                       (vector (list :text (fimlsp--text)))
+                     (vconcat (reverse fimlsp--changes)))))
+      (setq fimlsp--changes nil)
+      (jsonrpc-notify fimlsp--opened :textDocument/didChange
+                      (list :textDocument (list :uri fimlsp--uri
+                                                :version (cl-incf fimlsp--doc-version))
+                            :contentChanges changes)))))
+
+(defun fimlsp--async-request (connection method params success error timeout)
+  "Send METHOD with PARAMS on CONNECTION without waiting; return its id.
 SUCCESS or ERROR is called with the result or error object, TIMEOUT with
-no arguments.  The id (for `$/cancelRequest') is only known where
-jsonrpc's helper returns it; without it stale answers are still ignored."
-  (if (fboundp 'jsonrpc--async-request-1)
-      (car (jsonrpc--async-request-1 server method params
-                                     :success-fn success :error-fn error
-                                     :timeout-fn timeout
-                                     :timeout fimlsp-request-timeout))
-    (jsonrpc-async-request server method params
-                           :success-fn success :error-fn error
-                           :timeout-fn timeout :timeout fimlsp-request-timeout)
-    nil))
+no arguments."
+  (jsonrpc-async-request connection method params
+                         :success-fn success :error-fn error
+                         :timeout-fn timeout :timeout fimlsp-request-timeout)
+  (fimlsp-connection-last-request-id connection))
 
-(defun fimlsp--execute (server command arguments)
-  "Run COMMAND with ARGUMENTS (a vector) on SERVER; do not wait."
-  (fimlsp--async-request server :workspace/executeCommand
+(defun fimlsp--execute (connection command arguments)
+  "Run COMMAND with ARGUMENTS (a vector) on CONNECTION; do not wait."
+  (fimlsp--async-request connection :workspace/executeCommand
                          (list :command command :arguments arguments)
                          #'ignore #'ignore #'ignore))
+
+(defun fimlsp--ready-connection ()
+  "The connection, if this buffer is open on it; nil otherwise."
+  (let ((connection (fimlsp-connection)))
+    (when connection
+      (unless (eq fimlsp--opened connection) (fimlsp--open))
+      (and (eq fimlsp--opened connection) connection))))
 
 ;;;; Requests
 
@@ -281,38 +552,38 @@ jsonrpc's helper returns it; without it stale answers are still ignored."
   "Forget the request in flight and ask the server to stop working on it."
   (when fimlsp--pending
     (let ((id (plist-get fimlsp--pending :id))
-          (server (plist-get fimlsp--pending :server)))
+          (connection (plist-get fimlsp--pending :connection)))
       (setq fimlsp--pending nil)
       (fimlsp--count :cancelled)
-      (when (and id (jsonrpc-running-p server))
-        (jsonrpc-notify server :$/cancelRequest (list :id id))))))
+      (when (and id (jsonrpc-running-p connection))
+        (jsonrpc-notify connection :$/cancelRequest (list :id id))))))
 
 (defun fimlsp--request (trigger-kind)
   "Ask for a suggestion at point; TRIGGER-KIND 1 is invoked, 2 automatic.
 Returns non-nil if a request was sent."
-  (let ((server (fimlsp--server)))
-    (when server
+  (let ((connection (fimlsp--ready-connection)))
+    (when connection
       (fimlsp--cancel-pending)
-      ;; The server must see the text as it is now: flush eglot's pending
-      ;; didChange (it normally waits `eglot-send-changes-idle-time').
-      (eglot--signal-textDocument/didChange)
+      (fimlsp--flush-changes)
       (let* ((buffer (current-buffer))
              (gen (cl-incf fimlsp--generation))
              (tick (buffer-chars-modified-tick))
              (point (point))
-             (params (list :textDocument (eglot--TextDocumentIdentifier)
-                           :position (eglot--pos-to-lsp-position)
+             (params (list :textDocument (list :uri fimlsp--uri)
+                           :position (fimlsp--position)
                            :context (list :triggerKind trigger-kind)))
              (mine-p (lambda ()
                        (and (buffer-live-p buffer)
                             (with-current-buffer buffer
                               (eq gen (plist-get fimlsp--pending :gen))))))
+             (stale (lambda ()
+                      (when (buffer-live-p buffer)
+                        (with-current-buffer buffer (fimlsp--count :stale)))))
              (id (fimlsp--async-request
-                  server :textDocument/inlineCompletion params
+                  connection :textDocument/inlineCompletion params
                   (lambda (result)
                     (if (not (funcall mine-p))
-                        (when (buffer-live-p buffer)
-                          (with-current-buffer buffer (fimlsp--count :stale)))
+                        (funcall stale)
                       (with-current-buffer buffer
                         (setq fimlsp--pending nil)
                         (fimlsp--count :answered)
@@ -322,8 +593,7 @@ Returns non-nil if a request was sent."
                           (fimlsp--count :stale)))))
                   (lambda (error)
                     (if (not (funcall mine-p))
-                        (when (buffer-live-p buffer)
-                          (with-current-buffer buffer (fimlsp--count :stale)))
+                        (funcall stale)
                       (with-current-buffer buffer
                         (setq fimlsp--pending nil)
                         (unless (eql (plist-get error :code) -32800)
@@ -334,7 +604,7 @@ Returns non-nil if a request was sent."
                       (with-current-buffer buffer
                         (setq fimlsp--pending nil)
                         (fimlsp--count :errors)))))))
-        (setq fimlsp--pending (list :gen gen :id id :server server
+        (setq fimlsp--pending (list :gen gen :id id :connection connection
                                     :tick tick :point point))
         (fimlsp--count :sent)
         t))))
@@ -353,12 +623,8 @@ Returns non-nil if a request was sent."
                            items)))
     (when item
       (let* ((range (plist-get item :range))
-             (start (if range
-                        (eglot--lsp-position-to-point (plist-get range :start))
-                      (point)))
-             (end (if range
-                      (eglot--lsp-position-to-point (plist-get range :end))
-                    (point))))
+             (start (if range (fimlsp--point (plist-get range :start)) (point)))
+             (end (if range (fimlsp--point (plist-get range :end)) (point))))
         (setq fimlsp--item (list :text (fimlsp--item-text item)
                                  :start (copy-marker (min start (point)))
                                  :end-offset (max 0 (- end (point)))
@@ -414,12 +680,15 @@ It fits when the text from the item's start to point is a prefix of it."
 ;;;; Commands
 
 (defun fimlsp-complete ()
-  "Ask the server for a suggestion at point now."
+  "Ask the server for a suggestion at point now.
+Starts the server again if it is not running (after a crash, say)."
   (interactive)
   (fimlsp--clear)
+  (fimlsp--ensure-connection)
   (unless (fimlsp--request 1)
     (when (called-interactively-p 'interactive)
-      (user-error "fimlsp: no eglot server with inline completion here"))))
+      (user-error "Fimlsp: no server (yet) for this buffer%s"
+                  (if fimlsp--start-error (concat ": " fimlsp--start-error) "")))))
 
 (defun fimlsp-dismiss ()
   "Hide the suggestion and cancel any request in flight."
@@ -440,16 +709,17 @@ It fits when the text from the item's start to point is a prefix of it."
   (interactive)
   (let ((ghost (fimlsp--ghost))
         (item fimlsp--item)
-        (server (fimlsp--server)))
-    (unless ghost (user-error "fimlsp: no suggestion"))
+        (connection fimlsp--opened))
+    (unless ghost (user-error "Fimlsp: no suggestion"))
     (fimlsp--cancel-pending)
     (fimlsp--insert ghost)
     (fimlsp--clear)
     (fimlsp--count :accepted)
     ;; LSP: the item's command runs after its text is inserted.
     (let ((command (plist-get item :command)))
-      (when (and server command (plist-get command :command))
-        (fimlsp--execute server (plist-get command :command)
+      (when (and connection (jsonrpc-running-p connection)
+                 command (plist-get command :command))
+        (fimlsp--execute connection (plist-get command :command)
                          (or (plist-get command :arguments) []))))
     (setq fimlsp--last-tick (buffer-chars-modified-tick)
           fimlsp--last-point (point))
@@ -460,12 +730,12 @@ It fits when the text from the item's start to point is a prefix of it."
   (interactive)
   (let* ((ghost (fimlsp--ghost))
          (newline (and ghost (string-match-p "\n" ghost 1))))
-    (unless ghost (user-error "fimlsp: no suggestion"))
+    (unless ghost (user-error "Fimlsp: no suggestion"))
     (if (null newline)
         (fimlsp-accept)
       (let* ((part (substring ghost 0 (1+ newline)))
              (item fimlsp--item)
-             (server (fimlsp--server))
+             (connection fimlsp--opened)
              (accepted (+ (length (plist-get item :text)) (- (length ghost))
                           (length part)))
              (command (plist-get item :command))
@@ -475,9 +745,10 @@ It fits when the text from the item's start to point is a prefix of it."
         (setq fimlsp--item (plist-put item :accepted accepted))
         (fimlsp--count :partial)
         ;; fimlsp.partialAccept [id, characters of the item taken so far]
-        (when (and server (equal (plist-get command :command) "fimlsp.accept")
+        (when (and connection (jsonrpc-running-p connection)
+                   (equal (plist-get command :command) "fimlsp.accept")
                    (> (length arguments) 0))
-          (fimlsp--execute server "fimlsp.partialAccept"
+          (fimlsp--execute connection "fimlsp.partialAccept"
                            (vector (aref arguments 0) accepted)))
         (if (fimlsp--ghost) (fimlsp--show) (fimlsp--clear))))))
 
@@ -490,16 +761,17 @@ It fits when the text from the item's start to point is a prefix of it."
            (command (key-binding (this-command-keys-vector))))
       (when (commandp command) (call-interactively command)))))
 
-(defun fimlsp--request-data (command)
-  "Run fimlsp COMMAND on the current server and wait for its answer."
-  (let ((server (or (fimlsp--server) (user-error "fimlsp: no fimlsp server here"))))
-    (jsonrpc-request server :workspace/executeCommand
+(defun fimlsp--command (command)
+  "Run fimlsp COMMAND on the server and wait for its answer."
+  (let ((connection (or (fimlsp-connection)
+                        (user-error "Fimlsp: the server is not running (yet)"))))
+    (jsonrpc-request connection :workspace/executeCommand
                      (list :command command :arguments []))))
 
 (defun fimlsp-stats ()
   "Show the server's state, last request's timings and counters; return them."
   (interactive)
-  (let ((stats (fimlsp--request-data "fimlsp.stats")))
+  (let ((stats (fimlsp--command "fimlsp.stats")))
     (when (called-interactively-p 'interactive)
       (message "fimlsp: %s"
                (mapconcat (lambda (pair) (format "%s %s" (car pair) (cdr pair)))
@@ -508,12 +780,61 @@ It fits when the text from the item's start to point is a prefix of it."
                           ", ")))
     stats))
 
+(defun fimlsp--describe-server (stats)
+  "One line on the server from its STATS: version, model, device, quantization."
+  (cl-flet ((value (key) (or (plist-get stats key) "?")))
+    (format "fimlsp %s, model %s on %s (quantization %s)"
+            (value :version) (value :model) (value :device) (value :quantization))))
+
+(defun fimlsp-version ()
+  "Show and return fimlsp.el's version and the running server's.
+The server's line names its version, the model, the device it runs on
+and its quantization."
+  (interactive)
+  (let* ((stats (and (fimlsp-connection) (ignore-errors (fimlsp--command "fimlsp.stats"))))
+         (text (format "fimlsp.el %s; server: %s" fimlsp-version
+                       (if stats (fimlsp--describe-server stats) "not running"))))
+    (when (called-interactively-p 'interactive) (message "%s" text))
+    text))
+
 (defun fimlsp-apply-options ()
   "Send the `fimlsp' options to the running server (didChangeConfiguration)."
   (interactive)
-  (let ((server (or (fimlsp--server) (user-error "fimlsp: no fimlsp server here"))))
-    (jsonrpc-notify server :workspace/didChangeConfiguration
+  (let ((connection (or (fimlsp-connection)
+                        (user-error "Fimlsp: the server is not running (yet)"))))
+    (jsonrpc-notify connection :workspace/didChangeConfiguration
                     (list :settings (list :fimlsp (fimlsp--json-options))))))
+
+;;;; Classic completion
+
+(defun fimlsp-completion-at-point ()
+  "Completion at point from the model (`textDocument/completion').
+For `completion-at-point-functions'; not added by `fimlsp-mode', so that
+the language server's completions stay first."
+  (let ((connection (fimlsp--ready-connection)))
+    (when connection
+      (fimlsp--flush-changes)
+      (let* ((result (jsonrpc-request
+                      connection :textDocument/completion
+                      (list :textDocument (list :uri fimlsp--uri)
+                            :position (fimlsp--position))
+                      :timeout fimlsp-request-timeout))
+             (items (if (vectorp result) result (plist-get result :items)))
+             (start (point))
+             (candidates
+              (delq nil
+                    (mapcar (lambda (item)
+                              (let ((edit (plist-get item :textEdit)))
+                                (when edit
+                                  (setq start (min start (fimlsp--point
+                                                          (plist-get (plist-get edit :range)
+                                                                     :start)))))
+                                (or (plist-get edit :newText)
+                                    (plist-get item :insertText)
+                                    (plist-get item :label))))
+                            items))))
+        (when candidates
+          (list start (point) candidates :exclusive 'no))))))
 
 ;;;; Automatic requests
 
@@ -544,6 +865,7 @@ It fits when the text from the item's start to point is a prefix of it."
 
 (defun fimlsp--post-command ()
   "After each command: keep, update or dismiss the suggestion; maybe schedule."
+  (fimlsp--flush-changes)
   (unless (memq this-command fimlsp--own-commands)
     (let* ((tick (buffer-chars-modified-tick))
            (changed (not (eq tick fimlsp--last-tick)))
@@ -563,7 +885,7 @@ It fits when the text from the item's start to point is a prefix of it."
       (setq fimlsp--last-tick tick
             fimlsp--last-point (point)))))
 
-;;;; Keymaps and minor mode
+;;;; Keymaps and minor modes
 
 (defvar fimlsp-suggestion-map
   (let ((map (make-sparse-keymap)))
@@ -587,11 +909,14 @@ It fits when the text from the item's start to point is a prefix of it."
 
 ;;;###autoload
 (define-minor-mode fimlsp-mode
-  "Ghost-text suggestions from the fimlsp server, through eglot.
-After an edit and `fimlsp-idle-delay' seconds of idleness, asks the
-server for a suggestion and shows it after point.  While it is shown:
+  "Ghost-text suggestions from the fimlsp server, beside your language server.
+Starts the server (one for all buffers) if it is not running and keeps
+its copy of the buffer in sync.  After an edit and `fimlsp-idle-delay'
+seconds of idleness, asks the server for a suggestion and shows it after
+point.  While it is shown:
 \\<fimlsp-suggestion-map>\\[fimlsp-accept-or-indent] accepts it, \
-\\[fimlsp-accept-line] accepts its next line, \\[fimlsp-dismiss] dismisses it.
+\\[fimlsp-accept-line] accepts its next line, \
+\\[fimlsp-dismiss] dismisses it.
 
 \\{fimlsp-mode-map}"
   :lighter " FIM"
@@ -599,13 +924,39 @@ server for a suggestion and shows it after point.  While it is shown:
   (if fimlsp-mode
       (progn
         (add-to-list 'emulation-mode-map-alists 'fimlsp--emulation-alist)
+        (add-hook 'before-change-functions #'fimlsp--before-change nil t)
+        (add-hook 'after-change-functions #'fimlsp--after-change nil t)
         (add-hook 'post-command-hook #'fimlsp--post-command nil t)
+        (add-hook 'kill-buffer-hook #'fimlsp--close nil t)
         (setq fimlsp--last-tick (buffer-chars-modified-tick)
-              fimlsp--last-point (point)))
+              fimlsp--last-point (point))
+        (when (fimlsp--ensure-connection) (fimlsp--open)))
+    (remove-hook 'before-change-functions #'fimlsp--before-change t)
+    (remove-hook 'after-change-functions #'fimlsp--after-change t)
     (remove-hook 'post-command-hook #'fimlsp--post-command t)
+    (remove-hook 'kill-buffer-hook #'fimlsp--close t)
     (when (timerp fimlsp--timer) (cancel-timer fimlsp--timer))
     (setq fimlsp--timer nil)
-    (fimlsp-dismiss)))
+    (fimlsp-dismiss)
+    (fimlsp--close)))
+
+(defun fimlsp--turn-on ()
+  "Turn on `fimlsp-mode' in a file buffer of one of `fimlsp-major-modes'."
+  (when (and buffer-file-name (not (minibufferp))
+             (apply #'derived-mode-p fimlsp-major-modes))
+    (fimlsp-mode 1)))
+
+;;;###autoload
+(define-globalized-minor-mode global-fimlsp-mode fimlsp-mode fimlsp--turn-on
+  :group 'fimlsp)
+
+;;;###autoload
+(defun fimlsp-setup ()
+  "Turn on `global-fimlsp-mode'.
+fimlsp then runs in buffers of `fimlsp-major-modes', beside whatever
+language server eglot (or lsp-mode) runs there."
+  (interactive)
+  (global-fimlsp-mode 1))
 
 (provide 'fimlsp)
 ;;; fimlsp.el ends here

@@ -1,48 +1,64 @@
 #!/usr/bin/env bash
 # Installs what tests/editors/test_emacs.py needs on a fresh Debian bookworm machine:
-#   - Emacs 28.2 (emacs-nox) + eglot 1.9 (elpa-eglot) from Debian,        always;
+#   - Emacs 28.2 (emacs-nox) + eglot 1.9 (elpa-eglot) + package-lint (elpa-package-lint) from Debian;
+#   - python-lsp-server (pylsp) from PyPI into editors/emacs/.deps/venv (gitignored): the "user's
+#     own" language server that eglot runs beside fimlsp in the test;
 #   - Emacs 30.1 (built-in eglot 1.17) from bookworm-backports, unpacked with `dpkg -x` into
-#     /opt/fimlsp-emacs30 (the system's apt sources are not touched), unless FIMLSP_EMACS30=0.
-# Idempotent and unattended: a second run does nothing but check. Needs root (or sudo) and the
-# Debian package mirror; nothing else is downloaded.
+#     /opt/fimlsp-emacs30 (or $FIMLSP_EMACS30_PREFIX; the system's apt sources are not touched).
+# Idempotent and unattended: a second run does nothing but check. Needs root (or sudo), the Debian
+# package mirror and PyPI; nothing else is downloaded. Any part that cannot be installed makes the
+# script fail (CI must not go green by skipping an Emacs); FIMLSP_EMACS30=0 leaves Emacs 30 out on
+# purpose, and then the Emacs 30 tests skip only if FIMLSP_EMACS30=0 is set for them too.
 set -euo pipefail
 
+HERE="$(cd "$(dirname "$0")" && pwd)"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
 have_emacs28() {
-    command -v emacs >/dev/null 2>&1 && ls -d /usr/share/emacs/site-lisp/elpa/eglot-* >/dev/null 2>&1
+    command -v emacs >/dev/null 2>&1 && ls -d /usr/share/emacs/site-lisp/elpa/eglot-* >/dev/null 2>&1 \
+        && ls -d /usr/share/emacs/site-lisp/elpa/package-lint-[0-9]* >/dev/null 2>&1
 }
 
 if have_emacs28; then
-    echo "emacs + elpa-eglot: already installed ($(emacs --version | head -1))"
+    echo "emacs + elpa-eglot + elpa-package-lint: already installed ($(emacs --version | head -1))"
 else
     $SUDO apt-get update -qq -o DPkg::Lock::Timeout=600
     $SUDO apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 \
-        emacs-nox elpa-eglot >/dev/null
-    echo "emacs + elpa-eglot: installed ($(emacs --version | head -1))"
+        emacs-nox elpa-eglot elpa-package-lint >/dev/null
+    echo "emacs + elpa-eglot + elpa-package-lint: installed ($(emacs --version | head -1))"
 fi
 
-# -- Emacs 30 from bookworm-backports (optional) -------------------------------------------------
-PREFIX=/opt/fimlsp-emacs30
+# -- pylsp, the language server the user keeps beside fimlsp --------------------------------------
+VENV="$HERE/.deps/venv"
+if [ -x "$VENV/bin/pylsp" ] && "$VENV/bin/pylsp" --version >/dev/null 2>&1; then
+    echo "pylsp: already installed ($("$VENV/bin/pylsp" --version 2>&1 | tail -1)) in $VENV"
+else
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        'python-lsp-server>=1.7,<2' </dev/null
+    echo "pylsp: installed ($("$VENV/bin/pylsp" --version 2>&1 | tail -1)) in $VENV"
+fi
+
+# -- Emacs 30 from bookworm-backports ------------------------------------------------------------
+PREFIX="${FIMLSP_EMACS30_PREFIX:-/opt/fimlsp-emacs30}"
 if [ -x "$PREFIX/bin/emacs30" ] && "$PREFIX/bin/emacs30" --batch -Q --eval '(princ emacs-version)' >/dev/null 2>&1; then
     echo "emacs 30: already installed ($("$PREFIX/bin/emacs30" --batch -Q --eval '(princ emacs-version)'))"
     exit 0
 fi
-# Emacs 30 is optional: whatever stops it is written to $PREFIX/UNAVAILABLE (the test's skip
-# message) and the script still succeeds; the Emacs 28 tests run regardless.
+if [ "${FIMLSP_EMACS30:-1}" = 0 ]; then
+    echo "emacs 30: left out (FIMLSP_EMACS30=0); set FIMLSP_EMACS30=0 for the tests too to skip them"
+    exit 0
+fi
+# Whatever stops it fails the script, with the reason: CI must not go on without Emacs 30.
 unavailable() {
     trap - ERR
-    echo "emacs 30: skipped ($1); the Emacs 28 tests still run"
-    $SUDO mkdir -p "$PREFIX"
-    echo "$1" | $SUDO tee "$PREFIX/UNAVAILABLE" >/dev/null
-    exit 0
+    echo "emacs 30: NOT installed: $1" >&2
+    echo "  (FIMLSP_EMACS30=0 leaves Emacs 30 out on purpose; FIMLSP_DEBIAN_MIRROR=URL picks a mirror)" >&2
+    exit 1
 }
 trap 'unavailable "installing it from bookworm-backports failed at line $LINENO (see the output above)"' ERR
-if [ "${FIMLSP_EMACS30:-1}" = 0 ]; then
-    unavailable "FIMLSP_EMACS30=0 was set when editors/emacs/install-deps.sh ran"
-fi
 
 # The .debs come from bookworm-backports through a private apt state under $PREFIX/apt, so the
 # machine's sources stay as they are; `dpkg -x` unpacks them into $PREFIX/root (no dpkg database
@@ -95,5 +111,5 @@ export EMACSDOC="\$R/share/emacs/$upstream/etc" EMACSPATH="$arch_dir"
 exec "\$R/bin/emacs-nox" --dump-file="$pdmp" "\$@"
 WRAPPER
 $SUDO chmod +x "$PREFIX/bin/emacs30"
-$SUDO rm -rf "$STATE/debs"/*.deb "$STATE/cache" "$PREFIX/UNAVAILABLE"
+$SUDO rm -rf "$STATE/debs"/*.deb "$STATE/cache" "$PREFIX/UNAVAILABLE"  # (marker of older versions)
 "$PREFIX/bin/emacs30" --batch -Q --eval '(progn (require (quote eglot)) (princ (format "emacs 30: installed (%s, eglot built in) in %s\n" emacs-version "'"$PREFIX"'")))'

@@ -33,6 +33,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "editors" / "neovim"
 HEADLESS = PLUGIN / "tests" / "headless.lua"
+KEYS = PLUGIN / "tests" / "keys.lua"
+BEFORE_SETUP = PLUGIN / "tests" / "before_setup.lua"
+STATUS = PLUGIN / "tests" / "status.lua"
 STANDIN = PLUGIN / "tests" / "builtin_standin.lua"
 SCREEN_INIT = PLUGIN / "tests" / "screen_init.lua"
 INSTALL = "run `bash editors/neovim/install-deps.sh`"
@@ -212,6 +215,95 @@ def test_headless(kind: str, tmp_path: Path, server_command: list[str],
     assert stats["requests"] >= 4
 
 
+def run_script(nvim: Path, script: Path, config: dict[str, Any], tmp_path: Path,
+               env: dict[str, str] | None = None, timeout: float = 120) -> dict[str, Any]:
+    """Runs a harness.lua-based script headless with `config` (+ result path); its results."""
+    result = tmp_path / "result.json"
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"plugin_dir": str(PLUGIN), **config,
+                                       "result": str(result)}))
+    proc = subprocess.run(
+        [str(nvim), "--headless", "-n", "-u", "NONE", "-i", "NONE", "-c", run_lua(script)],
+        env=(env or isolated_env(tmp_path)) | {"FIMLSP_TEST_CONFIG": str(config_file)},
+        cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    assert result.is_file(), (f"nvim exited {proc.returncode} without a result\n"
+                              f"stderr: {proc.stderr.decode(errors='replace')}")
+    return json.loads(result.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("kind", list(NEOVIMS))
+def test_keys_fall_back_and_crlf(kind: str, tmp_path: Path, server_command: list[str]) -> None:
+    """With nothing showing, fimlsp's keys run the mapping they hide (global from before or after
+    setup(), the buffer's own) or the plain key; a CRLF multi-line suggestion inserts lines."""
+    nvim = neovim(kind)
+    work = tmp_path / "work"
+    work.mkdir()
+    r = run_script(nvim, KEYS, {"cmd": server_command, "server": SERVER_OPTIONS,
+                                "dir": str(work)}, tmp_path)
+    assert not r.get("error"), r["error"]
+    assert not r["timeouts"], r["timeouts"]
+    assert r["attached"] is True and r["visible_before"] is False
+    assert r["global"] == {"line": "x = 1G", "count": 1}, r["global"]  # not a literal tab
+    assert r["shown"] is True
+    assert r["accepted"] == {"line": "x = 1G + 2", "count": 1, "visible": False}, r["accepted"]
+    assert r["late"] == 1
+    assert r["own"] == {"line": "y = 1BUF", "count": 1}, r["own"]
+    assert r["plain"] == {"line": "z = 1\t"}, r["plain"]
+    assert r["fileformat"] == "dos" and r["crlf_shown"] is True
+    assert r["crlf_suggestion"] == "\n    x = 1\n    return x"
+    assert r["crlf_accepted"] is True
+    assert r["crlf_lines"] == ["def f():", "    x = 1", "    return x", "    pass"], r["crlf_lines"]
+    assert r["crlf_cursor"] == [3, len("    return x")]
+    assert r["crlf_file"] == "def f():\r\n    x = 1\r\n    return x\r\n    pass\r\n", r["crlf_file"]
+    assert "\x0d" not in "".join(r["crlf_lines"])
+
+
+@pytest.mark.parametrize("kind", list(NEOVIMS))
+def test_enable_before_setup(kind: str, tmp_path: Path, server_command: list[str]) -> None:
+    """`:FimlspEnable` before setup() sets fimlsp up with its defaults (`fimlsp serve` from
+    $PATH) instead of raising an error on every keystroke."""
+    nvim = neovim(kind)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "fimlsp"
+    # `fimlsp serve` as the defaults start it, with the tiny test model.
+    python, model = server_command[0], server_command[-1]
+    wrapper.write_text(f"#!/bin/sh\nexec '{python}' -m fimlsp \"$@\" --model '{model}'\n")
+    wrapper.chmod(0o755)
+    source = tmp_path / "sample.py"
+    source.write_text("def add(a, b):\n    return a + b\n", encoding="utf-8")
+    env = isolated_env(tmp_path)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    r = run_script(nvim, BEFORE_SETUP, {"file": str(source)}, tmp_path, env=env)
+    assert not r.get("error"), r["error"]
+    assert r["errmsg"] == "", r["errmsg"]
+    assert "Error" not in r["messages"], r["messages"]
+    assert r["attached"] is True and r["state"] == "ready", r
+    assert r["line"] == "def add(a, b):abc"
+    assert r["answered"] >= 1 and not r["timeouts"], r
+    assert r["status"]["enabled"] is True
+
+
+@pytest.mark.parametrize("kind", list(NEOVIMS))
+def test_status_and_health_show_server_version_model_device(
+        kind: str, tmp_path: Path, server_command: list[str], tiny_model: Path) -> None:
+    """:FimlspStatus and :checkhealth fimlsp name the plugin's and the server's version, the
+    model, its device and its quantization (from fimlsp.stats)."""
+    from fimlsp import __version__
+
+    nvim = neovim(kind)
+    source = tmp_path / "sample.py"
+    source.write_text("x = 1\n", encoding="utf-8")
+    r = run_script(nvim, STATUS, {"cmd": server_command, "server": SERVER_OPTIONS,
+                                  "file": str(source)}, tmp_path)
+    assert not r.get("error"), r["error"]
+    assert r["state"] == "ready" and not r["timeouts"], r
+    server = f"fimlsp {__version__}, model {tiny_model} on cpu (quantization none)"
+    for where in ("status", "health"):
+        assert f"fimlsp.nvim {__version__}" in r[where], (where, r[where])
+        assert server in r[where], (where, r[where])
+
+
 def test_builtin_ui_standin(tmp_path: Path) -> None:
     """The 0.12 path (vim.lsp.inline_completion) against a stand-in with 0.12's API, on 0.11:
     no 0.12 is obtainable here. Full accepts go to Neovim's own handler (which runs the item's
@@ -236,6 +328,52 @@ def test_builtin_ui_standin(tmp_path: Path) -> None:
 
 # -- a real screen: Neovim 0.11 in tmux --------------------------------------------------------
 
+_ESCAPE = re.compile(r"\x1b(?:\[([0-9;:]*)([A-Za-z])|[()][0-9A-Za-z]|.)")
+
+
+def styled_cells(line: str) -> list[tuple[str, str]]:
+    """Each character of a `capture-pane -e` line with the SGR style it is drawn in, as a string
+    ('' = the terminal's default): what a user sees, not just which characters."""
+    cells: list[tuple[str, str]] = []
+    style: dict[str, str] = {}
+    position = 0
+    for match in _ESCAPE.finditer(line):
+        cells += [(ch, _style_key(style)) for ch in line[position:match.start()]]
+        position = match.end()
+        if match.group(2) == "m":
+            _apply_sgr(style, match.group(1) or "0")
+    cells += [(ch, _style_key(style)) for ch in line[position:]]
+    return cells
+
+
+def _apply_sgr(style: dict[str, str], params: str) -> None:
+    codes = [p or "0" for p in params.replace(":", ";").split(";")]
+    i = 0
+    while i < len(codes):
+        code = int(codes[i])
+        if code == 0:
+            style.clear()
+        elif code in (38, 48):  # 38;5;N or 38;2;R;G;B
+            width = 3 if codes[i + 1:i + 2] == ["5"] else 5
+            style["fg" if code == 38 else "bg"] = ";".join(codes[i:i + width])
+            i += width - 1
+        elif code in (39, 49):
+            style.pop("fg" if code == 39 else "bg", None)
+        elif 30 <= code <= 37 or 90 <= code <= 97:
+            style["fg"] = str(code)
+        elif 40 <= code <= 47 or 100 <= code <= 107:
+            style["bg"] = str(code)
+        elif 21 <= code <= 29:  # attribute off (22: bold and dim, 23: italic, ...)
+            for attr in (("1", "2") if code == 22 else (str(code - 20),)):
+                style.pop(f"attr{attr}", None)
+        else:
+            style[f"attr{code}"] = str(code)
+        i += 1
+
+
+def _style_key(style: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(style.items()))
+
 
 class Tmux:
     """One tmux server on a private socket, one window of fixed size."""
@@ -251,6 +389,10 @@ class Tmux:
 
     def screen(self) -> list[str]:
         return self("capture-pane", "-p", "-t", "t").split("\n")
+
+    def styled_screen(self) -> list[str]:
+        """The screen with its SGR escape sequences (colours, italics) kept."""
+        return self("capture-pane", "-e", "-p", "-t", "t").split("\n")
 
     def cursor(self) -> tuple[int, int]:
         x, y = self("display-message", "-p", "-t", "t", "#{cursor_x} #{cursor_y}").split()
@@ -312,7 +454,18 @@ def test_screen(tmux: Tmux, tmp_path: Path, server_command: list[str],
 
     shown = tmux.wait("ghost text after the cursor", ghost, timeout=60)
     captures.append("\n".join(tmux.screen()))
-    y = tmux.cursor()[1]
+    x, y = tmux.cursor()
+
+    # Ghost text must not look like typed text (FimlspGhost without 'termguicolors').
+    styled = tmux.styled_screen()
+    captures.append("\n".join(styled).replace("\x1b", "^["))
+    cells = styled_cells(styled[y])
+    typed_styles = {style for _ch, style in cells[:x]}
+    ghost_styles = {style for ch, style in cells[x:x + len(shown.rstrip())] if ch.strip()}
+    assert "".join(ch for ch, _ in cells[:x]) == typed
+    assert typed_styles == {""}, typed_styles
+    assert ghost_styles and "" not in ghost_styles, (
+        f"ghost text {shown!r} is drawn like typed text: {ghost_styles}\n{styled[y]!r}")
 
     tmux("send-keys", "-t", "t", "Tab")
     # Accepted: the cursor moves past the text that was ghost text.

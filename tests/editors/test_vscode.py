@@ -2,10 +2,14 @@
 code-server, driven in headless Chromium (playwright-core) against the real server with a tiny
 random-weight model.
 
-The browser part is editors/vscode/test/e2e.mjs: it opens a Python file, types, waits for ghost
-text (`.ghost-text-decoration`), takes a screenshot, accepts with Tab and saves. The model's text
-is gibberish; what is checked is the mechanics: a non-empty suggestion is shown, Tab inserts
-exactly it after what was typed, and the extension's status bar says ready with a latency.
+The browser part is editors/vscode/test/e2e.mjs: it waits until the workbench has finished
+starting with no file open, opens a Python file, types, waits for ghost text
+(`.ghost-text-decoration`), takes a screenshot, accepts with Tab and saves, then types again and
+accepts one word with Ctrl+Right. The model's text is gibberish; what is checked is the mechanics:
+no server before a code file is open, a non-empty suggestion is shown, Tab inserts exactly it
+after what was typed, the partial accept reaches the server, `fimlsp.stats` is not asked once per
+suggestion, and the extension's status bar says ready with a latency. The server runs behind
+tests/editors/lsp_tap.py, which logs every message the extension sends it.
 
 Needs `bash editors/vscode/install-deps.sh` (apt packages, Chromium, the extension's npm
 dependencies, code-server 4.100.3 and playwright-core in editors/vscode/.test-deps/).
@@ -15,12 +19,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +43,7 @@ CODE_SERVER = DEPS / ".bin" / "code-server"
 PLAYWRIGHT = DEPS / "playwright-core"
 E2E = VSCODE / "test" / "e2e.mjs"
 VSIX = VSCODE / "fimlsp.vsix"
+TAP = Path(__file__).resolve().parent / "lsp_tap.py"
 INSTALL = "run `bash editors/vscode/install-deps.sh` (apt, npm; about 2 minutes)"
 
 SOURCE = '''"""A small module: fimlsp's VS Code test types at its end."""
@@ -48,6 +56,7 @@ def add(a, b):
 def main():
     '''
 TYPED = "total = add"
+TYPED_AGAIN = "value = add"
 
 USER_SETTINGS = {
     "fimlsp.maxNewTokens": 16,
@@ -116,7 +125,8 @@ def _build_vsix() -> Path:
     """`npm run package` (tsc + vsce) unless fimlsp.vsix is newer than everything it is built
     from."""
     sources = [VSCODE / name for name in ("package.json", "package-lock.json", "tsconfig.json",
-                                          "README.md", ".vscodeignore")]
+                                          "README.md", ".vscodeignore", "LICENSE",
+                                          "images/icon.png")]
     sources += list((VSCODE / "src").rglob("*"))
     newest = max(p.stat().st_mtime for p in sources if p.exists())
     if VSIX.exists() and VSIX.stat().st_mtime > newest:
@@ -184,7 +194,10 @@ def code_server(tmp_path: Path, server_command: list[str],
 
     user_data, extensions = tmp_path / "user-data", tmp_path / "extensions"
     (user_data / "User").mkdir(parents=True)
-    settings = {**USER_SETTINGS, "fimlsp.serverCommand": server_command}
+    tap_log = tmp_path / "lsp-tap.log"
+    settings = {**USER_SETTINGS,
+                "fimlsp.serverCommand": [sys.executable, str(TAP), str(tap_log), "--",
+                                         *server_command]}
     (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
     # code-server writes its config.yaml under XDG_CONFIG_HOME: keep it out of the real home.
     env = isolated_env(tmp_path)
@@ -212,7 +225,8 @@ def code_server(tmp_path: Path, server_command: list[str],
     try:
         _wait_healthy(url, process, log, timeout_s=60)
         yield {"url": url, "workspace": str(workspace), "user_data": str(user_data),
-               "profile": str(tmp_path / "chromium-profile"), "tmp": str(tmp_path)}
+               "profile": str(tmp_path / "chromium-profile"), "tmp": str(tmp_path),
+               "tap_log": str(tap_log)}
     finally:
         _stop(process)
         # The extension's output channel: the server's stderr, one line per request.
@@ -232,6 +246,8 @@ def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
         "waitForText": "def main", "typed": TYPED, "screenshot": str(screenshot),
         "screenshotAccepted": str(accepted), "chromium": shutil.which("chromium"),
         "profile": code_server["profile"], "playwright": str(PLAYWRIGHT), "timeoutMs": 60000,
+        "logsDir": str(Path(code_server["user_data"]) / "logs"), "tapLog": code_server["tap_log"],
+        "typedAgain": TYPED_AGAIN,
     }
     run = subprocess.run(["node", str(E2E), json.dumps(config)], stdin=subprocess.DEVNULL,
                          env=isolated_env(Path(code_server["tmp"])), capture_output=True,
@@ -244,6 +260,18 @@ def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
         f"status bar: {result.get('statusOnError')}\nsteps: {result.get('steps')}\n"
         f"browser log:\n{run.stderr[-3000:]}\n"
         f"fimlsp output channel:\n{_tail(channel[-1]) if channel else '(none)'}")
+
+    # No code open, startup over: no server (no model loaded) in this window yet.
+    before = result["beforeFile"]
+    assert before["serverStarted"] is False, f"a server started with no file open: {before}"
+    assert not any("onStartupFinished" in line for line in before["activation"]), before
+    # Opening the Python file activated the extension (on its language) and started the server.
+    assert result["activation"] and not any("onStartupFinished" in line
+                                            for line in result["activation"]), result["activation"]
+    sent = Path(code_server["tap_log"]).read_text(encoding="utf-8").splitlines()
+    started, started_ms = sent[0].split()
+    assert started == "<started>" and sent.count("initialize") == 1, sent[:5]
+    assert float(started_ms) >= result["openedAt"], "the server started before a file was opened"
 
     ghost = result["ghost"]
     assert ghost.strip(), f"empty ghost text: {result}"
@@ -258,9 +286,23 @@ def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
     assert result["statusAfterCompletion"].startswith("fimlsp: ready"), result
     assert result["statusAfterCompletion"].endswith(" ms"), result
     assert screenshot.exists() and screenshot.stat().st_size > 10_000, "no screenshot"
-    # The item's accept command reached the server (fimlsp.accept, counted in fimlsp.stats).
+    # The item's accept command reached the server (fimlsp.accept, counted in fimlsp.stats), and
+    # so did the partial accept (Ctrl+Right: fimlsp.partialAccept [id, characters so far]).
     stats = _logged_stats(channel[-1] if channel else None)
     assert stats.get("accepted", 0) >= 1 and stats.get("state") == "ready", stats
+    assert result["ghostAgain"].strip(), result
+    assert "workspace/executeCommand fimlsp.partialAccept" in sent, sent
+    assert stats.get("partially_accepted", 0) >= 1, stats
+    # fimlsp.stats is not asked after each suggestion: after the first inline completion request,
+    # only "Show statistics" asked for it (the latency shown is measured by the extension).
+    first = sent.index("textDocument/inlineCompletion")
+    completions = sent.count("textDocument/inlineCompletion")
+    stats_asked = sent[first:].count("workspace/executeCommand fimlsp.stats")
+    assert completions >= 2 and stats_asked <= 1, (completions, stats_asked, sent[first:])
+    # "Show statistics" names both versions, the model, the device and the quantization.
+    text = channel[-1].read_text(errors="replace") if channel else ""
+    assert re.search(r"fimlsp for VS Code 0\.1\.0; server: fimlsp \S+, model \S+ on cpu "
+                     r"\(quantization none\)", text), text[-2000:]
     assert result["statusToggled"] == "fimlsp: off", result
 
 
@@ -270,3 +312,23 @@ def _logged_stats(channel: Path | None) -> dict[str, object]:
     found = [line.split("stats: ", 1)[1] for line in text.splitlines() if "] stats: {" in line]
     assert found, f"no statistics in the fimlsp output channel:\n{text[-2000:]}"
     return json.loads(found[-1])
+
+
+def test_vsix_has_marketplace_metadata() -> None:
+    """What a marketplace listing needs is in the package: icon, categories, repository, license
+    (vsce packs it without --allow-missing-repository or --skip-license); and it activates on
+    files or its commands, not on every window's startup."""
+    missing = _missing()
+    if missing:
+        editor_missing("VS Code test tooling (" + ", ".join(missing) + ")", INSTALL)
+    vsix = _build_vsix()
+    with zipfile.ZipFile(vsix) as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("extension/package.json"))
+    assert manifest["icon"] and f"extension/{manifest['icon']}" in names
+    assert manifest["categories"] and manifest["license"] == "Apache-2.0"
+    assert manifest["repository"]["url"].startswith("https://")
+    assert {"extension/LICENSE.txt", "extension/readme.md"} <= names
+    assert "--allow-missing-repository" not in manifest["scripts"]["package"]
+    assert "--skip-license" not in manifest["scripts"]["package"]
+    assert not {"*", "onStartupFinished"} & set(manifest["activationEvents"])

@@ -1,4 +1,4 @@
-;;; fimlsp-test.el --- Drive fimlsp.el + eglot against the real server  -*- lexical-binding: t; -*-
+;;; fimlsp-test.el --- Drive fimlsp.el beside eglot + pylsp, against the real server  -*- lexical-binding: t; -*-
 
 ;;; Commentary:
 
@@ -8,14 +8,18 @@
 ;;
 ;; with the environment:
 ;;   FIMLSP_TEST_SERVER   JSON array: the command that starts the server
+;;   FIMLSP_TEST_PYLSP    JSON array: the command that starts pylsp
 ;;   FIMLSP_TEST_DIR      an empty directory to work in
 ;;   FIMLSP_TEST_RESULTS  where to write the JSON results
-;;   FIMLSP_TEST_EVENTS   where to write eglot's events and the server's stderr
+;;   FIMLSP_TEST_EVENTS   where to write both servers' events and stderr
 ;;
-;; Opens a Python file, starts eglot with fimlsp, waits for the model
-;; (`fimlsp.stats' says "ready"), then checks ghost text, accept,
-;; accept-line, dismiss, stale requests, automatic triggering and
-;; `completion-at-point'.  The model has random weights: the checks are
+;; Opens a Python file the way a user with a language server does: eglot
+;; runs pylsp for it, and `global-fimlsp-mode' runs fimlsp beside it, on
+;; fimlsp.el's own connection.  Waits for the model (`fimlsp.stats' says
+;; "ready"), then checks that eglot kept pylsp, ghost text, accept,
+;; accept-line, dismiss, stale requests, automatic triggering, that
+;; eglot's `completion-at-point' still answers from pylsp (also for text
+;; fimlsp inserted) and `fimlsp-completion-at-point' from fimlsp.  The model has random weights: the checks are
 ;; about mechanics, never about what the suggestion says.  Every wait is a
 ;; bounded `accept-process-output' loop on a condition.  Exits 0 when all
 ;; checks pass, 1 otherwise, 2 on a crash.
@@ -68,7 +72,8 @@ Returns PREDICATE's value; records the time taken under WHAT."
 (defun fimlsp-test--write (file)
   "Write the JSON report to FILE."
   (let* ((checks (reverse fimlsp-test--checks))
-         (ok (and checks (cl-every #'cadr checks))))
+         (ok (and checks (cl-every #'cadr checks)))
+         (coding-system-for-write 'utf-8-unix))
     (with-temp-file file
       (insert (json-encode
                `((ok . ,(if ok t :json-false))
@@ -82,19 +87,22 @@ Returns PREDICATE's value; records the time taken under WHAT."
                                      checks)))))))
     ok))
 
-(defun fimlsp-test--save-events (server)
-  "Save SERVER's jsonrpc events and stderr buffers to $FIMLSP_TEST_EVENTS."
-  (let ((file (getenv "FIMLSP_TEST_EVENTS")))
-    (when (and file server)
+(defun fimlsp-test--save-events (connections)
+  "Save the jsonrpc events and stderr of CONNECTIONS to $FIMLSP_TEST_EVENTS."
+  (let ((file (getenv "FIMLSP_TEST_EVENTS"))
+        (coding-system-for-write 'utf-8-unix))
+    (when file
       (with-temp-file file
-        (let ((events (ignore-errors (jsonrpc-events-buffer server)))
-              (stderr (ignore-errors (jsonrpc-stderr-buffer server))))
-          (when (buffer-live-p events)
-            (insert ";;;; jsonrpc events\n"
-                    (with-current-buffer events (buffer-string)) "\n"))
-          (when (buffer-live-p stderr)
-            (insert ";;;; server stderr\n"
-                    (with-current-buffer stderr (buffer-string)) "\n")))))))
+        (dolist (connection connections)
+          (when connection
+            (let ((events (ignore-errors (jsonrpc-events-buffer connection)))
+                  (stderr (ignore-errors (jsonrpc-stderr-buffer connection))))
+              (when (buffer-live-p events)
+                (insert (format ";;;; %s: jsonrpc events\n" (jsonrpc-name connection))
+                        (with-current-buffer events (buffer-string)) "\n"))
+              (when (buffer-live-p stderr)
+                (insert (format ";;;; %s: stderr\n" (jsonrpc-name connection))
+                        (with-current-buffer stderr (buffer-string)) "\n")))))))))
 
 (defun fimlsp-test--stats ()
   "The server's `fimlsp.stats', or nil."
@@ -146,12 +154,26 @@ Emacs 28 logs messages as plists, Emacs 30 as JSON."
   "Value of fimlsp counter KEY."
   (or (plist-get fimlsp-counters key) 0))
 
+(defun fimlsp-test--capf-candidates (text)
+  "Candidates `completion-at-point' offers after inserting TEXT at the end."
+  (goto-char (point-max))
+  (insert text)
+  (let* ((candidates 'unset)
+         (completion-in-region-function
+          (lambda (start end collection predicate)
+            (setq candidates (all-completions (buffer-substring-no-properties start end)
+                                              collection predicate))
+            nil)))
+    (completion-at-point)
+    candidates))
+
 (defun fimlsp-test--run ()
   "Run every check in a fresh buffer."
   (let* ((dir (file-name-as-directory (getenv "FIMLSP_TEST_DIR")))
          (file (expand-file-name "sample.py" dir))
          (command (append (json-read-from-string (getenv "FIMLSP_TEST_SERVER")) nil))
-         server)
+         (pylsp (append (json-read-from-string (getenv "FIMLSP_TEST_PYLSP")) nil))
+         eglot-server connection)
     (push (cons 'emacs emacs-version) fimlsp-test--info)
     (push (cons 'eglot (locate-library "eglot")) fimlsp-test--info)
     (push (cons 'jsonrpc (locate-library "jsonrpc")) fimlsp-test--info)
@@ -164,33 +186,46 @@ Emacs 28 logs messages as plists, Emacs 30 as JSON."
               "\n\n"
               "def main():\n"
               "    \n"))
-    ;; Configure fimlsp as a user would, then let eglot start it.
+    ;; The user's setup: eglot with their language server (pylsp) for Python...
+    (setq eglot-server-programs (list (cons 'python-mode pylsp))
+          eglot-sync-connect t
+          eglot-connect-timeout 60
+          eglot-autoshutdown nil)
+    ;; ...and fimlsp, configured as a user would.
     (setq fimlsp-server-command command
           fimlsp-max-new-tokens 12
           fimlsp-multiline "always"
           fimlsp-time-budget-ms 8000
-          fimlsp-idle-delay 0.1
-          eglot-sync-connect t
-          eglot-connect-timeout 60
-          eglot-autoshutdown nil)
-    (fimlsp-setup)
+          fimlsp-idle-delay 0.1)
+    (let ((programs (copy-tree eglot-server-programs)))
+      (fimlsp-setup)
+      (fimlsp-test--check "fimlsp-setup leaves eglot-server-programs alone"
+                          (equal programs eglot-server-programs) eglot-server-programs))
     (find-file file)
     (python-mode)
-    (fimlsp-test--check "registered with eglot for python-mode"
-                        (and (eq (cdr (car eglot-server-programs)) #'fimlsp-eglot-contact)
-                             (memq 'python-mode (car (car eglot-server-programs)))))
+    (fimlsp-test--check "global-fimlsp-mode turns fimlsp-mode on in python-mode" fimlsp-mode)
     (let ((start (float-time)))
       (apply #'eglot (eglot--guess-contact))
       (push (cons "eglot connect" (- (float-time) start)) fimlsp-test--timings))
-    (setq server (eglot-current-server))
+    (setq eglot-server (eglot-current-server))
     (unwind-protect
         (progn
-          (fimlsp-test--check "eglot manages the buffer" (and server (eglot-managed-p)))
-          (fimlsp-test--check "fimlsp-mode turned on by eglot-managed-mode-hook"
+          (fimlsp-test--check "eglot manages the buffer" (and eglot-server (eglot-managed-p)))
+          (fimlsp-test--check "eglot's server is the user's pylsp"
+                              (equal (plist-get (eglot--server-info eglot-server) :name)
+                                     "pylsp")
+                              (eglot--server-info eglot-server))
+          (fimlsp-test--check "fimlsp-mode still on once eglot manages the buffer"
                               fimlsp-mode)
-          (fimlsp-test--check "server offers inline completion"
-                              (plist-member (eglot--capabilities server)
-                                            :inlineCompletionProvider))
+          (setq connection (fimlsp-test--wait "fimlsp initialized" #'fimlsp-connection 60))
+          (fimlsp-test--check "fimlsp has its own connection, not eglot's"
+                              (and connection (not (eq connection eglot-server))
+                                   (jsonrpc-running-p eglot-server))
+                              (list connection eglot-server))
+          (fimlsp-test--check "the fimlsp server offers inline completion"
+                              (and connection
+                                   (plist-member (fimlsp-connection-capabilities connection)
+                                                 :inlineCompletionProvider)))
           (let ((ready (fimlsp-test--wait
                         "model ready"
                         (lambda ()
@@ -200,15 +235,16 @@ Emacs 28 logs messages as plists, Emacs 30 as JSON."
                         90)))
             (fimlsp-test--check "model ready (fimlsp.stats)" (equal (car ready) "ready")
                                 (fimlsp-test--stats)))
-          (fimlsp-test--body server))
-      (fimlsp-test--save-events server)
-      (when (and server (jsonrpc-running-p server))
-        (let ((start (float-time)))
-          (ignore-errors (eglot-shutdown server nil 5))
-          (push (cons "eglot shutdown" (- (float-time) start)) fimlsp-test--timings))))))
+          (fimlsp-test--body connection eglot-server))
+      (fimlsp-test--save-events (list connection eglot-server))
+      (let ((start (float-time)))
+        (when (and eglot-server (jsonrpc-running-p eglot-server))
+          (ignore-errors (eglot-shutdown eglot-server nil 5)))
+        (fimlsp-shutdown)
+        (push (cons "shutdown" (- (float-time) start)) fimlsp-test--timings)))))
 
-(defun fimlsp-test--body (server)
-  "The checks, once SERVER's model is ready."
+(defun fimlsp-test--body (server eglot-server)
+  "The checks, once SERVER's model is ready; EGLOT-SERVER runs beside it."
   ;; 1. Ghost text at the end of "def main():\n    ", then accept.
   (goto-char (point-max))
   (forward-line -1)
@@ -378,23 +414,71 @@ Emacs 28 logs messages as plists, Emacs 30 as JSON."
       (fimlsp-test--check "automatic suggestion shown" (fimlsp-current-suggestion))))
   (fimlsp-dismiss)
 
-  ;; 8. Classic completion through eglot's completion-at-point.
+  ;; 8. The user's language server still does its job, on the text as it
+  ;; is now (fimlsp's edits included): eglot's completion-at-point asks
+  ;; pylsp, which knows a function defined just now.
   (goto-char (point-max))
-  (insert "\n\nresult = fib")
-  (let* ((candidates 'unset)
-         (completion-in-region-function
-          (lambda (start end collection predicate)
-            (setq candidates (all-completions (buffer-substring-no-properties start end)
-                                              collection predicate))
-            nil))
-         (started (float-time)))
-    (completion-at-point)
-    (push (cons "completion-at-point" (- (float-time) started)) fimlsp-test--timings)
-    (push (cons 'capf_candidates (if (listp candidates) (vconcat candidates) candidates))
+  (insert "\n\ndef zebra_helper():\n    return 1\n")
+  (let* ((started (float-time))
+         (candidates (fimlsp-test--capf-candidates "\nresult = zebra_h")))
+    (push (cons "completion-at-point (eglot, pylsp)" (- (float-time) started))
+          fimlsp-test--timings)
+    (push (cons 'eglot_capf_candidates (if (listp candidates) (vconcat candidates) candidates))
           fimlsp-test--info)
-    (fimlsp-test--check "completion-at-point offers fimlsp's candidates"
+    (fimlsp-test--check "eglot's completion-at-point answers from pylsp"
+                        (and (consp candidates) (member "zebra_helper" candidates))
+                        candidates))
+  (fimlsp-test--check "eglot still runs pylsp for the buffer"
+                      (and (eq (eglot-current-server) eglot-server)
+                           (jsonrpc-running-p eglot-server)))
+
+  ;; 9. Classic completion from the model, through fimlsp's own capf.
+  (let* ((completion-at-point-functions (list #'fimlsp-completion-at-point))
+         (candidates (fimlsp-test--capf-candidates "\nresult = fib")))
+    (push (cons 'fimlsp_capf_candidates (if (listp candidates) (vconcat candidates) candidates))
+          fimlsp-test--info)
+    (fimlsp-test--check "fimlsp-completion-at-point offers fimlsp's candidates"
                         (and (consp candidates) (stringp (car candidates)))
                         candidates))
+
+  ;; 10. Versions, model, device and quantization for the user.
+  (let ((version (fimlsp-version)))
+    (push (cons 'version version) fimlsp-test--info)
+    (fimlsp-test--check "fimlsp-version names both versions, model, device, quantization"
+                        (string-match-p
+                         (concat "\\`fimlsp.el " (regexp-quote fimlsp-version)
+                                 "; server: fimlsp [0-9.]+, model .+ on cpu "
+                                 "(quantization none)\\'")
+                         version)
+                        version))
+
+  ;; 11. The server's copy of the buffer is the buffer: after incremental
+  ;; edits with multibyte text (2-, 3- and 4-byte UTF-8, a surrogate pair
+  ;; in UTF-16), a replacement and a deletion, the prompt the server builds
+  ;; at point holds the buffer's text before point verbatim.
+  (goto-char (point-max))
+  (fimlsp-test--command 'self-insert-command
+                        (lambda () (insert "\n# caf\u00e9 \u2192 \U0001F600 done\nx = 1")))
+  (fimlsp-test--command 'replace (lambda ()
+                                   (search-backward "\u2192")
+                                   (delete-char 1)
+                                   (insert "\u21d2\u21d2")))
+  (fimlsp-test--command 'kill-word (lambda ()
+                                     (search-forward "done")
+                                     (delete-char -4)
+                                     (insert "end")))
+  (goto-char (point-max))
+  (fimlsp-test--command 'ignore #'ignore)
+  (let* ((prompt (jsonrpc-request server :workspace/executeCommand
+                                  (list :command "fimlsp.prompt"
+                                        :arguments (vector fimlsp--uri
+                                                           (list :line (1- (line-number-at-pos))
+                                                                 :character 5)))))
+         (text (plist-get prompt :text))
+         (tail (buffer-substring-no-properties (max (point-min) (- (point) 400)) (point))))
+    (fimlsp-test--check "the server's copy of the buffer is the buffer (fimlsp.prompt)"
+                        (and (stringp text) (string-search tail text))
+                        (list tail text)))
   (push (cons 'counters fimlsp-counters) fimlsp-test--info)
   (set-buffer-modified-p nil))
 

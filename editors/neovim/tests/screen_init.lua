@@ -6,5 +6,8 @@ vim.opt.runtimepath:prepend(cfg.plugin_dir)
 vim.o.swapfile = false
 vim.o.wrap = false
 vim.o.laststatus = 2
+-- A terminal without 'termguicolors' (Neovim 0.10+ turns it on by itself where the terminal says
+-- it has true colour): the ghost text must still look different from typed text.
+vim.o.termguicolors = false
 vim.o.statusline = "%f %{v:lua.require'fimlsp'.statusline()}"
 require('fimlsp').setup({ cmd = cfg.cmd, server = cfg.server })

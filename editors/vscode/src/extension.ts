@@ -1,7 +1,11 @@
 // VS Code client for fimlsp: starts `fimlsp serve` on stdio and lets vscode-languageclient (10.x,
 // native LSP 3.18 inline completion) turn its answers into ghost text. This file adds what the
 // client does not do by itself: settings → server options, per-language enable, a status bar
-// item, and the toggle / trigger / show-log commands.
+// item, partial accepts reported to the server, and the toggle / trigger / show-log commands.
+//
+// The extension activates when a file is opened (`onLanguage`) or one of its commands runs, and
+// starts the server (which loads a model: seconds and gigabytes) only once a file of a language
+// fimlsp is enabled for is open: a window with no code in it costs nothing.
 import * as os from 'os';
 import * as readline from 'readline';
 import * as vscode from 'vscode';
@@ -38,7 +42,10 @@ type Options = Record<string, unknown>;
 type Stats = {
   state?: string;
   error?: string | null;
+  version?: string;
   model?: string;
+  device?: string | null;
+  quantization?: string | null;
   window?: number;
   total_ms?: number | null;
   prompt_tokens?: number | null;
@@ -48,14 +55,28 @@ type Stats = {
   generated_tokens?: number | null;
   requests?: number;
   accepted?: number;
+  partially_accepted?: number;
   cancelled?: number;
 };
+
+/** One line for the user: this extension's version and the server's, the model, where it runs. */
+function describe(s: Stats): string {
+  const server = s.version
+    ? `server: fimlsp ${s.version}, model ${s.model ?? '?'} on ${s.device ?? '?'} (quantization ${s.quantization ?? '?'})`
+    : 'server: not running';
+  return `fimlsp for VS Code ${extensionVersion}; ${server}`;
+}
 
 let client: LanguageClient | undefined;
 let output: vscode.LogOutputChannel;
 let status: Status;
 let sentOptions: Options = {};
 let stopping = false;
+let extensionVersion = '?';
+
+/** An item of the last answer per document: what a partial accept is measured against. */
+type Shown = { id: number; text: string; start: vscode.Position; reported: number };
+const shown = new Map<string, Shown[]>();
 
 function config(): vscode.WorkspaceConfiguration {
   return vscode.workspace.getConfiguration(SECTION);
@@ -126,7 +147,7 @@ class Status implements vscode.Disposable {
     this.item = vscode.window.createStatusBarItem('fimlsp.status', vscode.StatusBarAlignment.Right, 100);
     this.item.name = 'fimlsp';
     this.render();
-    this.item.show();
+    // Shown once the server starts (a window without code has nothing to say about fimlsp).
   }
 
   set(phase: Phase, detail = ''): void {
@@ -148,7 +169,16 @@ class Status implements vscode.Disposable {
     this.set('loading', parts.join(' '));
   }
 
-  /** Applies a `fimlsp.stats` answer: the server's state, the last request's latency. */
+  /** The latency of a suggestion as the editor saw it (request to answer), measured here so that
+   * showing it costs the server nothing. */
+  completed(ms: number): void {
+    this.latency = ms;
+    if (this.phase === 'ready') {
+      this.render();
+    }
+  }
+
+  /** Applies a `fimlsp.stats` answer: the server's state, version, model, device. */
   update(stats: Stats): void {
     this.stats = stats;
     if (stats.state === 'failed') {
@@ -164,9 +194,6 @@ class Status implements vscode.Disposable {
     if (stats.state === 'ready') {
       if (this.phase !== 'ready') {
         this.set('ready');
-      }
-      if (typeof stats.total_ms === 'number') {
-        this.latency = stats.total_ms;
       }
       this.render();
     }
@@ -218,17 +245,21 @@ class Status implements vscode.Disposable {
     const s = this.stats;
     const lines = [
       on ? 'fimlsp: ready' : `fimlsp: off${languageId && config().get('enabled', true) ? ` for ${languageId}` : ''}`,
-      s.model ? `model \`${s.model}\`, window ${s.window ?? '?'} tokens` : '',
+      describe(s),
+      s.model ? `window ${s.window ?? '?'} tokens` : '',
     ];
     if (typeof s.total_ms === 'number') {
       lines.push(
-        `last: ${Math.round(s.total_ms)} ms (prefill ${Math.round(s.prefill_ms ?? 0)} ms, decode ` +
+        `server's last: ${Math.round(s.total_ms)} ms (prefill ${Math.round(s.prefill_ms ?? 0)} ms, decode ` +
           `${Math.round(s.decode_ms ?? 0)} ms), ${s.prompt_tokens ?? 0} prompt tokens, ` +
           `${s.reused_tokens ?? 0} reused, ${s.generated_tokens ?? 0} generated`,
       );
     }
     if (s.requests !== undefined) {
-      lines.push(`${s.requests} requests, ${s.accepted ?? 0} accepted, ${s.cancelled ?? 0} cancelled`);
+      lines.push(
+        `${s.requests} requests, ${s.accepted ?? 0} accepted, ${s.partially_accepted ?? 0} partly, ` +
+          `${s.cancelled ?? 0} cancelled`,
+      );
     }
     lines.push('Click to toggle inline completions.');
     return new vscode.MarkdownString(lines.filter(Boolean).join('\n\n'));
@@ -249,13 +280,28 @@ class Status implements vscode.Disposable {
     }
   }
 
+  show(): void {
+    this.item.show();
+  }
+
   dispose(): void {
     this.stopPolling();
     this.item.dispose();
   }
 }
 
+let lastRefresh = 0;
+
+/** Asks for `fimlsp.stats` now and then, for the tooltip's details: when the user looks at
+ * another editor, at most every 10 s. Never once per suggestion. */
+function refreshStatsLazily(): void {
+  if (Date.now() - lastRefresh > 10_000) {
+    void refreshStats();
+  }
+}
+
 async function refreshStats(): Promise<void> {
+  lastRefresh = Date.now();
   const current = client;
   if (current === undefined || current.state !== State.Running) {
     return;
@@ -301,9 +347,13 @@ function createClient(): LanguageClient {
         if (!enabledFor(document.languageId)) {
           return null;
         }
+        const started = Date.now();
         const result = await next(document, position, context, token);
         if (!token.isCancellationRequested) {
-          void refreshStats();
+          remember(document, position, result);
+          if (result && (Array.isArray(result) ? result : result.items).length > 0) {
+            status.completed(Date.now() - started);
+          }
         }
         return result;
       },
@@ -333,6 +383,55 @@ function createClient(): LanguageClient {
     },
   };
   return new LanguageClient('fimlsp', 'fimlsp', serverOptions, clientOptions);
+}
+
+/** Keeps the items of a document's last answer that carry fimlsp's accept command. */
+function remember(
+  document: vscode.TextDocument,
+  position: vscode.Position,
+  result: vscode.InlineCompletionList | vscode.InlineCompletionItem[] | null | undefined,
+): void {
+  const items = result ? (Array.isArray(result) ? result : result.items) : [];
+  const kept: Shown[] = [];
+  for (const item of items) {
+    const args = item.command?.command === 'fimlsp.accept' ? item.command.arguments : undefined;
+    const text = typeof item.insertText === 'string' ? item.insertText : item.insertText.value;
+    if (args && typeof args[0] === 'number') {
+      kept.push({ id: args[0], text, start: item.range?.start ?? position, reported: 0 });
+    }
+  }
+  shown.set(document.uri.toString(), kept);
+}
+
+/** VS Code's partial accept (next word / next line) of the suggestion shown, then
+ * `fimlsp.partialAccept [id, characters of the item now in the document]`, a running total
+ * counted from the item's start like VS Code's acceptedLength (in characters, as the server
+ * counts them). VS Code runs an item's command only on a full accept, so without this the server
+ * would never hear of a partial one. */
+async function acceptPart(how: 'word' | 'line'): Promise<void> {
+  await vscode.commands.executeCommand(
+    how === 'word' ? 'editor.action.inlineSuggest.acceptNextWord' : 'editor.action.inlineSuggest.acceptNextLine',
+  );
+  const editor = vscode.window.activeTextEditor;
+  const current = client;
+  if (!editor || !current || current.state !== State.Running) {
+    return;
+  }
+  const cursor = editor.selection.active;
+  for (const item of shown.get(editor.document.uri.toString()) ?? []) {
+    if (item.start.isAfter(cursor)) {
+      continue;
+    }
+    const taken = editor.document.getText(new vscode.Range(item.start, cursor));
+    const total = [...taken].length;
+    if (taken.length > 0 && item.text.startsWith(taken) && total > item.reported) {
+      item.reported = total;
+      current
+        .sendRequest(ExecuteCommandRequest.type, { command: 'fimlsp.partialAccept', arguments: [item.id, total] })
+        .catch((error) => output.debug(`fimlsp.partialAccept failed: ${error}`));
+      return;
+    }
+  }
 }
 
 function lines(input: NodeJS.ReadableStream, each: (line: string) => void): void {
@@ -372,6 +471,7 @@ function onProgress(params: WorkDoneProgressBegin | WorkDoneProgressReport | Wor
 
 async function start(): Promise<void> {
   stopping = false;
+  status.show();
   status.set('starting');
   const current = createClient();
   client = current;
@@ -427,11 +527,27 @@ async function restart(): Promise<void> {
   await start();
 }
 
+/** A document fimlsp would complete in: a file or untitled buffer of an enabled language. */
+function wanted(document: vscode.TextDocument): boolean {
+  return (document.uri.scheme === 'file' || document.uri.scheme === 'untitled') && enabledFor(document.languageId);
+}
+
+/** Starts the server the first time a document it is for is open; no-op once started. */
+async function startWhenWanted(): Promise<void> {
+  if (client === undefined && !stopping && vscode.workspace.textDocuments.some(wanted)) {
+    await start();
+  }
+}
+
 async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): Promise<void> {
   if (!event.affectsConfiguration(SECTION)) {
     return;
   }
   status.render();
+  if (client === undefined) {
+    await startWhenWanted(); // e.g. a language was just enabled
+    return;
+  }
   if (START_OPTIONS.some((key) => event.affectsConfiguration(`${SECTION}.${key}`))) {
     await restart();
     return;
@@ -466,6 +582,7 @@ async function toggle(): Promise<void> {
 }
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  extensionVersion = String(context.extension.packageJSON.version ?? '?');
   output = vscode.window.createOutputChannel('fimlsp', { log: true });
   status = new Status();
   context.subscriptions.push(
@@ -479,13 +596,21 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand('fimlsp.restart', restart),
     vscode.commands.registerCommand('fimlsp.showStats', async () => {
       await refreshStats();
+      output.info(describe(status.stats));
       output.info(`stats: ${JSON.stringify(status.stats)}`);
       output.show(true);
     }),
+    vscode.commands.registerCommand('fimlsp.acceptNextWord', () => acceptPart('word')),
+    vscode.commands.registerCommand('fimlsp.acceptNextLine', () => acceptPart('line')),
     vscode.workspace.onDidChangeConfiguration((event) => void onConfigurationChanged(event)),
-    vscode.window.onDidChangeActiveTextEditor(() => status.render()),
+    vscode.workspace.onDidOpenTextDocument(() => void startWhenWanted()),
+    vscode.workspace.onDidCloseTextDocument((document) => shown.delete(document.uri.toString())),
+    vscode.window.onDidChangeActiveTextEditor(() => {
+      status.render();
+      refreshStatsLazily();
+    }),
   );
-  await start();
+  await startWhenWanted();
 }
 
 export async function deactivate(): Promise<void> {

@@ -1,5 +1,7 @@
-// Drives code-server in headless Chromium: open a Python file, type, wait for fimlsp's ghost text,
-// screenshot it, accept it with Tab, save. Prints one JSON line with what it saw; the Python test
+// Drives code-server in headless Chromium: wait until the workbench has finished starting with no
+// file open (fimlsp must not have started a server), open a Python file, type, wait for fimlsp's
+// ghost text, screenshot it, accept it with Tab, save; type again and accept one word with
+// Ctrl+Right (a partial accept). Prints one JSON line with what it saw; the Python test
 // (tests/editors/test_vscode.py) starts code-server and checks the result.
 //
 //   node e2e.mjs '{"url": ..., "folder": ..., "file": "app.py", "typed": "total = add",
@@ -79,6 +81,42 @@ async function ghostText() {
   });
 }
 
+/** The extension host's log under cfg.logsDir (it says which extension activated, and why). */
+function exthostLog() {
+  const found = [];
+  const walk = (dir) => {
+    for (const entry of fs.existsSync(dir) ? fs.readdirSync(dir, { withFileTypes: true }) : []) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(full);
+      else if (/exthost\.log$/.test(entry.name)) found.push(full);
+    }
+  };
+  walk(cfg.logsDir);
+  return found.map((file) => fs.readFileSync(file, 'utf8')).join('\n');
+}
+
+/** Polls `check()` (file system state, not the page) until truthy; bounded. */
+async function until(what, check, ms = timeout) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function waitForGhost() {
+  await page.waitForFunction(
+    () =>
+      [...document.querySelectorAll('.monaco-editor .ghost-text-decoration')].some(
+        (el) => (el.textContent ?? '').trim().length > 0,
+      ),
+    null,
+    { timeout, polling: 50 },
+  );
+}
+
 async function runCommand(title) {
   await page.keyboard.press('Control+Shift+P');
   await page.locator('.quick-input-widget input').waitFor({ state: 'visible' });
@@ -93,10 +131,18 @@ try {
   await page.goto(url, { waitUntil: 'domcontentloaded' });
   await page.locator('.monaco-workbench').waitFor();
   step('workbench loaded');
-  result.statusBefore = await waitForReady();
-  step(`extension ready (${result.statusBefore})`);
+  // Startup is over once the onStartupFinished extensions (merge-conflict, ...) have activated:
+  // fimlsp must not have started a server yet, with no file open.
+  await until('startup to finish', () => /activationEvent: 'onStartupFinished'/.test(exthostLog()));
+  result.beforeFile = {
+    activation: exthostLog().split('\n').filter((l) => l.includes('_doActivateExtension fimlsp.fimlsp')),
+    serverStarted: fs.existsSync(cfg.tapLog),
+    statusItems: await page.locator(STATUS).count(),
+  };
+  step(`startup finished (server started: ${result.beforeFile.serverStarted})`);
 
   // Open the file with Quick Open.
+  result.openedAt = Date.now();
   await page.locator('.monaco-workbench').click({ position: { x: 640, y: 360 } }).catch(() => {});
   await page.keyboard.press('Control+P');
   const quickInput = page.locator('.quick-input-widget input');
@@ -108,6 +154,8 @@ try {
   await editor.locator('.view-lines', { hasText: cfg.waitForText ?? '' }).waitFor();
   await page.locator('.tab.active', { hasText: cfg.file }).waitFor();
   step(`opened ${cfg.file}`);
+  result.statusBefore = await waitForReady();
+  step(`extension ready (${result.statusBefore})`);
 
   // Focus the text, go to the end of the file, type.
   await editor.locator('.view-lines').click();
@@ -115,14 +163,7 @@ try {
   await page.keyboard.type(cfg.typed, { delay: 40 });
   step(`typed ${JSON.stringify(cfg.typed)}`);
 
-  await page.waitForFunction(
-    () =>
-      [...document.querySelectorAll('.monaco-editor .ghost-text-decoration')].some(
-        (el) => (el.textContent ?? '').trim().length > 0,
-      ),
-    null,
-    { timeout, polling: 50 },
-  );
+  await waitForGhost();
   step('ghost text visible');
   const ghost = await ghostText();
   result.ghost = ghost.inline;
@@ -163,6 +204,20 @@ try {
   result.saved = saved;
   step('saved');
 
+  // A partial accept: type again, and take the suggestion's next word with Ctrl+Right.
+  await page.keyboard.press('Control+End');
+  await page.keyboard.press('Enter');
+  await page.keyboard.type(cfg.typedAgain, { delay: 40 });
+  await waitForGhost();
+  result.ghostAgain = (await ghostText()).inline;
+  step(`ghost text visible again (${JSON.stringify(result.ghostAgain)})`);
+  await page.keyboard.press('Control+ArrowRight');
+  await until('the partial accept to reach the server', () =>
+    fs.existsSync(cfg.tapLog) && fs.readFileSync(cfg.tapLog, 'utf8').includes('fimlsp.partialAccept'),
+  10000);
+  step('accepted a word with Ctrl+Right');
+  await page.keyboard.press('Escape');
+
   // "Show statistics" asks the server for its counters, logs them to the fimlsp output channel
   // and shows it (the Python test reads the line from the channel's log file).
   await runCommand('fimlsp: Show statistics');
@@ -174,6 +229,7 @@ try {
   await page.locator(`${STATUS}[aria-label="fimlsp: off"]`).first().waitFor();
   result.statusToggled = await statusLabel();
   step('toggled off');
+  result.activation = exthostLog().split('\n').filter((l) => l.includes('_doActivateExtension fimlsp.fimlsp'));
   result.ok = true;
 } catch (error) {
   result.error = String(error?.stack ?? error);

@@ -27,6 +27,11 @@ function M.request(client, method, params, handler, bufnr)
   return call(client, 'request', method, params, handler, bufnr)
 end
 
+--- Sends a request and waits up to `timeout_ms`; returns (result, err) like client.request_sync.
+function M.request_sync(client, method, params, timeout_ms, bufnr)
+  return call(client, 'request_sync', method, params, timeout_ms, bufnr)
+end
+
 function M.notify(client, method, params)
   return call(client, 'notify', method, params)
 end

@@ -152,6 +152,44 @@ local function first_text(result)
   end
 end
 
+--- Buffer lines hold no line break characters whatever 'fileformat' says; the server writes
+--- suggestions with the document's own breaks (\r\n in a CRLF file), which would go in as
+--- literal ^M. Returns the text with \n breaks and how many characters the server's had more
+--- per break (for fimlsp.partialAccept, which counts in the server's text).
+local function plain_breaks(text)
+  local crlf = text:find('\r\n', 1, true) ~= nil
+  return (text:gsub('\r\n', '\n'):gsub('\r', '\n')), crlf and 1 or 0
+end
+
+--- Shows the first usable item of an inlineCompletion `result` for the cursor at (`row`, `col`)
+--- in `buf` (the current buffer); `client` is the one that answered. Returns true if shown.
+function M.receive(buf, client, result, row, col)
+  local raw, text = first_text(result)
+  if not raw then
+    return false
+  end
+  local encoding = client.offset_encoding
+  local break_extra
+  text, break_extra = plain_breaks(text)
+  local item = { text = text, row = row, col = col, extra = 0, command = raw.command,
+                 client_id = client.id, raw = raw, break_extra = break_extra }
+  if raw.range then
+    local s, e = raw.range.start, raw.range['end']
+    local line = api.nvim_buf_get_lines(buf, s.line, s.line + 1, false)[1] or ''
+    item.row, item.col = s.line, compat.byte_col(line, s.character, encoding)
+    if e.line == row then
+      local end_col = compat.byte_col(api.nvim_get_current_line(), e.character, encoding)
+      item.extra = math.max(end_col - col, 0) -- text after the cursor the item replaces
+    end
+  end
+  state(buf).item = item
+  if render(buf) then
+    M.counters.shown = M.counters.shown + 1
+    return true
+  end
+  return false
+end
+
 --- Asks the server for a suggestion at the cursor of the current window (which shows `buf`).
 --- Returns false when no client is attached.
 function M.request(buf, kind)
@@ -167,7 +205,6 @@ function M.request(buf, kind)
   local tick = api.nvim_buf_get_changedtick(buf)
   local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
   params.context = { triggerKind = kind or TRIGGER_INVOKED }
-  local encoding = client.offset_encoding
   local ok, id = compat.request(client, METHOD, params, function(err, result)
     if st.inflight and st.inflight.seq == seq then
       st.inflight = nil
@@ -188,25 +225,7 @@ function M.request(buf, kind)
       M.counters.stale = M.counters.stale + 1
       return
     end
-    local raw, text = first_text(result)
-    if not raw then
-      return
-    end
-    local item = { text = text, row = row, col = col, extra = 0, command = raw.command,
-                   client_id = client.id, raw = raw }
-    if raw.range then
-      local s, e = raw.range.start, raw.range['end']
-      local line = api.nvim_buf_get_lines(buf, s.line, s.line + 1, false)[1] or ''
-      item.row, item.col = s.line, compat.byte_col(line, s.character, encoding)
-      if e.line == row then
-        local end_col = compat.byte_col(api.nvim_get_current_line(), e.character, encoding)
-        item.extra = math.max(end_col - col, 0) -- text after the cursor the item replaces
-      end
-    end
-    st.item = item
-    if render(buf) then
-      M.counters.shown = M.counters.shown + 1
-    end
+    M.receive(buf, client, result, row, col)
   end, buf)
   if ok and id then
     st.inflight = { client_id = client.id, id = id, seq = seq }
@@ -319,9 +338,13 @@ function M.accept(buf, how)
     if whole then
       opts.execute(client, command.command, command.arguments)
     elseif command.command == 'fimlsp.accept' then
-      -- Counted from the start of the suggestion, like VS Code's acceptedLength.
+      -- Counted from the start of the suggestion, like VS Code's acceptedLength, in the
+      -- server's text (a CRLF break is two characters there).
       local args = command.arguments or {}
-      opts.execute(client, 'fimlsp.partialAccept', { args[1], vim.fn.strchars(typed .. piece) })
+      local taken = typed .. piece
+      local _, breaks = taken:gsub('\n', '')
+      opts.execute(client, 'fimlsp.partialAccept',
+                   { args[1], vim.fn.strchars(taken) + breaks * (item.break_extra or 0) })
     end
   end
   if not whole then

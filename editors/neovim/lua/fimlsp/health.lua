@@ -13,7 +13,8 @@ function M.check()
   local builtin = require('fimlsp.builtin')
   start('fimlsp')
   local v = vim.version and vim.version() or {}
-  info(('Neovim %s.%s.%s'):format(v.major or '?', v.minor or '?', v.patch or '?'))
+  info(('Neovim %s.%s.%s, fimlsp.nvim %s'):format(v.major or '?', v.minor or '?', v.patch or '?',
+    fimlsp.version))
   if vim.fn.has('nvim-0.7') ~= 1 then
     fail('Neovim 0.7 or newer is needed')
   end
@@ -34,6 +35,26 @@ function M.check()
     info(('server: fimlsp %s; model %s on %s (%s, quantization %s)'):format(
       tostring(server.version), tostring(server.model), tostring(server.device),
       tostring(server.dtype), tostring(server.quantization)))
+  end
+  local stats = fimlsp.stats_sync(2000)
+  if stats then
+    info('server: ' .. fimlsp.describe_server(stats))
+  elseif type(cmd) == 'table' and vim.fn.executable(cmd[1] or '') == 1 then
+    -- Not running: ask the command itself (the part before `serve`) for its version.
+    local version_cmd = {}
+    for _, word in ipairs(cmd) do
+      if word == 'serve' then
+        break
+      end
+      table.insert(version_cmd, word)
+    end
+    table.insert(version_cmd, '--version')
+    local out = vim.fn.system(version_cmd)
+    if vim.v.shell_error == 0 then
+      info('server: ' .. vim.trim(out) .. ' (not running)')
+    else
+      warn(('`%s` failed: %s'):format(table.concat(version_cmd, ' '), vim.trim(out)))
+    end
   end
   if s.state == 'ready' then
     ok('model loaded')

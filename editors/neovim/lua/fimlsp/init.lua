@@ -14,6 +14,9 @@ local builtin = require('fimlsp.builtin')
 local api = vim.api
 local M = {}
 
+--- The plugin's version (the fimlsp release it belongs to); the server's is in fimlsp.stats.
+M.version = '0.1.0'
+
 -- stylua: ignore start
 M.defaults = {
   -- How to start the server: the command and its arguments. `--model` etc. may go here too, but
@@ -58,7 +61,7 @@ M.defaults = {
     trigger = '<M-\\>',          -- ask now, even with auto_trigger = false (ghost)
   },
   ghost = {
-    hl_group = 'FimlspGhost', -- linked to Comment unless you define it
+    hl_group = 'FimlspGhost', -- like Comment, grey italic in terminals where Comment has no colour
     max_lines = nil,          -- show at most this many lines of a suggestion (accept takes all)
   },
 }
@@ -79,6 +82,8 @@ local use_builtin = false
 local poll_timer = nil
 local group = nil
 local warned_cmd = false
+local set_up = false
+local hidden = {} -- bufnr -> { [lhs] = the buffer's own mapping fimlsp's replaced }
 
 local function notify(msg, level)
   vim.notify('fimlsp: ' .. msg, level or vim.log.levels.INFO)
@@ -172,28 +177,88 @@ local function poll_state()
   end))
 end
 
+local function termcodes(keys)
+  return api.nvim_replace_termcodes(keys, true, true, true)
+end
+
+local function is_ours(mapping)
+  return type(mapping.desc) == 'string' and mapping.desc:sub(1, 8) == 'fimlsp: '
+end
+
+local function find_mapping(mappings, lhs)
+  local raw = termcodes(lhs)
+  for _, mapping in ipairs(mappings) do
+    if termcodes(mapping.lhs) == raw and not is_ours(mapping) then
+      return mapping
+    end
+  end
+end
+
+--- The insert-mode mapping of `lhs` that fimlsp's buffer-local one hides: the buffer's own (as it
+--- was before fimlsp mapped the key), else the global one, looked up when the key is pressed so
+--- that a plugin mapping it after fimlsp (nvim-cmp, snippets, ...) is found too.
+local function hidden_mapping(buf, lhs)
+  return (hidden[buf] or {})[lhs] or find_mapping(api.nvim_get_keymap('i'), lhs)
+end
+
+local function feed(keys, remap)
+  -- 'i': at the front of the typeahead, so the keys run right where the pressed key was.
+  api.nvim_feedkeys(keys, remap and 'im' or 'in', false)
+end
+
+--- Does what `lhs` would do without fimlsp: runs the mapping fimlsp's hides, or the key itself.
+local function fall_back(buf, lhs)
+  local mapping = hidden_mapping(buf, lhs)
+  if not mapping then
+    return feed(termcodes(lhs), false)
+  end
+  local remap = mapping.noremap ~= 1
+  if mapping.callback then
+    if mapping.expr == 1 then
+      local keys = mapping.callback()
+      if type(keys) == 'string' and keys ~= '' then
+        feed(mapping.replace_keycodes == 1 and termcodes(keys) or keys, remap)
+      end
+    else
+      mapping.callback()
+    end
+  elseif mapping.rhs and mapping.rhs ~= '' then
+    if mapping.expr == 1 then
+      feed(vim.fn.eval(mapping.rhs), remap)
+    else
+      feed(termcodes(mapping.rhs), remap)
+    end
+  end
+end
+
 local function map_keys(buf)
   local names = { accept = 'all', accept_word = 'word', accept_line = 'line', dismiss = 'dismiss',
                   trigger = 'trigger' }
+  hidden[buf] = hidden[buf] or {}
   for name, how in pairs(names) do
     local lhs = M.config.keymaps[name]
     if lhs and lhs ~= '' and not (use_builtin and name == 'trigger') then
+      if hidden[buf][lhs] == nil then
+        hidden[buf][lhs] = find_mapping(api.nvim_buf_get_keymap(buf, 'i'), lhs) or false
+      end
+      -- Not an <expr> mapping: the actions edit the buffer, and a key falling back to another
+      -- mapping may run a callback that does too (textlock would forbid both).
       vim.keymap.set('i', lhs, function()
+        local done
         if use_builtin then
-          -- vim.lsp.inline_completion.get() only schedules its edit: fine inside an <expr> map.
-          local done
+          -- vim.lsp.inline_completion.get() only schedules its edit.
           if how == 'dismiss' then
             done = builtin.dismiss(buf)
           else
             done = builtin.accept(buf, how, execute)
           end
-          return done and '' or lhs
+        elseif how == 'trigger' or ghost.visible(buf) then
+          done = M[name]() or how == 'trigger'
         end
-        if how == 'trigger' or ghost.visible(buf) then
-          return ('<Cmd>lua require("fimlsp").%s()<CR>'):format(name)
+        if not done then
+          fall_back(buf, lhs)
         end
-        return lhs
-      end, { buffer = buf, expr = true, silent = true, desc = 'fimlsp: ' .. name:gsub('_', ' ') })
+      end, { buffer = buf, silent = true, desc = 'fimlsp: ' .. name:gsub('_', ' ') })
     end
   end
 end
@@ -215,6 +280,7 @@ local function on_attach(client, buf)
     on({ 'BufUnload' }, function(b)
       ghost.detach(b)
       attached[b] = nil
+      hidden[b] = nil
     end)
   end
   poll_state()
@@ -275,9 +341,21 @@ local function wanted(buf)
   return not c.should_attach or c.should_attach(buf) and true or false
 end
 
+--- Before setup(), a command or action sets fimlsp up with the defaults (a plugin manager may
+--- load the plugin lazily, on :FimlspEnable); nothing half-configured runs on each keystroke.
+local function ensure_setup()
+  if not set_up then
+    M.setup(M.config)
+  end
+end
+
 --- Starts the server if needed and attaches it to `buf` (current buffer by default) when the
 --- buffer is one fimlsp serves. Returns the client id, or nil.
 function M.attach(buf)
+  if not set_up then
+    ensure_setup() -- which attaches every buffer
+    return client_id
+  end
   buf = buf_or_current(buf)
   if not M.config.enabled or not wanted(buf) then
     return nil
@@ -305,7 +383,23 @@ function M.attach(buf)
   return id
 end
 
+--- FimlspGhost, unless the user or their colorscheme defined it: linked to Comment where Comment
+--- has a terminal colour; where it has none (Neovim 0.10+'s default colorscheme colours Comment
+--- for 'termguicolors' only) ghost text would look exactly like typed text in a terminal, so it
+--- gets grey italics there and keeps Comment's GUI colour.
+function M.define_highlight()
+  local comment = vim.fn.synIDtrans(vim.fn.hlID('Comment'))
+  if comment ~= 0 and vim.fn.synIDattr(comment, 'fg', 'cterm') ~= '' then
+    vim.cmd('highlight default link FimlspGhost Comment')
+    return
+  end
+  local gui = comment ~= 0 and vim.fn.synIDattr(comment, 'fg#', 'gui') or ''
+  vim.cmd('highlight default FimlspGhost ctermfg=8 cterm=italic'
+    .. (gui:match('^#%x+$') and (' guifg=' .. gui) or ' guifg=Grey gui=italic'))
+end
+
 function M.setup(user)
+  set_up = true
   M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), user or {})
   local c = M.config
   if c.builtin == 'auto' then
@@ -313,9 +407,10 @@ function M.setup(user)
   else
     use_builtin = c.builtin == true and builtin.available()
   end
-  vim.cmd('highlight default link FimlspGhost Comment')
   ghost.configure({ config = c, client_for = M.client, execute = execute })
   group = api.nvim_create_augroup('fimlsp', { clear = true })
+  M.define_highlight()
+  api.nvim_create_autocmd('ColorScheme', { group = group, callback = M.define_highlight })
   api.nvim_create_autocmd({ 'FileType', 'BufEnter' }, {
     group = group,
     callback = function(args)
@@ -337,7 +432,7 @@ end
 -- Actions: each returns true when it did something, so custom mappings can fall back.
 
 function M.trigger()
-  if use_builtin or not M.config.enabled then
+  if not set_up or use_builtin or not M.config.enabled then
     return false
   end
   return ghost.request(0)
@@ -345,6 +440,9 @@ end
 
 --- Accepts 'all', the next 'word' or the rest of the 'line' of the suggestion shown.
 local function accept(what)
+  if not set_up then
+    return false
+  end
   if use_builtin then
     return builtin.accept(0, what, execute)
   end
@@ -364,6 +462,9 @@ function M.accept_line()
 end
 
 function M.dismiss()
+  if not set_up then
+    return false
+  end
   if use_builtin then
     return builtin.dismiss(0)
   end
@@ -381,6 +482,7 @@ function M.suggestion(buf)
 end
 
 function M.enable()
+  ensure_setup()
   M.config.enabled = true
   for buf in pairs(attached) do
     if use_builtin then
@@ -391,6 +493,7 @@ function M.enable()
 end
 
 function M.disable()
+  ensure_setup()
   M.config.enabled = false
   for buf in pairs(attached) do
     if use_builtin then
@@ -402,6 +505,7 @@ function M.disable()
 end
 
 function M.toggle()
+  ensure_setup()
   if M.config.enabled then
     M.disable()
   else
@@ -412,6 +516,7 @@ end
 --- Stops the server; it starts again on the next buffer fimlsp attaches to (or right away for
 --- the current buffer when `start_again`).
 function M.stop(start_again)
+  ensure_setup()
   local client = compat.get_client(client_id)
   client_id = nil
   stop_polling()
@@ -461,19 +566,37 @@ function M.statusline()
   return 'fimlsp: ' .. (M.config.enabled and M.state or 'off')
 end
 
+--- The server's `fimlsp.stats`, waiting up to `timeout_ms` (for :checkhealth); nil if not running.
+function M.stats_sync(timeout_ms)
+  local client = M.client()
+  if not client then
+    return nil
+  end
+  local answer = compat.request_sync(client, 'workspace/executeCommand',
+    { command = 'fimlsp.stats', arguments = {} }, timeout_ms or 2000)
+  return answer and answer.result or nil
+end
+
+--- One line on the server: its version, the model and where and how it runs.
+function M.describe_server(stats)
+  local function value(v)
+    return (v == nil or v == vim.NIL) and '?' or tostring(v)
+  end
+  return ('fimlsp %s, model %s on %s (quantization %s)'):format(value(stats.version),
+    value(stats.model), value(stats.device), value(stats.quantization))
+end
+
 --- :FimlspStatus
 function M.show_status()
   local s = M.status()
   local lines = {
-    ('%s, %s, %s'):format(s.enabled and 'enabled' or 'disabled', s.ui,
+    ('fimlsp.nvim %s: %s, %s, %s'):format(M.version, s.enabled and 'enabled' or 'disabled', s.ui,
       s.attached and ('client %d'):format(s.client_id) or 'not attached to this buffer'),
     'model: ' .. s.state .. (s.error and (' (' .. s.error .. ')') or ''),
   }
   local function show(stats)
     if stats then
-      table.insert(lines, ('server: fimlsp %s, model %s on %s (%s, quantization %s)'):format(
-        tostring(stats.version), tostring(stats.model), tostring(stats.device),
-        tostring(stats.dtype), tostring(stats.quantization)))
+      table.insert(lines, 'server: ' .. M.describe_server(stats))
       table.insert(lines, ('%s requests, %s cancelled, %s accepted, %s partly'):format(
         tostring(stats.requests), tostring(stats.cancelled), tostring(stats.accepted),
         tostring(stats.partially_accepted)))
