@@ -14,8 +14,8 @@ PLAYWRIGHT_VERSION=1.56.1
 
 export CI=true DEBIAN_FRONTEND=noninteractive
 # ~/.npmrc may say yes=false, which cancels node-pty's `npx node-gyp` during code-server's
-# postinstall. (No unsafe-perm: npm 7+ runs install scripts as the calling user, root included,
-# and npm 11 warns about the setting it no longer knows.)
+# postinstall. unsafe-perm is set for code-server's install alone (below): npm 7+ no longer knows
+# it and warns once, but code-server's postinstall.sh refuses to run as root without it.
 export npm_config_yes=true npm_config_fund=false \
   npm_config_audit=false npm_config_update_notifier=false npm_config_progress=false
 
@@ -106,7 +106,7 @@ else
   mkdir -p "$DEPS"
   rm -f "$DEPS/.complete"
   [ -f "$DEPS/package.json" ] || echo '{"name": "fimlsp-vscode-test-deps", "private": true}' >"$DEPS/package.json"
-  (cd "$DEPS" && npm install --no-audit --no-fund --no-package-lock \
+  (cd "$DEPS" && npm_config_unsafe_perm=true npm install --no-audit --no-fund --no-package-lock \
     "code-server@$CODE_SERVER_VERSION" "playwright-core@$PLAYWRIGHT_VERSION" </dev/null)
   touch "$DEPS/.complete"
 fi
