@@ -150,7 +150,8 @@ nil: not sent [\"auto\": a block after `:' or `{', or on an empty line]."
 (defcustom fimlsp-log-level nil
   "Server log level on its stderr.
 \"debug\" also sends the server's other log lines to the *fimlsp events*
-buffer, which gets each request's log line at any level.  nil: not sent [\"info\"]."
+buffer, which gets each request's log line at any level.
+nil: not sent [\"info\"]."
   :type '(choice (const :tag "Server default" nil) (const "error")
                  (const "warning") (const "info") (const "debug")))
 
