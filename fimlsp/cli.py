@@ -40,12 +40,15 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--time-budget-ms", type=int)
     group.add_argument("--multiline", choices=MULTILINE)
     group.add_argument("--log-level", choices=LOG_LEVELS)
+    group.add_argument("--allow-download", action="store_true", default=None,
+                       help="fetch a model that is not in the local Hugging Face cache "
+                       "(default: never touch the network)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     names = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads",
              "max_new_tokens", "context_window", "temperature", "time_budget_ms", "multiline",
-             "log_level")
+             "log_level", "allow_download")
     options = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     parsed = _parse(options)
     for warning in parsed.warnings:
@@ -144,6 +147,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os._exit(code)
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    """The one command that reaches the hub by itself: the user typed it."""
+    from fimlsp import hub
+    from fimlsp.models import hub_id_of
+
+    source = hub_id_of(args.model)
+    print(f"downloading {source} (config, tokenizer, weights) into the Hugging Face cache",
+          file=sys.stderr)
+    try:
+        folder = hub.download(source)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"fimlsp: could not download {source}: {type(error).__name__}"
+              + (f": {reason}" if reason else ""), file=sys.stderr)
+        return 2
+    print(folder)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fimlsp.demo import run_demo
 
@@ -182,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
+    download = sub.add_parser("download", help="fetch a model into the local Hugging Face "
+                              "cache (nothing else ever downloads unless --allow-download)")
+    download.add_argument("model", help="preset name or hub id")
+    download.set_defaults(func=cmd_download)
+
     demo = sub.add_parser("demo", help="start the server and complete a sample file through it")
     demo.add_argument("--model", help="model to use (default: a real cached model, else a tiny "
                       "random-weight one)")
@@ -199,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     level = getattr(args, "log_level", None) or "info"
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("pygls", "httpx", "urllib3", "filelock"):
+    for noisy in ("pygls", "httpx", "httpx2", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)

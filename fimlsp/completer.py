@@ -127,8 +127,8 @@ class Completer:
         """Resolves the model and loads what prompting needs (no weights): fast."""
         s = self.settings
         source = s.tokenizer
-        spec = resolve_model(s.model, s.template, source)
-        self.tokenizer = load_tokenizer(spec.tokenizer_source)
+        spec = resolve_model(s.model, s.template, source, allow_download=s.allow_download)
+        self.tokenizer = load_tokenizer(spec.tokenizer_source, s.allow_download)
         self.spec = spec
         self._config = read_config(spec.source)
         self.update_settings(s)

@@ -90,7 +90,9 @@ class FimServer(LanguageServer):
             self.warn_user(warning)
         old, self.settings = self.settings, parsed.settings
         logging.getLogger("fimlsp").setLevel(self.settings.log_level.upper())
-        if any(getattr(old, k) != getattr(self.settings, k) for k in _RELOAD_KEYS):
+        # Downloads newly allowed: a model that failed for want of them gets its second chance.
+        retry = self.settings.allow_download and not old.allow_download and self.state == "failed"
+        if retry or any(getattr(old, k) != getattr(self.settings, k) for k in _RELOAD_KEYS):
             self.completer = self._new_completer()
             if self.state != "idle":
                 self._loading = asyncio.ensure_future(self.load_model())
@@ -120,9 +122,10 @@ class FimServer(LanguageServer):
                 self.state, self.load_error = "failed", error.message
                 self.warn_user(f"fimlsp: {error.message}")
         except Exception as error:  # a bug or a broken checkpoint: say it, keep serving
-            log.exception("model load failed")
+            log.exception("model load failed")  # the details (which may quote files): stderr
             if completer is self.completer:
-                self.state, self.load_error = "failed", f"{type(error).__name__}: {error}"
+                self.state = "failed"
+                self.load_error = f"{type(error).__name__}; the server's log has the details"
                 self.warn_user(f"fimlsp: loading {name} failed: {self.load_error}")
         else:
             if completer is self.completer:
