@@ -18,7 +18,7 @@ from collections import OrderedDict
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from fimlsp import __version__
@@ -38,6 +38,7 @@ CMD_PROMPT = "fimlsp.prompt"
 # Settings that need the model reloaded when they change; the rest apply to the next request.
 _RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads")
 _WORD_TAIL = re.compile(r"[\w$]+$")
+_NO_EMPTY = object()  # `guarded` without an empty answer: internal errors get -32603
 
 
 class FimServer(LanguageServer):
@@ -182,7 +183,7 @@ class FimServer(LanguageServer):
             self.request_log(f"request {request_id} {uri}: cancelled by the client")
             raise
         except Cancelled as cancelled:
-            completer.stats.cancelled += 1
+            completer.stats.add(cancelled=1)
             self.request_log(f"request {request_id} {uri}: {cancelled.reason} before it started")
             return None
         self.request_log(result.log_line(uri, completer.stats.cache_share))
@@ -201,18 +202,30 @@ class FimServer(LanguageServer):
 
     @staticmethod
     def _count_cancelled(completer: Completer) -> None:
-        completer.stats.cancelled += 1
+        completer.stats.add(cancelled=1)
 
-    async def guarded(self, work: Any, empty: Any = None) -> Any:
-        """Runs a request's coroutine; FimErrors become LSP answers here and nowhere else:
-        INVALID_PARAMS is the client's bug and gets -32602, the rest a log line and `empty`."""
+    async def guarded(self, work: Any, empty: Any = _NO_EMPTY) -> Any:
+        """Runs a request's coroutine; errors become LSP answers here and nowhere else:
+        INVALID_PARAMS is the client's bug and gets -32602, other FimErrors a log line and
+        `empty`. Anything else is our bug or the engine's (a CUDA error, a broken checkpoint):
+        its traceback goes to stderr, the answer is `empty` (or -32603 where there is no empty
+        answer) and never carries the traceback."""
         try:
             return await work
         except FimError as error:
             if error.kind is ErrorKind.INVALID_PARAMS:
                 raise JsonRpcInvalidParams(error.message) from None
-            self.completer.stats.errors += 1
+            self.completer.stats.add(errors=1)
             self.log(f"no completion: {error.message}", logging.INFO)
+            return None if empty is _NO_EMPTY else empty
+        except JsonRpcException:
+            raise
+        except Exception as error:
+            log.exception("request failed")
+            self.completer.stats.add(errors=1)
+            if empty is _NO_EMPTY:
+                raise JsonRpcInternalError(f"fimlsp failed ({type(error).__name__}); the "
+                                           "server's log has the details") from None
             return empty
 
     def accepted(self, args: tuple[Any, ...], partial: bool) -> None:
@@ -285,10 +298,11 @@ def create_server(settings: Settings) -> FimServer:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: FimServer, params: types.DidCloseTextDocumentParams) -> None:
-        ls.documents.close(params.text_document.uri)
-        engine = ls.completer.engine
-        if engine is not None:
-            ls.scheduler.run(lambda: engine.drop_session(params.text_document.uri))
+        uri = params.text_document.uri
+        ls.documents.close(uri)
+        completer = ls.completer
+        completer.typing.forget(uri)  # the event loop's; the rest is the model thread's
+        ls.scheduler.run(lambda: completer.forget(uri))
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: FimServer, params: types.InlineCompletionParams
@@ -353,11 +367,11 @@ def create_server(settings: Settings) -> FimServer:
         return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None}
 
     @server.command(CMD_PROMPT)
-    async def show_prompt(ls: FimServer, uri: str, position: dict[str, int]) -> Any:
+    async def show_prompt(ls: FimServer, *args: Any) -> Any:
         """What the model would see at a position: for "show prompt" commands and debugging."""
 
         async def work() -> dict[str, Any]:
-            pos = types.Position(line=int(position["line"]), character=int(position["character"]))
+            uri, pos = prompt_arguments(args)
             prompt = ls.completer.prompt_for(ls.cursor(uri, pos, None))
             return {"text": prompt.text, "ids": prompt.ids, **prompt.accounting()}
 
@@ -368,6 +382,17 @@ def create_server(settings: Settings) -> FimServer:
         ls.scheduler.shutdown()
 
     return server
+
+
+def prompt_arguments(args: tuple[Any, ...]) -> tuple[str, types.Position]:
+    """`fimlsp.prompt [uri, {line, character}]`, checked strictly: no coercion of "4" or 4.5."""
+    position = args[1] if len(args) == 2 else None
+    if not (isinstance(args[0] if args else None, str) and isinstance(position, dict)
+            and all(type(position.get(k)) is int and position[k] >= 0
+                    for k in ("line", "character"))):
+        raise FimError(ErrorKind.INVALID_PARAMS, f"{CMD_PROMPT} takes [uri, {{line, character}}] "
+                       "with non-negative integers")
+    return args[0], types.Position(line=position["line"], character=position["character"])
 
 
 def watch_parent(pid: int, interval_s: float = 2.0) -> None:

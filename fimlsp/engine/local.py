@@ -98,7 +98,7 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
     hf_logging.disable_progress_bar()  # stderr is the server's log, not a terminal
 
     allow = settings.allow_download
-    check_files(spec, allow)
+    raw = check_files(spec, allow)
     try:
         with hub.online(allow):
             config = AutoConfig.from_pretrained(spec.source, trust_remote_code=False,
@@ -107,7 +107,7 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
         log.warning("transformers cannot read the config of %s: %s", spec.source, error)
         where = cached_file(spec.source, "config.json") or f"the config of '{spec.source}'"
         raise FimError(ErrorKind.MODEL_UNAVAILABLE,
-                       f"{where}: {_rejected(error, None)}") from None
+                       f"{where}: {_rejected(error, raw)}") from None
     if config.model_type in _NOT_YET:
         raise FimError(ErrorKind.UNSUPPORTED, f"{_NOT_YET[config.model_type]}.")
     # Custom-code checkpoints we run natively: Refact (our class) and the original SantaCoder
@@ -120,6 +120,7 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
                        f"'{spec.name}' is a custom-code checkpoint ({config.model_type}); fimlsp "
                        "never runs remote code. Use its transformers-native variant if it has "
                        "one; natively supported custom-code models: Refact-1.6B, SantaCoder.")
+    check_weights(spec, allow)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     quantization = resolve_quantization(settings.quantization, spec, device)
@@ -170,11 +171,11 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _FIELD_IN_ERROR = re.compile(r"field '([A-Za-z_][A-Za-z0-9_]{0,63})'")
 
 
-def check_files(spec: ModelSpec, allow_download: bool) -> None:
-    """What must hold before transformers sees the model: config and weights on disk (unless
-    they may be downloaded), and a config.json that is a JSON object naming an architecture this
-    transformers knows. Its errors name the file and the key, never the value: config.json is
-    the model author's, and these messages end up in the editor's popups."""
+def check_files(spec: ModelSpec, allow_download: bool) -> dict[str, Any] | None:
+    """What must hold before transformers sees the model's config: it is on disk (unless it may
+    be downloaded), a JSON object, naming an architecture this transformers knows. Its errors
+    name the file and the key, never the value: config.json is the model author's, and these
+    messages end up in the editor's popups. Returns the config (None: to be downloaded)."""
     config = read_config(spec.source)  # raises, naming the file, when it is not JSON
     if config is None:
         if spec.is_local:
@@ -182,15 +183,19 @@ def check_files(spec: ModelSpec, allow_download: bool) -> None:
                            + _HOW)
         if not allow_download:
             raise FimError(ErrorKind.MODEL_UNAVAILABLE, hub.not_cached(spec.source))
-        return  # from_pretrained downloads it
-    if not weights_present(spec.source):
-        if spec.is_local:
-            raise FimError(ErrorKind.MODEL_UNAVAILABLE,
-                           f"{spec.source} has no weights ({', '.join(WEIGHT_FILES)}). " + _HOW)
-        if not allow_download:
-            raise FimError(ErrorKind.MODEL_UNAVAILABLE, hub.not_cached(spec.source, "weights"))
-    where = cached_file(spec.source, "config.json")
-    check_config_values(config, str(where))
+        return None  # from_pretrained downloads it
+    check_config_values(config, str(cached_file(spec.source, "config.json")))
+    return config
+
+
+def check_weights(spec: ModelSpec, allow_download: bool) -> None:
+    if weights_present(spec.source):
+        return
+    if spec.is_local:
+        raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                       f"{spec.source} has no weights ({', '.join(WEIGHT_FILES)}). " + _HOW)
+    if not allow_download:
+        raise FimError(ErrorKind.MODEL_UNAVAILABLE, hub.not_cached(spec.source, "weights"))
 
 
 def check_config_values(config: dict[str, Any], where: str) -> None:
@@ -257,6 +262,10 @@ class LocalEngine:
 
     def drop_session(self, key: str) -> None:
         self._sessions.pop(key, None)
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
 
     @staticmethod
     def _crop(session: Session, keep: int) -> None:
