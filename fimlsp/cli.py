@@ -125,13 +125,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from fimlsp.server import create_server
+    from fimlsp.transport import Listen
 
-    server = create_server(_settings(args))
+    listen = Listen(args.host, args.port, args.socket, args.token_file, args.allow_remote,
+                    args.allow_multiple_clients)
+    listen.check()  # before the try: its error must exit 2, not be swallowed by os._exit(0)
+    settings = _settings(args)
+    server = create_server(settings)
     code = 0
     try:
-        if args.tcp:
-            log.info("fimlsp %s listening on %s:%d", __version__, args.host, args.port)
-            server.start_tcp(args.host, args.port)
+        if args.tcp or args.socket:
+            from fimlsp import transport
+
+            transport.serve(server, lambda: create_server(settings), listen)
         else:
             server.start_io()
     except SystemExit as exit_:  # pygls ends `exit` with sys.exit(0 or 1)
@@ -185,9 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the language server (stdio unless --tcp)")
     _model_options(serve)
-    serve.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio")
+    serve.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio; "
+                       "clients send the token from --token-file as initializationOptions.token")
     serve.add_argument("--host", default="127.0.0.1", help="TCP address (default: loopback only)")
-    serve.add_argument("--port", type=int, default=2087)
+    serve.add_argument("--port", type=int, default=2087, help="TCP port (0: any free port)")
+    serve.add_argument("--token-file", type=Path, help="where to write the TCP token, 0600 "
+                       "(default: $XDG_RUNTIME_DIR/fimlsp-PORT.token); $FIMLSP_TOKEN sets it")
+    serve.add_argument("--socket", type=Path, metavar="PATH",
+                       help="listen on a Unix domain socket (0600, owner only) instead of stdio")
+    serve.add_argument("--allow-remote", action="store_true",
+                       help="allow --host beyond loopback (the token crosses the network)")
+    serve.add_argument("--allow-multiple-clients", action="store_true",
+                       help="serve several connections at once, each its own session and model")
     serve.set_defaults(func=cmd_serve)
 
     complete = sub.add_parser("complete", help="complete at a position and print the timings")

@@ -53,6 +53,7 @@ class FimServer(LanguageServer):
         self._shown: OrderedDict[int, str] = OrderedDict()  # request id → suggestion shown
         self._taken: dict[int, int] = {}  # request id → characters of it the user accepted
         self._loading: asyncio.Task[None] | None = None
+        self.watch_parent_process = True  # off where a client's pid is not ours (transport.py)
 
     def _new_completer(self) -> Completer:
         completer = Completer(self.settings)
@@ -270,7 +271,7 @@ def create_server(settings: Settings) -> FimServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: FimServer, params: types.InitializeParams) -> None:
         ls.apply_options(params.initialization_options)
-        if params.process_id:
+        if params.process_id and ls.watch_parent_process:
             watch_parent(params.process_id)
 
     @server.feature(types.INITIALIZED)
