@@ -80,25 +80,34 @@ class TypingThrough:
     def forget(self, key: str) -> None:
         self._shown.pop(key, None)
 
+    def __len__(self) -> int:
+        return len(self._shown)
+
 
 class RecentCompletions:
-    """An LRU of cleaned answers keyed by prompt identity."""
+    """An LRU of cleaned answers keyed by prompt identity, each remembering its document so
+    that closing the document drops its answers."""
 
     def __init__(self, size: int = 64) -> None:
-        self._items: OrderedDict[str, str] = OrderedDict()
+        self._items: OrderedDict[str, tuple[str, str]] = OrderedDict()  # identity → (key, text)
         self._size = size
 
     def get(self, identity: str) -> str | None:
-        text = self._items.get(identity)
-        if text is not None:
-            self._items.move_to_end(identity)
-        return text
+        item = self._items.get(identity)
+        if item is None:
+            return None
+        self._items.move_to_end(identity)
+        return item[1]
 
-    def put(self, identity: str, text: str) -> None:
-        self._items[identity] = text
+    def put(self, identity: str, text: str, key: str = "") -> None:
+        self._items[identity] = (key, text)
         self._items.move_to_end(identity)
         while len(self._items) > self._size:
             self._items.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        for identity in [i for i, (k, _) in self._items.items() if k == key]:
+            del self._items[identity]
 
     def __contains__(self, identity: str) -> bool:
         return identity in self._items

@@ -132,13 +132,19 @@ def cmd_options(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from fimlsp.protocol import serve_stdio
     from fimlsp.server import create_server
+    from fimlsp.transport import Listen
 
-    server = create_server(_settings(args))
+    listen = Listen(args.host, args.port, args.socket, args.token_file, args.allow_remote,
+                    args.allow_multiple_clients)
+    listen.check()  # before the try: its error must exit 2, not be swallowed by os._exit below
+    settings = _settings(args)
+    server = create_server(settings)
     code = 1
     try:
-        if args.tcp:
-            log.info("fimlsp %s listening on %s:%d", __version__, args.host, args.port)
-            server.start_tcp(args.host, args.port)
+        if args.tcp or args.socket:
+            from fimlsp import transport
+
+            transport.serve(server, lambda: create_server(settings), listen)
             code = 0
         else:
             code = serve_stdio(server.protocol)
@@ -161,6 +167,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os._exit(code)
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    """The one command that reaches the hub by itself: the user typed it."""
+    from fimlsp import hub
+    from fimlsp.models import hub_id_of
+
+    source = hub_id_of(args.model)
+    print(f"downloading {source} (config, tokenizer, weights) into the Hugging Face cache",
+          file=sys.stderr)
+    try:
+        folder = hub.download(source)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"fimlsp: could not download {source}: {type(error).__name__}"
+              + (f": {reason}" if reason else ""), file=sys.stderr)
+        return 2
+    print(folder)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fimlsp.demo import run_demo
 
@@ -180,9 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the language server (stdio unless --tcp)")
     _model_options(serve)
-    serve.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio")
+    serve.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio; "
+                       "clients send the token from --token-file as initializationOptions.token")
     serve.add_argument("--host", default="127.0.0.1", help="TCP address (default: loopback only)")
-    serve.add_argument("--port", type=int, default=2087)
+    serve.add_argument("--port", type=int, default=2087, help="TCP port (0: any free port)")
+    serve.add_argument("--token-file", type=Path, help="where to write the TCP token, 0600 "
+                       "(default: $XDG_RUNTIME_DIR/fimlsp-PORT.token); $FIMLSP_TOKEN sets it")
+    serve.add_argument("--socket", type=Path, metavar="PATH",
+                       help="listen on a Unix domain socket (0600, owner only) instead of stdio")
+    serve.add_argument("--allow-remote", action="store_true",
+                       help="allow --host beyond loopback (the token crosses the network)")
+    serve.add_argument("--allow-multiple-clients", action="store_true",
+                       help="serve several connections at once, each its own session and model")
     serve.set_defaults(func=cmd_serve)
 
     complete = sub.add_parser("complete", help="complete at a position and print the timings")
@@ -205,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_options)
 
+    download = sub.add_parser("download", help="fetch a model into the local Hugging Face "
+                              "cache (nothing else ever downloads unless --allow-download)")
+    download.add_argument("model", help="preset name or hub id")
+    download.set_defaults(func=cmd_download)
+
     demo = sub.add_parser("demo", help="start the server and complete a sample file through it")
     demo.add_argument("--model", help="model to use (default: a real cached model, else a tiny "
                       "random-weight one)")
@@ -222,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     level = getattr(args, "log_level", None) or "info"
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("pygls", "httpx", "urllib3", "filelock"):
+    for noisy in ("pygls", "httpx", "httpx2", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)

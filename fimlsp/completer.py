@@ -11,6 +11,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from fimlsp.cache import RecentCompletions, TypingThrough
 from fimlsp.config import Settings
 from fimlsp.context import (
     WINDOW_LINES,
+    ChunkIndex,
     Cursor,
     Snippet,
     display_path,
@@ -85,7 +87,11 @@ class Completion:
 
 @dataclass
 class Stats:
-    """Counters for `fimlsp.stats` and the editors' status lines; never leave the machine."""
+    """Counters for `fimlsp.stats` and the editors' status lines; never leave the machine.
+
+    Both the event loop and the model's thread count, so every change goes through `add` /
+    `record` under the lock (`+=` on an attribute is a read and a write: two threads lose counts).
+    """
 
     requests: int = 0
     answered_from_cache: int = 0
@@ -95,6 +101,23 @@ class Stats:
     accepted_chars: int = 0
     partially_accepted: int = 0
     last: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, count in counts.items():
+                setattr(self, name, getattr(self, name) + count)
+
+    def record(self, last: dict[str, Any]) -> None:
+        with self._lock:
+            self.last = last
+
+    def snapshot(self) -> Stats:
+        """A consistent copy, for reports."""
+        with self._lock:
+            return Stats(self.requests, self.answered_from_cache, self.cancelled, self.errors,
+                         self.accepted, self.accepted_chars, self.partially_accepted,
+                         dict(self.last))
 
     @property
     def cache_share(self) -> float:
@@ -116,9 +139,16 @@ class Completer:
         self.stats = Stats()
         self._recent = RecentCompletions(_RECENT)  # by prompt identity, on the model's thread
         self.typing = TypingThrough()  # the suggestion on screen per document, on the event loop
-        self._edges: dict[str, Edges] = {}  # per document: where its prompt was cut
-        # Per document: the cursor line they were chosen at, the snippets, their sources' texts.
-        self._neighbours: dict[str, tuple[int, list[Snippet], dict[str, str]]] = {}
+        # Per document, bounded (LRU) and dropped when it closes (`forget`): where its prompt was
+        # cut, and its neighbour snippets with the cursor line they were chosen at and the
+        # documents they came from. The other documents' windows are in `_index`.
+        self._edges: OrderedDict[str, Edges] = OrderedDict()
+        self._neighbours: OrderedDict[str, tuple[int, list[Snippet], tuple[str, ...]]] = \
+            OrderedDict()
+        self._index = ChunkIndex()
+        # Per-document state is used by the model's thread (completions) and the event loop
+        # (`fimlsp.prompt`, closing a document).
+        self._documents_lock = threading.RLock()
         # The open documents (uri → text), for neighbour snippets; the server provides them.
         self.documents: Callable[[], Mapping[str, str]] = dict
         self._ids = 0
@@ -130,8 +160,8 @@ class Completer:
         """Resolves the model and loads what prompting needs (no weights): fast."""
         s = self.settings
         source = s.tokenizer
-        spec = resolve_model(s.model, s.template, source)
-        self.tokenizer = load_tokenizer(spec.tokenizer_source)
+        spec = resolve_model(s.model, s.template, source, allow_download=s.allow_download)
+        self.tokenizer = load_tokenizer(spec.tokenizer_source, s.allow_download)
         self.spec = spec
         self._config = read_config(spec.source)
         self.update_settings(s)
@@ -206,33 +236,57 @@ class Completer:
         if key is None:
             return build_prompt(self.tokenizer, self.spec.template, self.spec.order, cursor,
                                 self.window, self.settings.max_new_tokens)
-        edges = self._edges.pop(key, None) or Edges()
-        self._edges[key] = edges  # most recent last; the oldest go first
-        while len(self._edges) > _RECENT:
-            self._edges.pop(next(iter(self._edges)))
-        return build_prompt(self.tokenizer, self.spec.template, self.spec.order, cursor,
-                            self.window, self.settings.max_new_tokens, edges,
-                            self._snippets_for(key, cursor), display_path(key),
-                            self.settings.neighbour_share)
+        with self._documents_lock:
+            edges = self._edges.pop(key, None) or Edges()
+            self._edges[key] = edges  # most recent last; the oldest go first
+            _bound(self._edges)
+            return build_prompt(self.tokenizer, self.spec.template, self.spec.order, cursor,
+                                self.window, self.settings.max_new_tokens, edges,
+                                self._snippets_for(key, cursor), display_path(key),
+                                self.settings.neighbour_share)
 
     def _snippets_for(self, key: str, cursor: Cursor) -> list[Snippet]:
         """Snippets of the other open documents, chosen again only when the cursor has moved
         away or they changed: they open the prompt, so changing them re-prefills everything."""
         documents = self.documents()
+        self._index.prune(documents)  # closed or edited documents: their old text goes now
         if self.settings.neighbour_share <= 0 or len(documents) < 2:
             return []
         key = unquote(key)  # documents are keyed unescaped
-        last = self._neighbours.get(key)
-        # The documents the snippets came from are unchanged when they are the very same string
-        # objects (the store replaces a text only when it is edited): no scan per keystroke.
+        last = self._neighbours.pop(key, None)
+        # The documents the snippets came from are unchanged when the index still holds their
+        # windows for the text they have now: no scan per keystroke.
         if last is not None and abs(last[0] - cursor.line) < WINDOW_LINES // 2 and all(
-                documents.get(uri) is text for uri, text in last[2].items()):
+                self._index.is_current(uri, documents.get(uri)) for uri in last[2]):
+            self._neighbours[key] = last
             return last[1]
         max_chars = int(self.window * self.settings.neighbour_share) * 4  # trimmed by tokens
-        snippets = similar_snippets(query_words(cursor), documents, key, max_chars)
-        sources = {s.uri: documents[s.uri] for s in snippets}
-        self._neighbours[key] = (cursor.line, snippets, sources)
+        snippets = similar_snippets(query_words(cursor), documents, key, max_chars,
+                                    index=self._index)
+        self._neighbours[key] = (cursor.line, snippets, tuple({s.uri for s in snippets}))
+        _bound(self._neighbours)
         return snippets
+
+    def forget(self, key: str) -> None:
+        """Drops everything kept for document `key`, which was closed: window edges, neighbour
+        snippets and windows, recent answers, the suggestion on screen, the engine's cache.
+        On the model's thread (the engine's cache is its); `typing` is the event loop's."""
+        with self._documents_lock:
+            for name in {key, unquote(key)}:
+                self._edges.pop(name, None)
+                self._neighbours.pop(name, None)
+                self._index.forget(name)
+                self._recent.forget(name)
+                if self.engine is not None:
+                    self.engine.drop_session(name)
+
+    def document_state(self) -> dict[str, int]:
+        """How many documents each per-document store holds: all bounded, closed ones gone."""
+        with self._documents_lock:
+            return {"edges": len(self._edges), "neighbours": len(self._neighbours),
+                    "windows": len(self._index), "recent": len(self._recent),
+                    "typing": len(self.typing),
+                    "sessions": self.engine.session_count if self.engine is not None else 0}
 
     def complete(self, key: str, cursor: Cursor, token: CancelToken | None = None,
                  request_id: int | None = None) -> Completion:
@@ -256,11 +310,11 @@ class Completer:
                                 generation.reused_tokens, generation.prefill_ms,
                                 generation.decode_ms, len(generation.ids), generation.stop_reason)
             if generation.interrupted:
-                self.stats.cancelled += 1
+                self.stats.add(cancelled=1)
             elif generation.stop_reason != "time":
-                self._recent.put(identity, text)
+                self._recent.put(identity, text, key)
         result.total_ms = (time.perf_counter() - started) * 1000
-        self.stats.last = result.timings()
+        self.stats.record(result.timings())
         return result
 
     def _generate(self, key: str, cursor: Cursor, prompt: Prompt, mode: str,
@@ -284,9 +338,7 @@ class Completer:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _count(self, cache: bool, request: bool = True) -> None:
-        with self._lock:  # the event loop and the model's thread both count
-            self.stats.requests += request
-            self.stats.answered_from_cache += cache
+        self.stats.add(requests=int(request), answered_from_cache=int(cache))
 
     # -- answers without the model (fimlsp/cache.py) -----------------------------------------
 
@@ -300,7 +352,7 @@ class Completer:
         self._count(cache=True)
         result = Completion(text, self.next_id(), "cache", stop_reason="typed")
         result.total_ms = (time.perf_counter() - started) * 1000
-        self.stats.last = result.timings()
+        self.stats.record(result.timings())
         self.typing.remember(key, cursor, text, result.request_id, self.answer_settings)
         return result
 
@@ -318,14 +370,11 @@ class Completer:
     # -- what the user did with it ----------------------------------------------------------
 
     def accepted(self, text: str, partial: bool) -> None:
-        if partial:
-            self.stats.partially_accepted += 1
-        else:
-            self.stats.accepted += 1
-        self.stats.accepted_chars += len(text)
+        self.stats.add(partially_accepted=int(partial), accepted=int(not partial),
+                       accepted_chars=len(text))
 
     def stats_report(self) -> dict[str, Any]:
-        s = self.stats
+        s = self.stats.snapshot()
         return {**{k: s.last.get(k) for k in ("prompt_tokens", "reused_tokens", "prefill_ms",
                                                "decode_ms", "generated_tokens", "source",
                                                "total_ms")},
@@ -336,6 +385,7 @@ class Completer:
                 "accepted_chars": s.accepted_chars,
                 "model": self.spec.name if self.spec else self.settings.model,
                 "ready": self.ready, "window": self.window, "version": __version__,
+                "document_state": self.document_state(),
                 **(self.engine.describe() if self.engine is not None else
                    {"device": None, "dtype": None, "quantization": None})}
 
@@ -346,3 +396,9 @@ def _tokenizable(text: str) -> str:
     if text.isascii():
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _bound(items: OrderedDict[str, Any], size: int = _RECENT) -> None:
+    """Keeps the `size` most recently used documents' entries (most recent last)."""
+    while len(items) > size:
+        items.popitem(last=False)

@@ -45,6 +45,9 @@ class Settings:
     multiline: str = "auto"
     neighbour_share: float = 0.15  # of the context budget, for snippets of other open files
     log_level: str = "info"
+    # Fetch a model that is not in the local Hugging Face cache. Off: a language server starts
+    # whenever an editor opens a file, and must not start a download nobody asked for.
+    allow_download: bool = False
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -93,7 +96,10 @@ def _coerce(name: str, type_name: str, value: Any) -> Any:
         if optional:
             return None
         raise ValueError("must not be empty")
-    if type_name.startswith("int"):
+    if type_name.startswith("bool"):
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+    elif type_name.startswith("int"):
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError("must be an integer")
         try:

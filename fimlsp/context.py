@@ -7,7 +7,6 @@ client's bug and gets an INVALID_PARAMS error rather than a silently clamped gue
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -141,10 +140,11 @@ def display_path(uri: str) -> str:
     return "/".join(path.replace("\\", "/").split("/")[-2:])
 
 
-@functools.lru_cache(maxsize=64)
-def _chunks(text: str, max_lines: int) -> tuple[tuple[int, frozenset[str], str], ...]:
-    """(first line, identifiers, text) of each window; cached per text, since the documents
-    other than the one being edited rarely change between keystrokes."""
+Chunks = tuple[tuple[int, frozenset[str], str], ...]
+
+
+def _chunks(text: str, max_lines: int) -> Chunks:
+    """(first line, identifiers, text) of each window of `text`."""
     lines = text.splitlines()[:max_lines]
     step = WINDOW_LINES // 2
     out = []
@@ -156,10 +156,58 @@ def _chunks(text: str, max_lines: int) -> tuple[tuple[int, frozenset[str], str],
     return tuple(out)
 
 
+class ChunkIndex:
+    """The windows of each open document, for its current text only.
+
+    The documents other than the one being edited rarely change between keystrokes, so their
+    windows are kept. One entry per document, replaced when its text changes and dropped by
+    `prune` when it closes or changes: the only text held is the text the document store holds
+    (the same object). An LRU keyed by text kept every old version of an edited neighbour alive,
+    up to 64 whole documents.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, int, Chunks]] = {}
+
+    def chunks(self, uri: str, text: str, max_lines: int) -> Chunks:
+        entry = self._entries.get(uri)
+        if entry is not None and entry[1] == max_lines and self._same(entry[0], text):
+            if entry[0] is not text:  # equal, another object: hold the store's, not ours
+                self._entries[uri] = (text, max_lines, entry[2])
+            return entry[2]
+        chunks = _chunks(text, max_lines)
+        self._entries[uri] = (text, max_lines, chunks)
+        return chunks
+
+    def is_current(self, uri: str, text: str | None) -> bool:
+        """Whether the windows of `uri` were made from `text` (its text now)."""
+        entry = self._entries.get(uri)
+        return entry is not None and text is not None and self._same(entry[0], text)
+
+    def prune(self, documents: Mapping[str, str]) -> None:
+        """Drops the entries of closed documents and of documents edited since."""
+        for uri in [u for u, e in self._entries.items()
+                    if not self._same(e[0], documents.get(u))]:
+            del self._entries[uri]
+
+    def forget(self, uri: str) -> None:
+        self._entries.pop(uri, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def _same(held: str, text: str | None) -> bool:
+        # Identity first: the store keeps one object per version, so this is the common case.
+        return held is text or (text is not None and len(held) == len(text) and held == text)
+
+
 def similar_snippets(query: frozenset[str], documents: Mapping[str, str], exclude: str,
-                     max_chars: int, max_lines_per_doc: int = 20_000) -> list[Snippet]:
+                     max_chars: int, max_lines_per_doc: int = 20_000,
+                     index: ChunkIndex | None = None) -> list[Snippet]:
     """The windows of other open documents most similar to `query` (Jaccard over identifiers),
-    best last, within `max_chars`; windows overlap by half so a function is not cut in two."""
+    best last, within `max_chars`; windows overlap by half so a function is not cut in two.
+    `index` keeps the windows of unchanged documents from one call to the next."""
     if not query or max_chars <= 0:
         return []
     scored: list[Snippet] = []
@@ -169,7 +217,9 @@ def similar_snippets(query: frozenset[str], documents: Mapping[str, str], exclud
         text = documents[uri]
         if "\x00" in text[:4096]:
             continue
-        for start, words, chunk in _chunks(text, max_lines_per_doc):
+        chunks = (index.chunks(uri, text, max_lines_per_doc) if index is not None
+                  else _chunks(text, max_lines_per_doc))
+        for start, words, chunk in chunks:
             score = len(query & words) / len(query | words)
             if score >= MIN_SIMILARITY:
                 scored.append(Snippet(display_path(uri), chunk, score, start, uri))

@@ -2,7 +2,10 @@
 
 A model is named by a preset (`starcoderbase-1b`), a hub id (`bigcode/starcoderbase-1b`) or a
 local directory. Resolution never touches the network by itself: hub files are read from the
-local Hugging Face cache unless a loader is explicitly allowed to download.
+local Hugging Face cache unless the user allowed downloads (`fimlsp/hub.py`).
+
+Files we read are the user's, and may be broken or hostile: errors name the file (and the key),
+never echo what is in it, since they end up in the editor's popups.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from tokenizers import AddedToken, Tokenizer
 
+from fimlsp import hub
 from fimlsp.errors import ErrorKind, FimError
 
 
@@ -109,7 +113,7 @@ PRESETS: dict[str, Preset] = {
     )
 }
 
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
 _HOW_TO_FIX = ("Name the model with --model (or `model` in the client's options): a preset "
                "from `fimlsp models`, a Hugging Face hub id such as bigcode/starcoderbase-1b, "
@@ -147,21 +151,35 @@ def cached_file(source: str, filename: str) -> Path | None:
         return path if path.is_file() else None
     if not _looks_like_hub_id(source):
         return None
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(source, filename)
-    return Path(found) if isinstance(found, str) else None
+    return hub.cached(source, filename)
 
 
 def weights_present(source: str) -> bool:
-    return any(cached_file(source, f) is not None for f in _WEIGHT_FILES)
+    return any(cached_file(source, f) is not None for f in WEIGHT_FILES)
 
 
 def read_config(source: str) -> dict[str, Any] | None:
+    """The model's config.json as a dict, or None when there is none on disk.
+
+    A file that is not a JSON object is an error naming the file (and where it breaks), not a
+    bare JSONDecodeError, and none of its content.
+    """
     path = cached_file(source, "config.json")
     if path is None:
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                       f"{path} is not valid JSON (line {error.lineno}, column {error.colno}); "
+                       "restore the model's original config.json.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                       f"Cannot read {path} ({type(error).__name__}).") from None
+    if not isinstance(config, dict):
+        raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                       f"{path} is not a JSON object; restore the model's original config.json.")
+    return config
 
 
 def guess_template(tokenizer: Tokenizer) -> FimTemplate | None:
@@ -175,36 +193,41 @@ def guess_template(tokenizer: Tokenizer) -> FimTemplate | None:
     return None
 
 
-def load_tokenizer(source: str) -> Tokenizer:
-    """The fast tokenizer from a local dir or the HF cache (downloading only if allowed).
+def load_tokenizer(source: str, allow_download: bool = False) -> Tokenizer:
+    """The fast tokenizer from a local dir or the HF cache (the hub only if downloads are on).
 
     We use the `tokenizers` object directly rather than a transformers tokenizer: it loads in
     milliseconds, and `encode_special_tokens` lets us encode document text that happens to contain
     `<fim_prefix>` as plain text, so a user's file can never inject control tokens.
     """
     local = _local_dir(source)
+    if local is not None:
+        path = local / "tokenizer.json"
+        if not path.is_file():
+            raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                           f"{local} has no tokenizer.json. {_HOW_TO_FIX}")
+    elif not _looks_like_hub_id(source):
+        raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                       f"Tokenizer '{source}' is neither a directory nor a hub id. {_HOW_TO_FIX}")
+    else:
+        try:
+            path = hub.fetch(source, "tokenizer.json", allow_download)
+        except FileNotFoundError:
+            raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                           hub.not_cached(source) if not allow_download
+                           else f"'{source}' has no tokenizer.json on the hub. {_HOW_TO_FIX}"
+                           ) from None
+        except Exception as error:  # the hub refused or could not be reached
+            raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                           f"Could not download the tokenizer of '{source}' "
+                           f"({type(error).__name__}). {_HOW_TO_FIX}") from None
     try:
-        if local is not None:
-            path = local / "tokenizer.json"
-            if not path.is_file():
-                raise FimError(ErrorKind.MODEL_UNAVAILABLE,
-                               f"{local} has no tokenizer.json. {_HOW_TO_FIX}")
-        else:
-            from huggingface_hub import hf_hub_download
-
-            # The cache first: no network round trip (or retry storm when offline) when we have it.
-            path = cached_file(source, "tokenizer.json") or Path(
-                hf_hub_download(source, "tokenizer.json"))
         tokenizer = Tokenizer.from_file(str(path))
-    except FimError:
-        raise
-    except Exception as error:
-        raise FimError(
-            ErrorKind.MODEL_UNAVAILABLE,
-            f"Could not load the tokenizer of '{source}': it is not in the local Hugging Face "
-            f"cache and could not be downloaded ({type(error).__name__}). Download it once "
-            f"(`hf download {source}`) where the hub is reachable. {_HOW_TO_FIX}",
-        ) from None
+    except Exception as error:  # truncated, not JSON, or not a tokenizers file
+        raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                       f"{path} is not a valid tokenizer.json: the tokenizers library cannot "
+                       f"read it ({type(error).__name__}). Restore the model's original "
+                       "file.") from None
     _mark_control_tokens(tokenizer)
     tokenizer.encode_special_tokens = True
     return tokenizer
@@ -223,7 +246,8 @@ def _mark_control_tokens(tokenizer: Tokenizer) -> None:
 
 
 def resolve_model(name: str, template: str | None = None, tokenizer: str | None = None,
-                  tokenizer_obj: Tokenizer | None = None) -> ModelSpec:
+                  tokenizer_obj: Tokenizer | None = None,
+                  allow_download: bool = False) -> ModelSpec:
     """Turns a preset name, hub id or directory into a `ModelSpec`.
 
     The template comes from, in order: `template`, the preset, the special tokens in the model's
@@ -244,7 +268,7 @@ def resolve_model(name: str, template: str | None = None, tokenizer: str | None 
     tokenizer_source = tokenizer or source
     chosen = TEMPLATES[template] if template else (TEMPLATES[preset.template] if preset else None)
     if chosen is None:
-        tok = tokenizer_obj or load_tokenizer(tokenizer_source)
+        tok = tokenizer_obj or load_tokenizer(tokenizer_source, allow_download)
         chosen = guess_template(tok)
         if chosen is None:
             raise FimError(ErrorKind.CONFIG,
@@ -253,6 +277,19 @@ def resolve_model(name: str, template: str | None = None, tokenizer: str | None 
     order = preset.order if preset and preset.order in chosen.orders else chosen.orders[-1]
     return ModelSpec(name=name, source=source, is_local=local is not None, template=chosen,
                      order=order, preset=preset, tokenizer_source=tokenizer_source)
+
+
+def hub_id_of(name: str) -> str:
+    """The hub id that `fimlsp download NAME` fetches: a preset's, or NAME itself."""
+    preset = PRESETS.get(name)
+    if preset is not None:
+        return preset.hub_id
+    if _local_dir(name) is not None:
+        raise FimError(ErrorKind.CONFIG, f"'{name}' is a local directory: nothing to download.")
+    if not _looks_like_hub_id(name):
+        raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                       f"Unknown model '{name}': not a preset or a hub id. {_HOW_TO_FIX}")
+    return name
 
 
 def config_window(config: dict[str, Any] | None) -> int | None:

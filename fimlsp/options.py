@@ -42,6 +42,8 @@ HELP: dict[str, str] = {
     "log_level": "stderr log level (`error`, `warning`, `info`, `debug`); `debug` also sends the "
                  "server's other log lines to the client, whose log gets each request's "
                  "timings as Debug messages at any level",
+    "allow_download": "fetch a model missing from the local Hugging Face cache; off, loading "
+                      "fails at once with the `fimlsp download ID` command to run",
 }
 # What a default of None means, in words.
 UNSET: dict[str, str] = {

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from fimlsp import __version__
@@ -40,11 +40,13 @@ CMD_STATS = "fimlsp.stats"
 CMD_PROMPT = "fimlsp.prompt"
 CMD_DOCUMENT_TEXT = "fimlsp.documentText"
 # Settings that need the model reloaded when they change; the rest apply to the next request.
-_RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads")
+_RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads",
+                "allow_download")
 # How long a request the user asked for (Invoked) waits for a model that is still loading: a
 # plain LSP client would otherwise get nothing, and not know why. Automatic requests never wait.
 MODEL_WAIT_S = 60.0
 _WORD_TAIL = re.compile(r"[\w$]+$")
+_NO_EMPTY = object()  # `guarded` without an empty answer: internal errors get -32603
 
 
 class FimServer(LanguageServer):
@@ -62,6 +64,7 @@ class FimServer(LanguageServer):
         self._loading: asyncio.Task[None] | None = None
         self._settled: asyncio.Event | None = None  # set while no load is under way
         self._told_not_ready = ""  # the not-ready reason last logged: once, not per request
+        self.watch_parent_process = True  # off where a client's pid is not ours (transport.py)
 
     def _new_completer(self) -> Completer:
         completer = Completer(self.settings)
@@ -105,7 +108,9 @@ class FimServer(LanguageServer):
             self.warn_user(warning)
         old, self.settings = self.settings, parsed.settings
         logging.getLogger("fimlsp").setLevel(self.settings.log_level.upper())
-        if any(getattr(old, k) != getattr(self.settings, k) for k in _RELOAD_KEYS):
+        # Downloads newly allowed: a model that failed for want of them gets its second chance.
+        retry = self.settings.allow_download and not old.allow_download and self.state == "failed"
+        if retry or any(getattr(old, k) != getattr(self.settings, k) for k in _RELOAD_KEYS):
             self.completer = self._new_completer()
             if self.state != "idle":
                 self._loading = asyncio.ensure_future(self.load_model())
@@ -136,9 +141,10 @@ class FimServer(LanguageServer):
                 self.state, self.load_error = "failed", error.message
                 self.warn_user(f"fimlsp: {error.message}")
         except Exception as error:  # a bug or a broken checkpoint: say it, keep serving
-            log.exception("model load failed")
+            log.exception("model load failed")  # the details (which may quote files): stderr
             if completer is self.completer:
-                self.state, self.load_error = "failed", f"{type(error).__name__}: {error}"
+                self.state = "failed"
+                self.load_error = f"{type(error).__name__}; the server's log has the details"
                 self.warn_user(f"fimlsp: loading {name} failed: {self.load_error}")
         else:
             if completer is self.completer:
@@ -225,7 +231,7 @@ class FimServer(LanguageServer):
             self.request_log(f"request {request_id} {uri}: cancelled by the client")
             raise
         except Cancelled as cancelled:
-            completer.stats.cancelled += 1
+            completer.stats.add(cancelled=1)
             self.request_log(f"request {request_id} {uri}: {cancelled.reason} before it started")
             return None
         self.request_log(result.log_line(uri, completer.stats.cache_share))
@@ -244,18 +250,30 @@ class FimServer(LanguageServer):
 
     @staticmethod
     def _count_cancelled(completer: Completer) -> None:
-        completer.stats.cancelled += 1
+        completer.stats.add(cancelled=1)
 
-    async def guarded(self, work: Any, empty: Any = None) -> Any:
-        """Runs a request's coroutine; FimErrors become LSP answers here and nowhere else:
-        INVALID_PARAMS is the client's bug and gets -32602, the rest a log line and `empty`."""
+    async def guarded(self, work: Any, empty: Any = _NO_EMPTY) -> Any:
+        """Runs a request's coroutine; errors become LSP answers here and nowhere else:
+        INVALID_PARAMS is the client's bug and gets -32602, other FimErrors a log line and
+        `empty`. Anything else is our bug or the engine's (a CUDA error, a broken checkpoint):
+        its traceback goes to stderr, the answer is `empty` (or -32603 where there is no empty
+        answer) and never carries the traceback."""
         try:
             return await work
         except FimError as error:
             if error.kind is ErrorKind.INVALID_PARAMS:
                 raise JsonRpcInvalidParams(error.message) from None
-            self.completer.stats.errors += 1
+            self.completer.stats.add(errors=1)
             self.log(f"no completion: {error.message}", logging.INFO)
+            return None if empty is _NO_EMPTY else empty
+        except JsonRpcException:
+            raise
+        except Exception as error:
+            log.exception("request failed")
+            self.completer.stats.add(errors=1)
+            if empty is _NO_EMPTY:
+                raise JsonRpcInternalError(f"fimlsp failed ({type(error).__name__}); the "
+                                           "server's log has the details") from None
             return empty
 
     def accepted(self, args: tuple[Any, ...], partial: bool) -> None:
@@ -300,7 +318,7 @@ def create_server(settings: Settings) -> FimServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: FimServer, params: types.InitializeParams) -> None:
         ls.apply_options(params.initialization_options)
-        if params.process_id and params.process_id > 0:  # 0 and below name process groups
+        if params.process_id and params.process_id > 0 and ls.watch_parent_process:
             watch_parent(params.process_id)
 
     @server.feature(types.INITIALIZED)
@@ -328,10 +346,11 @@ def create_server(settings: Settings) -> FimServer:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: FimServer, params: types.DidCloseTextDocumentParams) -> None:
-        ls.documents.close(params.text_document.uri)
-        engine = ls.completer.engine
-        if engine is not None:
-            ls.scheduler.run(lambda: engine.drop_session(params.text_document.uri))
+        uri = params.text_document.uri
+        ls.documents.close(uri)
+        completer = ls.completer
+        completer.typing.forget(uri)  # the event loop's; the rest is the model thread's
+        ls.scheduler.run(lambda: completer.forget(uri))
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: FimServer, params: types.InlineCompletionParams

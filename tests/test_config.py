@@ -155,3 +155,13 @@ def test_bad_value_over_a_base_keeps_the_base_value() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().model = "x"  # type: ignore[misc]
+
+
+def test_allow_download_is_off_by_default_and_takes_only_booleans() -> None:
+    assert Settings().allow_download is False
+    assert parse_settings({"allowDownload": True}).settings.allow_download is True
+    assert parse_settings({"allow_download": False}).settings.allow_download is False
+    for value in ("true", 1, None):  # no coercion: a typo must not start a download
+        parsed = parse_settings({"allowDownload": value})
+        assert parsed.settings.allow_download is False
+        assert any("allowDownload" in w for w in parsed.warnings), parsed.warnings

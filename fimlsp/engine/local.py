@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,10 +21,17 @@ from typing import Any
 
 import torch
 
+from fimlsp import hub
 from fimlsp.config import Settings
 from fimlsp.engine import Generation, StopCheck, TokenCallback
 from fimlsp.errors import ErrorKind, FimError
-from fimlsp.models import ModelSpec
+from fimlsp.models import (
+    WEIGHT_FILES,
+    ModelSpec,
+    cached_file,
+    read_config,
+    weights_present,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
+_HOW = ("Pass --model with a preset, a hub id (downloaded once with `fimlsp download ID`) or a "
+        "local directory holding config.json and the weights.")
 _NOT_YET: dict[str, str] = {}  # model_type → why this build cannot run it
 
 
@@ -88,14 +98,17 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
 
     hf_logging.disable_progress_bar()  # stderr is the server's log, not a terminal
 
-    how = ("Pass --model with a preset, a hub id (downloaded once with `hf download ID`) or a "
-           "local directory holding config.json and the weights.")
+    allow = settings.allow_download
+    raw = check_files(spec, allow)
     try:
-        config = AutoConfig.from_pretrained(spec.source, trust_remote_code=False)
+        with hub.online(allow):
+            config = AutoConfig.from_pretrained(spec.source, trust_remote_code=False,
+                                                **hub.from_pretrained_kwargs(allow))
     except Exception as error:
+        log.warning("transformers cannot read the config of %s: %s", spec.source, error)
+        where = cached_file(spec.source, "config.json") or f"the config of '{spec.source}'"
         raise FimError(ErrorKind.MODEL_UNAVAILABLE,
-                       f"Cannot read the config of model '{spec.name}' ({spec.source}): "
-                       f"{_first_line(error)}. {how}") from None
+                       f"{where}: {_rejected(error, raw)}") from None
     if config.model_type in _NOT_YET:
         raise FimError(ErrorKind.UNSUPPORTED, f"{_NOT_YET[config.model_type]}.")
     # Custom-code checkpoints we run natively: Refact (our class) and the original SantaCoder
@@ -108,10 +121,12 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
                        f"'{spec.name}' is a custom-code checkpoint ({config.model_type}); fimlsp "
                        "never runs remote code. Use its transformers-native variant if it has "
                        "one; natively supported custom-code models: Refact-1.6B, SantaCoder.")
+    check_weights(spec, allow)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     quantization = resolve_quantization(settings.quantization, spec, device)
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False}
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False,
+                              **hub.from_pretrained_kwargs(allow)}
     if quantization == "int8" and device.type != "cpu":
         raise FimError(ErrorKind.CONFIG, "quantization 'int8' is the CPU path; on CUDA use "
                        "'8bit' or '4bit'")
@@ -129,16 +144,18 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
     if settings.threads and device.type == "cpu":
         torch.set_num_threads(settings.threads)
     try:
-        if original_santacoder:
-            model = load_original_santacoder(spec.source, **kwargs)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(spec.source, **kwargs)
+        with hub.online(allow):
+            if original_santacoder:
+                model = load_original_santacoder(spec.source, **kwargs)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(spec.source, **kwargs)
     except FimError:
         raise
     except Exception as error:
+        log.warning("loading the weights of %s failed: %s", spec.source, error)
         raise FimError(ErrorKind.MODEL_UNAVAILABLE,
                        f"Cannot load the weights of model '{spec.name}' ({spec.source}): "
-                       f"{_first_line(error)}. {how}") from None
+                       f"{_rejected(error, config.to_dict())}") from None
     if "quantization_config" not in kwargs:
         model.to(device)
     if quantization == "int8":
@@ -167,6 +184,68 @@ def cache_kwarg(model: torch.nn.Module) -> str:
     except (TypeError, ValueError):  # a forward without a readable signature: the old name
         return "past_key_values"
     return "cache" if "cache" in parameters else "past_key_values"
+
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_FIELD_IN_ERROR = re.compile(r"field '([A-Za-z_][A-Za-z0-9_]{0,63})'")
+
+
+def check_files(spec: ModelSpec, allow_download: bool) -> dict[str, Any] | None:
+    """What must hold before transformers sees the model's config: it is on disk (unless it may
+    be downloaded), a JSON object, naming an architecture this transformers knows. Its errors
+    name the file and the key, never the value: config.json is the model author's, and these
+    messages end up in the editor's popups. Returns the config (None: to be downloaded)."""
+    config = read_config(spec.source)  # raises, naming the file, when it is not JSON
+    if config is None:
+        if spec.is_local:
+            raise FimError(ErrorKind.MODEL_UNAVAILABLE, f"{spec.source} has no config.json. "
+                           + _HOW)
+        if not allow_download:
+            raise FimError(ErrorKind.MODEL_UNAVAILABLE, hub.not_cached(spec.source))
+        return None  # from_pretrained downloads it
+    check_config_values(config, str(cached_file(spec.source, "config.json")))
+    return config
+
+
+def check_weights(spec: ModelSpec, allow_download: bool) -> None:
+    if weights_present(spec.source):
+        return
+    if spec.is_local:
+        raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                       f"{spec.source} has no weights ({', '.join(WEIGHT_FILES)}). " + _HOW)
+    if not allow_download:
+        raise FimError(ErrorKind.MODEL_UNAVAILABLE, hub.not_cached(spec.source, "weights"))
+
+
+def check_config_values(config: dict[str, Any], where: str) -> None:
+    """The values transformers would echo in its own errors, checked first and named by key."""
+    from transformers import CONFIG_MAPPING, __version__
+
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise FimError(ErrorKind.UNSUPPORTED,
+                       f"{where}: key 'model_type' does not name an architecture transformers "
+                       f"{__version__} knows. Use a transformers-native checkpoint, or a newer "
+                       "transformers.")
+    for key in ("dtype", "torch_dtype"):
+        value = config.get(key)
+        if value is not None and not (
+                isinstance(value, str)
+                and (value == "auto" or isinstance(getattr(torch, value, None), torch.dtype))):
+            raise FimError(ErrorKind.MODEL_UNAVAILABLE,
+                           f"{where}: key '{key}' is not a torch dtype.")
+
+
+def _rejected(error: BaseException, config: dict[str, Any] | None) -> str:
+    """Why transformers refused, without its text (which quotes config values): the key when
+    its message names one that is in the config, else the error's type; details go to stderr."""
+    match = _FIELD_IN_ERROR.search(str(error))
+    key = match.group(1) if match else None
+    if key is not None and (config is None or key in config) and _KEY.fullmatch(key):
+        return (f"transformers rejects the value of key '{key}' ({type(error).__name__}). "
+                "Compare it with the model's original config.json.")
+    return (f"transformers refused it ({type(error).__name__}); the server's log (stderr) has "
+            "the details. " + _HOW)
 
 
 class LocalEngine:
@@ -213,6 +292,10 @@ class LocalEngine:
 
     def drop_session(self, key: str) -> None:
         self._sessions.pop(key, None)
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
 
     @staticmethod
     def _crop(session: Session, keep: int) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from fimlsp import hub
 from fimlsp.errors import ErrorKind, FimError
 
 CONFIG_FILE = "config.json"
@@ -122,9 +123,11 @@ def load_original_santacoder(source: str, **from_pretrained: Any) -> torch.nn.Mo
     """
     from transformers import GPTBigCodeForCausalLM
 
-    original = json.loads(_fetch(source, CONFIG_FILE).read_text(encoding="utf-8"))
+    allow_download = not from_pretrained.pop("local_files_only", True)
+    original = json.loads(_fetch(source, CONFIG_FILE, allow_download).read_text(encoding="utf-8"))
     config = convert_config(original)
-    state = convert_state_dict(read_weights(source), config.n_layer, config.tie_word_embeddings)
+    state = convert_state_dict(read_weights(source, allow_download), config.n_layer,
+                               config.tie_word_embeddings)
     from_pretrained.pop("trust_remote_code", None)
     model, info = GPTBigCodeForCausalLM.from_pretrained(
         None, config=config, state_dict=state, output_loading_info=True, **from_pretrained)
@@ -136,12 +139,12 @@ def load_original_santacoder(source: str, **from_pretrained: Any) -> torch.nn.Mo
     return model
 
 
-def read_weights(source: str) -> dict[str, torch.Tensor]:
+def read_weights(source: str, allow_download: bool = False) -> dict[str, torch.Tensor]:
     """All tensors of the checkpoint (safetensors or torch zip, one file or sharded)."""
-    path = _fetch_weights(source)
+    path = _fetch_weights(source, allow_download)
     if path.name.endswith(".index.json"):
         shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
-        files = [_fetch(source, shard) for shard in shards]
+        files = [_fetch(source, shard, allow_download) for shard in shards]
     else:
         files = [path]
     tensors: dict[str, torch.Tensor] = {}
@@ -161,28 +164,23 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _fetch_weights(source: str) -> Path:
+def _fetch_weights(source: str, allow_download: bool) -> Path:
     for name in WEIGHT_FILES:
         try:
-            return _fetch(source, name)
+            return _fetch(source, name, allow_download)
         except FileNotFoundError:
             continue
     raise FimError(ErrorKind.MODEL_UNAVAILABLE,
                    f"no weights ({', '.join(WEIGHT_FILES)}) found for '{source}'")
 
 
-def _fetch(source: str, name: str) -> Path:
-    """A file of a local dir or a hub repo (the HF cache first); FileNotFoundError if absent."""
+def _fetch(source: str, name: str, allow_download: bool = False) -> Path:
+    """A file of a local dir or a hub repo (the HF cache; the hub only if downloads are on);
+    FileNotFoundError if absent."""
     local = Path(source).expanduser()
     if local.is_dir():
         path = local / name
         if not path.is_file():
             raise FileNotFoundError(path)
         return path
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    try:
-        return Path(hf_hub_download(source, name))
-    except EntryNotFoundError as error:  # also the "not in the cache" of offline mode
-        raise FileNotFoundError(f"{source}/{name}") from error
+    return hub.fetch(source, name, allow_download)
