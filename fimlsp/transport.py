@@ -200,7 +200,10 @@ class Gate:
 
     def handle_message(self, message: Any) -> None:
         if self.session is not None:
-            if self.listener.listen.allow_multiple and getattr(message, "method", None) == "exit":
+            # FimProtocol keeps messages as JSON objects until it has checked them.
+            method = (message.get("method") if isinstance(message, dict)
+                      else getattr(message, "method", None))
+            if self.listener.listen.allow_multiple and method == "exit":
                 self.close()  # ends this session only; pygls's exit would end the process
                 return
             self.session.protocol.handle_message(message)
