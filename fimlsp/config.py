@@ -18,6 +18,8 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZATIONS = ("auto", "none", "int8", "8bit", "4bit")
 MULTILINE = ("auto", "always", "never")
 LOG_LEVELS = ("error", "warning", "info", "debug")
+ORDERS = ("auto", "psm", "spm")
+POLICIES = ("structure", "raw")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,10 @@ class Settings:
     multiline: str = "auto"
     neighbour_share: float = 0.15  # of the context budget, for snippets of other open files
     log_level: str = "info"
+    # Switches that `fimlsp bench quality` measures; the defaults are what it found best.
+    order: str = "auto"  # FIM order: the preset's (else the template's) or psm / spm
+    policy: str = "structure"  # "raw": the model's text as generated, special tokens removed
+    typing_through: bool = True  # answer from the suggestion on screen while the user types it
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -61,6 +67,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "quantization": QUANTIZATIONS,
     "multiline": MULTILINE,
     "log_level": LOG_LEVELS,
+    "order": ORDERS,
+    "policy": POLICIES,
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "threads": (1, 1024),
@@ -74,6 +82,10 @@ _RANGES: dict[str, tuple[float, float]] = {
 # Spellings clients commonly use for the same thing.
 _ALIASES = {"max_tokens": "max_new_tokens", "quantize": "quantization", "window": "context_window",
             "neighbor_share": "neighbour_share"}
+
+
+_BOOLS = {"true": True, "on": True, "yes": True, "1": True,
+          "false": False, "off": False, "no": False, "0": False}
 
 
 def _snake(key: str) -> str:
@@ -92,6 +104,12 @@ def _coerce(name: str, type_name: str, value: Any) -> Any:
         if optional:
             return None
         raise ValueError("must not be empty")
+    if type_name.startswith("bool"):
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+            return bool(value)
+        raise ValueError("must be true or false")
     if type_name.startswith("int"):
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError("must be an integer")
