@@ -12,6 +12,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +39,41 @@ REAL_MODELS = ("tiny-starcoder", "starcoderbase-1b", "santacoder", "starcoder2-3
                "qwen2.5-coder-1.5b", "deepseek-coder-1.3b")
 
 
-def choose_model(model: str | None) -> tuple[str, str | None]:
-    """A model to demo and, when it is random, the note that says so plainly."""
+@dataclass
+class DemoModel:
+    """The model the demo runs, what kind it is, and the options it is served with."""
+
+    name: str
+    kind: str  # "given", "real", "trained" (the small fixture) or "random"
+    note: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+# The trained fixture saw 384-token examples only (shared/models/README.md): a longer window
+# feeds it positions it never learned (`fimlsp bench quality`, docs/benchmarks.md).
+TRAINED_OPTIONS: dict[str, Any] = {"contextWindow": 384}
+
+
+def choose_model(model: str | None) -> DemoModel:
+    """A model to demo: the one given, a real one in the local cache, the small trained fixture
+    in shared/models, else a random-weight one, with a note that says plainly which it is."""
     from fimlsp.models import PRESETS, weights_present
-    from fimlsp.tiny import build_tiny_model, default_tiny_dir, shared_dir
+    from fimlsp.tiny import build_tiny_model, default_tiny_dir, shared_dir, trained_model_dir
 
     if model:
-        return model, None
+        return DemoModel(model, "given")
     for name in REAL_MODELS:
         if weights_present(PRESETS[name].hub_id):
-            return name, None
+            return DemoModel(name, "real")
+    trained = trained_model_dir()
+    if trained is not None:
+        note = (f"No real model weights are cached on this machine, so this demo runs "
+                f"{trained.name} from shared/models: a SMALL model (~16M parameters) trained on "
+                "a 2-core CPU for demos and tests, on Python's standard library, with the real "
+                "StarCoder tokenizer and FIM format. Its text is a trained model's, but it has "
+                "learned the surface of Python, not programs: expect Python-looking text, rarely "
+                "the right one. Try `fimlsp demo --model <your model>`.")
+        return DemoModel(str(trained), "trained", note, dict(TRAINED_OPTIONS))
     if shared_dir() is None:
         raise SystemExit("fimlsp demo: no model weights are cached locally and shared/ (real "
                          "configs and tokenizers) is not beside the repository to build a tiny "
@@ -57,10 +83,10 @@ def choose_model(model: str | None) -> tuple[str, str | None]:
             "random-weight model built from tiny_starcoder_py's real config (shrunk to 2 layers) "
             "and the real StarCoder tokenizer. The suggestion TEXT IS MEANINGLESS; the protocol, "
             "prompt, timings and cache reuse are real. Try `fimlsp demo --model <your model>`.")
-    return str(path), note
+    return DemoModel(str(path), "random", note)
 
 
-async def _session(model: str) -> list[dict[str, Any]]:
+async def _session(model: str, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from pygls.lsp.client import LanguageClient
 
     client = LanguageClient("fimlsp-demo", "1")
@@ -97,7 +123,7 @@ async def _session(model: str) -> list[dict[str, Any]]:
             process_id=None, root_uri=folder.as_uri(),
             capabilities=types.ClientCapabilities(
                 window=types.WindowClientCapabilities(work_done_progress=True)),
-            initialization_options={"maxNewTokens": 24}))
+            initialization_options={"maxNewTokens": 24, **(options or {})}))
         client.initialized(types.InitializedParams())
         await asyncio.wait_for(loaded.wait(), timeout=600)
         client.text_document_did_open(types.DidOpenTextDocumentParams(
@@ -135,15 +161,17 @@ async def _session(model: str) -> list[dict[str, Any]]:
 
 
 def run_demo(model: str | None = None, json_output: bool = False) -> int:
-    name, note = choose_model(model)
-    results = asyncio.run(_session(name))
+    chosen = choose_model(model)
+    results = asyncio.run(_session(chosen.name, chosen.options))
     if json_output:
-        print(json.dumps({"model": name, "random_weights": note is not None,
-                          "results": results}, ensure_ascii=False))
+        print(json.dumps({"model": chosen.name, "kind": chosen.kind,
+                          "random_weights": chosen.kind == "random", "note": chosen.note,
+                          "options": chosen.options, "results": results}, ensure_ascii=False))
         return 0
-    print(f"fimlsp demo: model {name}")
-    if note:
-        print(f"NOTE: {note}")
+    print(f"fimlsp demo: model {chosen.name}"
+          + (f" (options {chosen.options})" if chosen.options else ""))
+    if chosen.note:
+        print(f"NOTE: {chosen.note}")
     print(f"\nsample.py, cursor at line {CURSOR.line} character {CURSOR.character} "
           "(0-based, marked ▮):")
     lines = SAMPLE.splitlines()
