@@ -19,6 +19,7 @@ from fimlsp.bench.quality import (
     accept_plan,
     held_out_files,
     next_unit,
+    paired_difference,
     retype,
     run_once,
     sample,
@@ -202,6 +203,18 @@ def test_bootstrap_resamples_files_and_brackets_the_value() -> None:
     assert cell["low"] <= cell["value"] <= cell["high"]
     assert summary["files"] == 4 and summary["chars"] == 240
     assert summarize(results, boot=500, seed=0) == summary  # seeded
+
+
+def test_paired_difference_cancels_the_spans_own_difficulty() -> None:
+    spans = [{"path": f"f{k % 5}", "accepted_chars": k % 4, "chars": 10} for k in range(20)]
+    better = [{**r, "accepted_chars": r["accepted_chars"] + 1} for r in spans]
+    runs = {("defaults", "plain"): spans, ("same", "plain"): spans,
+            ("better", "plain"): better}
+    same = paired_difference(runs, "same", "plain", boot=300)
+    assert same == {"value": 0.0, "low": 0.0, "high": 0.0}
+    up = paired_difference(runs, "better", "plain", boot=300)
+    assert up is not None and up["low"] == pytest.approx(0.1) == up["high"]
+    assert paired_difference(runs, "defaults", "plain") is None
 
 
 @pytest.mark.slow

@@ -710,9 +710,34 @@ def _parse_variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]
     return [(n, VARIANTS[n]) for n in names]
 
 
+def paired_difference(runs: dict[tuple[str, str], list[dict[str, Any]]], variant: str,
+                      mode: str, boot: int = 2000, seed: int = 0) -> dict[str, float] | None:
+    """Characters saved, `variant` minus defaults, on the same spans: a bootstrap over files that
+    draws the same files for both, so the spans' own difficulty cancels out."""
+    import numpy as np
+
+    ours, base = runs.get((variant, mode)), runs.get(("defaults", mode))
+    if not ours or not base or variant == "defaults":
+        return None
+    files = sorted({r["path"] for r in base})
+    index = {f: k for k, f in enumerate(files)}
+    sums = np.zeros((2, len(files), 2))  # (variant, defaults) × file × (accepted, chars)
+    for which, spans in enumerate((ours, base)):
+        for r in spans:
+            sums[which, index[r["path"]]] += (r["accepted_chars"], r["chars"])
+    draws = np.random.default_rng(seed).integers(0, len(files), size=(boot, len(files)))
+    drawn = sums[:, draws].sum(axis=2)  # 2 × boot × 2
+    diffs = drawn[0, :, 0] / drawn[0, :, 1] - drawn[1, :, 0] / drawn[1, :, 1]
+    total = sums.sum(axis=1)
+    value = total[0, 0] / total[0, 1] - total[1, 0] / total[1, 1]
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"value": float(value), "low": float(low), "high": float(high)}
+
+
 def report(paths: Sequence[Path], plot_path: Path | None) -> int:
     """Merges runs saved with --json (a sweep split over several commands) by variant."""
     rows: dict[str, dict[str, Any]] = {}
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     first: dict[str, Any] = {}
     for path in paths:
         saved = json.loads(path.read_text())
@@ -721,9 +746,22 @@ def report(paths: Sequence[Path], plot_path: Path | None) -> int:
             merged = rows.setdefault(row["variant"], {"variant": row["variant"],
                                                       "options": row["options"]})
             merged.update({k: v for k, v in row.items() if k in ("plain", "realtime")})
+        for run in saved.get("runs", []):
+            runs[(run["variant"], run["mode"])] = run["spans"]
     ordered = [rows[n] for n in VARIANTS if n in rows] + [
         r for n, r in rows.items() if n not in VARIANTS]
     print(table(ordered))
+    print("\ncharacters saved, variant − defaults on the same spans (paired bootstrap over "
+          "files), percentage points [95 % CI]:\n")
+    print("| variant | plain | real time |\n|---|---|---|")
+    for row in ordered:
+        cells = []
+        for mode in ("plain", "realtime"):
+            diff = paired_difference(runs, row["variant"], mode)
+            cells.append(f"{100 * diff['value']:+.1f} [{100 * diff['low']:+.1f}, "
+                         f"{100 * diff['high']:+.1f}]" if diff else "—")
+        if row["variant"] != "defaults":
+            print(f"| {row['variant']} | {cells[0]} | {cells[1]} |")
     if plot_path:
         spans = (ordered[0].get("plain") or ordered[0].get("realtime") or {}).get("spans", 0)
         plot(ordered, plot_path, f"{Path(first['model']).name}: {spans} spans of held-out "
