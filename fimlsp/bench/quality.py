@@ -769,6 +769,14 @@ def report(paths: Sequence[Path], plot_path: Path | None) -> int:
     return 0
 
 
+def _save(path: Path, model: str, args: argparse.Namespace, base: dict[str, Any],
+          rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
+    path.write_text(json.dumps({"model": model, "seed": args.seed, "files": args.files,
+                                "per_file": args.per_file, "typing_ms": args.typing_ms,
+                                "base": base, "machine": machine(), "rows": rows,
+                                "runs": runs}, indent=1))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="fimlsp bench quality",
                                      description=__doc__.split("\n")[0])
@@ -778,7 +786,7 @@ def main(argv: list[str]) -> int:
                         help="files or folders to retype instead of the held-out stdlib modules")
     parser.add_argument("--stdlib", type=Path, default=Path(sysconfig.get_paths()["stdlib"]),
                         help="the Python standard library holding the held-out modules")
-    parser.add_argument("--files", type=int, default=10, help="files sampled")
+    parser.add_argument("--files", type=int, default=8, help="files sampled")
     parser.add_argument("--per-file", type=int, default=2, help="spans per file (kinds in turn)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--typing-ms", type=float, default=150.0,
@@ -846,6 +854,8 @@ def main(argv: list[str]) -> int:
             row[mode] = summary
             raw.append({"variant": name, "mode": mode, "options": options,
                         "spans": [asdict(r) for r in results]})
+            if args.json:  # after every run: a long sweep can stop without losing runs
+                _save(args.json, model, args, base, [*rows, row], raw)
             print(f"  {name:<20} {mode:<8} chars saved {_pct(summary['chars_saved'])} % "
                   f"acceptance {_pct(summary['acceptance'])} % shown {summary['shown']} "
                   f"model calls {summary['model_calls']} late {summary['late']} "
@@ -856,11 +866,6 @@ def main(argv: list[str]) -> int:
           f"{time.perf_counter() - started_all:.0f}s on {info.get('cpu', '?')} "
           f"({info.get('cores')} cores, load {' '.join(info.get('load', []))})\n")
     print(table(rows))
-    if args.json:
-        args.json.write_text(json.dumps({"model": model, "seed": args.seed,
-                                         "typing_ms": args.typing_ms, "base": base,
-                                         "machine": info, "rows": rows, "runs": raw},
-                                        indent=1))
     if args.plot:
         plot(rows, args.plot, f"{Path(model).name}: {spans} spans of held-out code, "
              f"{args.typing_ms:g} ms per keystroke")
