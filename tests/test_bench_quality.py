@@ -48,6 +48,9 @@ class Scripted:
     async def command(self, name: str, *args: Any) -> None:
         self.log.append((name, *args))
 
+    async def cancelled(self) -> None:
+        self.log.append(("cancelled",))
+
 
 def run(target: str, answers: Any, typing_ms: float | None = None) -> tuple[SpanResult, Scripted]:
     editor = Scripted(answers)
@@ -143,7 +146,7 @@ def test_real_time_hides_late_answers_and_their_typing_through() -> None:
     plain, _ = run(target, answers)
     assert plain.accepted_chars == len(target) and plain.late == 0
     real, editor = run(target, answers, typing_ms=150)
-    assert real.late == 1
+    assert real.late == 1 and editor.log.count(("cancelled",)) == 1
     assert real.accepted_chars == len(target) - 2 and real.typed_units == 2
     assert ("fimlsp.accept", 3) in editor.log and ("fimlsp.accept", 1) not in editor.log
     assert real.shown == 1
@@ -237,3 +240,10 @@ def test_a_tiny_run_through_the_real_server_with_the_trained_model(
             assert r.model_calls >= 1 and r.late == 0
         runs.append([(r.accepted_chars, r.typed_units, r.shown) for r in results])
     assert runs[0] == runs[1]
+    # No time at all: every model answer is late, nothing is seen, and the server, told that
+    # each was cancelled, never types through one.
+    results, stats = asyncio.run(run_once(str(trained_model), {"maxNewTokens": 12}, picked, {},
+                                          1e-9))
+    for r in results:
+        assert r.shown == r.accepted_chars == 0 and r.typed_units == r.chars
+        assert r.late == r.model_calls == r.requests

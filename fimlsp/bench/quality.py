@@ -265,6 +265,10 @@ class Editor(Protocol):
 
     async def command(self, name: str, *args: Any) -> None: ...
 
+    async def cancelled(self) -> None:
+        """The last answer came after the next keystroke: a real editor had cancelled that
+        request, so the server must not answer the next keystroke from it."""
+
 
 @dataclass
 class SpanResult:
@@ -318,6 +322,8 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
         else:
             seen = answer.latency_ms <= typing_ms
             result.late += not seen
+            if not seen:
+                await editor.cancelled()
         if seen and not continues:
             result.shown += 1
             taken_any = taken_whole = False
@@ -377,7 +383,8 @@ class LspEditor:
         from lsprotocol import types
 
         self.client, self.uri, self.text, self.version, self.cursor = client, uri, text, 1, 0
-        self.stats_typed = 0
+        self.typing_through = True  # the server's setting; off: nothing to forget
+        self._forget = False
         language = LANGUAGES.get(Path(uri).suffix, "plaintext")
         client.text_document_did_open(types.DidOpenTextDocumentParams(
             text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1,
@@ -398,9 +405,24 @@ class LspEditor:
     async def insert(self, text: str) -> None:
         self.replace(self.cursor, self.cursor, text)
 
-    async def ask(self) -> Answer:
+    async def cancelled(self) -> None:
+        self._forget = self.typing_through
+
+    def _typing_through(self, on: bool) -> None:
         from lsprotocol import types
 
+        self.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings={"fimlsp": {"typingThrough": on}}))
+
+    async def ask(self) -> Answer:
+        """One inlineCompletion at the cursor. After a cancelled (late) answer the server's
+        typing-through is off for this one request: a cancelled generation is never remembered
+        as shown, and this is the one switch that has the same effect from outside."""
+        from lsprotocol import types
+
+        forget, self._forget = self._forget, False
+        if forget:
+            self._typing_through(False)
         params = types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=self.uri),
             position=position_of(self.text, self.cursor),
@@ -409,6 +431,8 @@ class LspEditor:
         started = time.perf_counter()
         answer = await self.client.text_document_inline_completion_async(params)
         latency = (time.perf_counter() - started) * 1000
+        if forget:
+            self._typing_through(True)
         items = list(answer.items) if answer else []
         text, request_id = "", None
         if items:
@@ -513,6 +537,7 @@ async def run_once(model: str, options: dict[str, Any], picked: dict[Path, list[
                 with_text = LspEditor(client, other.as_uri(), other.read_text(encoding="utf-8"))
                 others.append(with_text)
             editor = LspEditor(client, path.as_uri(), text)
+            editor.typing_through = options.get("typingThrough", True) is not False
             for span in spans:
                 editor.replace(span.start, span.end, "")
                 results.append(await retype(span.target, editor, typing_ms, span.path,
