@@ -698,13 +698,18 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
             xs.append(100 * cell["value"])
             lows.append(100 * (cell["value"] - cell["low"]))
             highs.append(100 * (cell["high"] - cell["value"]))
+        if not ys:
+            continue
         ax.barh(ys, xs, height=0.34, color=color, xerr=[lows, highs], capsize=3,
                 label="every suggestion seen" if mode == "plain" else "real time")
+        for y, x, high in zip(ys, xs, highs, strict=True):
+            ax.text(x + high + 0.2, y, f"{x:.1f}", va="center", fontsize=7)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     ax.set_xlabel("characters saved, % of the retyped text (95 % bootstrap CI over files)")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / len(rows)), ncol=2,
+              fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
