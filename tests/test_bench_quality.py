@@ -25,6 +25,7 @@ from fimlsp.bench.quality import (
     sample,
     spans_in,
     summarize,
+    unaided_keys,
     word_step,
 )
 
@@ -81,6 +82,7 @@ def test_accept_plan_whole_partial_or_nothing() -> None:
 def test_enter_types_the_indentation_with_the_line_break() -> None:
     assert next_unit("a\n    b", 1) == "\n    "
     assert next_unit("a\n    b", 0) == "a"
+    assert unaided_keys("a\n    b") == 3
 
 
 def test_a_right_suggestion_is_accepted_whole_with_the_accept_command() -> None:
@@ -95,7 +97,7 @@ def test_a_right_suggestion_is_accepted_whole_with_the_accept_command() -> None:
     assert (result.shown, result.accepted, result.fully_accepted) == (1, 1, 1)
     assert result.first_line_exact == 1
     assert ("fimlsp.accept", 7) in editor.log
-    assert result.accept_actions == 1
+    assert result.accept_actions == 1 and result.unaided_keys == len(target)
 
 
 def test_a_partly_right_suggestion_is_taken_word_by_word() -> None:
@@ -199,8 +201,8 @@ def test_held_out_modules_are_found_in_the_standard_library() -> None:
 
 
 def test_bootstrap_resamples_files_and_brackets_the_value() -> None:
-    results = [SpanResult(f"f{k % 4}", "line", 20, accepted_chars=k % 3, shown=3, accepted=k % 2,
-                          typed_units=20 - k % 3) for k in range(12)]
+    results = [SpanResult(f"f{k % 4}", "line", 20, 20, accepted_chars=k % 3, shown=3,
+                          accepted=k % 2, typed_units=20 - k % 3) for k in range(12)]
     summary = summarize(results, boot=500, seed=0)
     cell = summary["chars_saved"]
     assert cell["low"] <= cell["value"] <= cell["high"]

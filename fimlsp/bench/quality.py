@@ -229,6 +229,15 @@ def next_unit(target: str, at: int) -> str:
     return target[at]
 
 
+def unaided_keys(target: str) -> int:
+    """Keystrokes `target` takes typed by hand, one `next_unit` each."""
+    keys, at = 0, 0
+    while at < len(target):
+        at += len(next_unit(target, at))
+        keys += 1
+    return keys
+
+
 def accept_plan(suggestion: str, rest: str) -> tuple[list[str], bool]:
     """What the developer takes of `suggestion` when `rest` is what they are about to type:
     ([all of it], True) when it matches whole, else the words that match, one per partial
@@ -275,6 +284,7 @@ class SpanResult:
     path: str
     kind: str
     chars: int
+    unaided_keys: int = 0  # keystrokes the text takes without suggestions (Enter indents)
     accepted_chars: int = 0
     typed_units: int = 0  # keystrokes typing characters
     accept_actions: int = 0  # Tab or accept-next-word presses
@@ -297,7 +307,7 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
     is seen always (the editor already shows it), but a typing-through answer for a suggestion
     that was never seen is not (the editor had cancelled that request).
     """
-    result = SpanResult(path, kind, len(target))
+    result = SpanResult(path, kind, len(target), unaided_keys(target))
     at = 0
     screen = ""  # the rest of the suggestion on screen
     item: int | None = None  # the LSP item on screen, for the accept commands
@@ -575,14 +585,14 @@ METRICS = {  # name: (numerator, denominator) summed over spans
     "acceptance": ("accepted", "shown"),
     "first_line_exact": ("first_line_exact", "shown"),
     "never_accepted": ("never", "shown"),
-    "keystrokes_saved": ("saved_keys", "chars"),
+    "keystrokes_saved": ("saved_keys", "unaided_keys"),
 }
 
 
 def _counts(r: SpanResult) -> dict[str, float]:
     counts = {k: float(v) for k, v in asdict(r).items() if isinstance(v, (int, float))}
     counts["never"] = r.shown - r.accepted
-    counts["saved_keys"] = r.chars - r.typed_units - r.accept_actions
+    counts["saved_keys"] = r.unaided_keys - r.typed_units - r.accept_actions
     return counts
 
 
@@ -661,9 +671,10 @@ def _pct(cell: dict[str, float]) -> str:
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """The markdown table of a run: one line per variant."""
     lines = ["| variant | chars saved % [95 % CI] | real time: chars saved % [CI] | "
-             "acceptance % of shown [CI] | first line exact % | shown, never accepted % | "
-             "shown | model calls | median / p90 ms | late (real time) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "keystrokes saved % [CI] | acceptance % of shown [CI] | first line exact % | "
+             "shown, never accepted % | shown | model calls | median / p90 ms | "
+             "late (real time) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         plain, real = row.get("plain"), row.get("realtime")
         base = plain or real
@@ -671,7 +682,8 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         lat = base.get("latency_ms") or {}
         lines.append(
             f"| {row['variant']} | {_pct(plain['chars_saved']) if plain else '—'} | "
-            f"{_pct(real['chars_saved']) if real else '—'} | {_pct(base['acceptance'])} | "
+            f"{_pct(real['chars_saved']) if real else '—'} | "
+            f"{_pct(base['keystrokes_saved'])} | {_pct(base['acceptance'])} | "
             f"{100 * base['first_line_exact']['value']:.1f} | "
             f"{100 * base['never_accepted']['value']:.1f} | {base['shown']} | "
             f"{base['model_calls']} | {lat.get('median', 0):.0f} / {lat.get('p90', 0):.0f} | "
@@ -778,6 +790,11 @@ def report(paths: Sequence[Path], plot_path: Path | None) -> int:
             merged.update({k: v for k, v in row.items() if k in ("plain", "realtime")})
         for run in saved.get("runs", []):
             runs[(run["variant"], run["mode"])] = run["spans"]
+            row = rows[run["variant"]]
+            seconds = (row.get(run["mode"]) or {}).get("seconds")
+            # From the spans, so that every table is computed by today's code.
+            row[run["mode"]] = {**summarize([SpanResult(**r) for r in run["spans"]]),
+                                "seconds": seconds}
     ordered = [rows[n] for n in VARIANTS if n in rows] + [
         r for n, r in rows.items() if n not in VARIANTS]
     print(table(ordered))
