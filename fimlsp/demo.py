@@ -1,5 +1,8 @@
 """`fimlsp demo`: the server as an editor sees it, completing a sample file.
 
+The model: the one given, else a real one in the local Hugging Face cache, else the small trained
+fixture in shared/models (real but weak text), else a random-weight one; the demo says which.
+
 Starts `fimlsp serve` as a subprocess, speaks LSP to it over stdio with pygls's client exactly as
 an editor would (initialize, didOpen, inlineCompletion, didChange, fimlsp.stats), and prints each
 suggestion with its timings: a cold request, one after typing a character (KV cache reuse), and
@@ -50,8 +53,9 @@ class DemoModel:
 
 
 # The trained fixture saw 384-token examples only (shared/models/README.md): a longer window
-# feeds it positions it never learned (`fimlsp bench quality`, docs/benchmarks.md).
-TRAINED_OPTIONS: dict[str, Any] = {"contextWindow": 384}
+# feeds it positions it never learned; int8 writes the same text sooner on a CPU
+# (`fimlsp bench quality`, docs/benchmarks.md).
+TRAINED_OPTIONS: dict[str, Any] = {"contextWindow": 384, "quantization": "int8"}
 
 
 def choose_model(model: str | None) -> DemoModel:
