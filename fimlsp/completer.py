@@ -125,6 +125,13 @@ class Stats:
         return self.answered_from_cache / self.requests if self.requests else 0.0
 
 
+def raw_text(text: str) -> str:
+    """The model's text as it came (`policy: raw`), the baseline the policy is measured against:
+    only spelled-out special tokens go, since no editor should insert those."""
+    text = postprocess.strip_special(text)
+    return text if text.strip() else ""
+
+
 class Completer:
     """Owns the tokenizer, the engine and the recent answers for one model."""
 
@@ -234,16 +241,23 @@ class Completer:
             self.load_tokenizer()
         assert self.tokenizer is not None and self.spec is not None
         if key is None:
-            return build_prompt(self.tokenizer, self.spec.template, self.spec.order, cursor,
+            return build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
                                 self.window, self.settings.max_new_tokens)
         with self._documents_lock:
             edges = self._edges.pop(key, None) or Edges()
             self._edges[key] = edges  # most recent last; the oldest go first
             _bound(self._edges)
-            return build_prompt(self.tokenizer, self.spec.template, self.spec.order, cursor,
+            return build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
                                 self.window, self.settings.max_new_tokens, edges,
                                 self._snippets_for(key, cursor), display_path(key),
                                 self.settings.neighbour_share)
+
+    @property
+    def order(self) -> str:
+        """The FIM order prompts use: the `order` setting, else the model's (preset/template).
+        An order the template was not trained with is refused by `build_prompt`."""
+        assert self.spec is not None
+        return self.spec.order if self.settings.order == "auto" else self.settings.order
 
     def _snippets_for(self, key: str, cursor: Cursor) -> list[Snippet]:
         """Snippets of the other open documents, chosen again only when the cursor has moved
@@ -305,7 +319,9 @@ class Completer:
                                 prompt_tokens=len(prompt.ids), stop_reason="cache")
         else:
             generation = self._generate(key, cursor, prompt, mode, token or CancelToken())
-            text = postprocess.clean(self._decode(generation.ids), cursor, mode, key)
+            text = self._decode(generation.ids)
+            text = raw_text(text) if self.settings.policy == "raw" else postprocess.clean(
+                text, cursor, mode, key)
             result = Completion(text, request_id, "model", len(prompt.ids),
                                 generation.reused_tokens, generation.prefill_ms,
                                 generation.decode_ms, len(generation.ids), generation.stop_reason)
@@ -324,8 +340,12 @@ class Completer:
                     if (i := self.tokenizer.token_to_id(t)) is not None}
         generated: list[int] = []
 
+        raw = self.settings.policy == "raw"
+
         def on_token(token_id: int) -> bool:
             generated.append(token_id)
+            if raw:  # no policy: only the stop ids and max_new_tokens end it
+                return False
             return postprocess.wants_stop(self._decode(generated), mode, cursor, key)
 
         s = self.settings
@@ -345,6 +365,8 @@ class Completer:
     def typed_through(self, key: str, cursor: Cursor) -> Completion | None:
         """The rest of the suggestion on screen when the user has typed into it; no model call,
         nothing queued: call it on the event loop, before the scheduler."""
+        if not self.settings.typing_through:
+            return None
         started = time.perf_counter()
         text = self.typing.lookup(key, cursor, self.answer_settings)
         if text is None:
@@ -365,7 +387,7 @@ class Completer:
     def answer_settings(self) -> tuple[Any, ...]:
         """The settings that make an answer what it is (not how long it may take)."""
         s = self.settings
-        return (s.max_new_tokens, s.temperature, s.top_p, s.multiline)
+        return (s.max_new_tokens, s.temperature, s.top_p, s.multiline, s.policy)
 
     # -- what the user did with it ----------------------------------------------------------
 

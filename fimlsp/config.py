@@ -19,6 +19,8 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZATIONS = ("auto", "none", "int8", "8bit", "4bit")
 MULTILINE = ("auto", "always", "never")
 LOG_LEVELS = ("error", "warning", "info", "debug")
+ORDERS = ("auto", "psm", "spm")
+POLICIES = ("structure", "raw")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class Settings:
     # Fetch a model that is not in the local Hugging Face cache. Off: a language server starts
     # whenever an editor opens a file, and must not start a download nobody asked for.
     allow_download: bool = False
+    # Switches that `fimlsp bench quality` measures; the defaults are what it found best.
+    order: str = "auto"  # FIM order: the preset's (else the template's) or psm / spm
+    policy: str = "structure"  # "raw": the model's text as generated, special tokens removed
+    typing_through: bool = True  # answer from the suggestion on screen while the user types it
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -65,6 +71,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "quantization": QUANTIZATIONS,
     "multiline": MULTILINE,
     "log_level": LOG_LEVELS,
+    "order": ORDERS,
+    "policy": POLICIES,
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "threads": (1, 1024),
@@ -78,6 +86,10 @@ _RANGES: dict[str, tuple[float, float]] = {
 # Spellings clients commonly use for the same thing.
 _ALIASES = {"max_tokens": "max_new_tokens", "quantize": "quantization", "window": "context_window",
             "neighbor_share": "neighbour_share"}
+
+
+_BOOLS = {"true": True, "on": True, "yes": True, "1": True,
+          "false": False, "off": False, "no": False, "0": False}
 
 
 def _snake(key: str) -> str:

@@ -1,5 +1,8 @@
 """`fimlsp demo`: the server as an editor sees it, completing a sample file.
 
+The model: the one given, else a real one in the local Hugging Face cache, else the small trained
+fixture in shared/models (real but weak text), else a random-weight one; the demo says which.
+
 Starts `fimlsp serve` as a subprocess, speaks LSP to it over stdio with pygls's client exactly as
 an editor would (initialize, didOpen, inlineCompletion, didChange, fimlsp.stats), and prints each
 suggestion with its timings: a cold request, one after typing a character (KV cache reuse), and
@@ -14,6 +17,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,25 +68,51 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
-def choose_model(model: str | None,
-                 download: Callable[[str], None] = download_demo_model) -> tuple[str, str | None]:
-    """A model to demo and, when it is random, the note that says so plainly.
+@dataclass
+class DemoModel:
+    """The model the demo runs, what kind it is, and the options it is served with."""
 
-    In order: the one asked for; a real model already in the Hugging Face cache; a tiny
-    random-weight one built from the real configs and tokenizers (`fimlsp.fixtures`: this
-    project's shared/, offline); else, on a bare clone, `bigcode/tiny_starcoder_py` downloaded from
-    the hub. The demo is a command the user runs, so it may download; the server never does.
+    name: str
+    kind: str  # "given", "real", "trained" (the small fixture) or "random"
+    note: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+# The trained fixture saw 384-token examples only (shared/models/README.md): a longer window
+# feeds it positions it never learned; int8 writes the same text sooner on a CPU
+# (`fimlsp bench quality`, docs/benchmarks.md).
+TRAINED_OPTIONS: dict[str, Any] = {"contextWindow": 384, "quantization": "int8"}
+
+
+def choose_model(model: str | None,
+                 download: Callable[[str], None] = download_demo_model) -> DemoModel:
+    """A model to demo, what kind it is, and a note that says plainly which it is.
+
+    In order: the one asked for; a real model already in the Hugging Face cache; the small
+    trained fixture in shared/models; a tiny random-weight one built from the real configs and
+    tokenizers (`fimlsp.fixtures`: this project's shared/, offline); else, on a bare clone,
+    `bigcode/tiny_starcoder_py` downloaded from the hub. The demo is a command the user runs, so
+    it may download; the server never does.
     """
     from fimlsp.fixtures import find
     from fimlsp.models import PRESETS, weights_present
-    from fimlsp.tiny import build_tiny_model, default_tiny_dir
+    from fimlsp.tiny import build_tiny_model, default_tiny_dir, trained_model_dir
 
     if model:
-        return model, None
+        return DemoModel(model, "given")
     for name in REAL_MODELS:
         if weights_present(PRESETS[name].hub_id):
-            return name, None
+            return DemoModel(name, "real")
     found = find()
+    trained = trained_model_dir(found.path) if found.path is not None else None
+    if trained is not None:
+        note = (f"No real model weights are cached on this machine, so this demo runs "
+                f"{trained.name} from shared/models: a SMALL model (~16M parameters) trained on "
+                "a 2-core CPU for demos and tests, on Python's standard library, with the real "
+                "StarCoder tokenizer and FIM format. Its text is a trained model's, but it has "
+                "learned the surface of Python, not programs: expect Python-looking text, rarely "
+                "the right one. Try `fimlsp demo --model <your model>`.")
+        return DemoModel(str(trained), "trained", note, dict(TRAINED_OPTIONS))
     if found.path is None:
         how = (f"run `hf download {DEMO_HUB_ID}` where the hub is reachable, set FIMLSP_SHARED "
                "to a shared/ folder of real configs and tokenizers, or run `fimlsp demo --model "
@@ -99,16 +129,16 @@ def choose_model(model: str | None,
             raise SystemExit(f"fimlsp demo: downloading {DEMO_HUB_ID} failed "
                              f"({first[0].rstrip('.') if first else type(error).__name__}): "
                              f"{how}.") from None
-        return DEMO_PRESET, None
+        return DemoModel(DEMO_PRESET, "real")
     path = build_tiny_model(default_tiny_dir(), "tiny_starcoder_py", shared=found.path)
     note = ("No real model weights are cached on this machine, so this demo runs a tiny "
             "random-weight model built from tiny_starcoder_py's real config (shrunk to 2 layers) "
             "and the real StarCoder tokenizer. The suggestion TEXT IS MEANINGLESS; the protocol, "
             "prompt, timings and cache reuse are real. Try `fimlsp demo --model <your model>`.")
-    return str(path), note
+    return DemoModel(str(path), "random", note)
 
 
-async def _session(model: str) -> list[dict[str, Any]]:
+async def _session(model: str, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from pygls.lsp.client import LanguageClient
 
     client = LanguageClient("fimlsp-demo", "1")
@@ -145,7 +175,7 @@ async def _session(model: str) -> list[dict[str, Any]]:
             process_id=None, root_uri=folder.as_uri(),
             capabilities=types.ClientCapabilities(
                 window=types.WindowClientCapabilities(work_done_progress=True)),
-            initialization_options={"maxNewTokens": 24}))
+            initialization_options={"maxNewTokens": 24, **(options or {})}))
         client.initialized(types.InitializedParams())
         await asyncio.wait_for(loaded.wait(), timeout=600)
         client.text_document_did_open(types.DidOpenTextDocumentParams(
@@ -183,15 +213,17 @@ async def _session(model: str) -> list[dict[str, Any]]:
 
 
 def run_demo(model: str | None = None, json_output: bool = False) -> int:
-    name, note = choose_model(model)
-    results = asyncio.run(_session(name))
+    chosen = choose_model(model)
+    results = asyncio.run(_session(chosen.name, chosen.options))
     if json_output:
-        print(json.dumps({"model": name, "random_weights": note is not None,
-                          "results": results}, ensure_ascii=False))
+        print(json.dumps({"model": chosen.name, "kind": chosen.kind,
+                          "random_weights": chosen.kind == "random", "note": chosen.note,
+                          "options": chosen.options, "results": results}, ensure_ascii=False))
         return 0
-    print(f"fimlsp demo: model {name}")
-    if note:
-        print(f"NOTE: {note}")
+    print(f"fimlsp demo: model {chosen.name}"
+          + (f" (options {chosen.options})" if chosen.options else ""))
+    if chosen.note:
+        print(f"NOTE: {chosen.note}")
     print(f"\nsample.py, cursor at line {CURSOR.line} character {CURSOR.character} "
           "(0-based, marked ▮):")
     lines = SAMPLE.splitlines()

@@ -44,6 +44,13 @@ HELP: dict[str, str] = {
                  "timings as Debug messages at any level",
     "allow_download": "fetch a model missing from the local Hugging Face cache; off, loading "
                       "fails at once with the `fimlsp download ID` command to run",
+    "order": "FIM prompt order: `auto` (the preset's, else the template's), `psm` or `spm`; one "
+             "the model's family was not trained with is refused per request",
+    "policy": "`structure`: the completion policy cuts the model's text by brackets, indentation "
+              "and suffix overlap; `raw`: the text as generated, only spelled-out special tokens "
+              "removed (a baseline for `fimlsp bench quality`)",
+    "typing_through": "while the user types what the suggestion on screen says, answer with its "
+                      "rest without the model; off asks the model on every keystroke",
 }
 # What a default of None means, in words.
 UNSET: dict[str, str] = {
@@ -54,7 +61,7 @@ UNSET: dict[str, str] = {
 }
 # Changing one of these reloads the model; the others apply to the next request.
 RELOADS = frozenset({"model", "template", "tokenizer", "device", "dtype", "quantization",
-                     "threads"})
+                     "threads", "allow_download"})
 
 
 @dataclass(frozen=True)

@@ -97,3 +97,19 @@ def build_tiny_model(out_dir: Path, config_name: str = "tiny_starcoder_py", *, s
 def default_tiny_dir() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "fimlsp" / "tiny-starcoder-random"
+
+
+TRAINED = "tiny-fim-starcoder"  # shared/models/<this>: a small FIM model trained for demos
+
+
+def trained_model_dir(shared: Path | None = None) -> Path | None:
+    """The small trained fixture model (shared/models/tiny-fim-starcoder), when it is there:
+    its text is a trained model's, unlike the random models above, and the same everywhere."""
+    shared = shared or shared_dir()
+    if shared is None:
+        return None
+    path = shared / "models" / TRAINED
+    if (path / "config.json").is_file() and (path / "tokenizer.json").is_file() and any(
+            (path / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+        return path
+    return None

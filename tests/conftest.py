@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from shared_fixtures import shared_or_skip
 
-from fimlsp.tiny import build_tiny_model
+from fimlsp.tiny import build_tiny_model, trained_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +31,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
     """tiny_starcoder_py's real config shrunk to 2 layers × 64 wide, real StarCoder tokenizer."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-starcoder"), "tiny_starcoder_py",
                             shared=shared)
+
+
+@pytest.fixture(scope="session")
+def trained_model(shared: Path) -> Path:
+    """The small trained FIM model in shared/models (real text, unlike the random ones)."""
+    path = trained_model_dir(shared)
+    if path is None:
+        pytest.skip("shared/models/tiny-fim-starcoder (the trained fixture) is not there")
+    return path

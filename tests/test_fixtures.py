@@ -102,7 +102,8 @@ def test_demo_on_a_bare_clone_downloads_tiny_starcoder(
     download itself is not run: no hub here)."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     asked: list[str] = []
-    model, note = demo.choose_model(None, download=asked.append)
+    chosen = demo.choose_model(None, download=asked.append)
+    model, note = chosen.name, chosen.note
     assert asked == ["bigcode/tiny_starcoder_py"]
     assert model == "tiny-starcoder" and note is None
 
@@ -135,7 +136,9 @@ def test_demo_with_fixtures_still_builds_the_tiny_model_offline(
     monkeypatch.setenv("FIMLSP_SHARED", str(shared))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(demo, "REAL_MODELS", ())
-    model, note = demo.choose_model(None, download=pytest.fail)
+    monkeypatch.setattr("fimlsp.tiny.trained_model_dir", lambda *_: None)  # no trained fixture
+    chosen = demo.choose_model(None, download=pytest.fail)
+    model, note = chosen.name, chosen.note
     assert Path(model).is_relative_to(tmp_path) and note and "MEANINGLESS" in note
 
 

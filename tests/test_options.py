@@ -47,10 +47,18 @@ def sample_value(option: options.Option) -> str:
 
 @pytest.mark.parametrize("option", options.all_options(), ids=lambda o: o.name)
 def test_every_setting_is_a_flag_of_serve_complete_and_prompt(option: options.Option) -> None:
-    value = sample_value(option)
     parser = cli.build_parser()
-    for command in (["serve"], ["complete", "a.py", "--line", "0", "--character", "0"],
-                    ["prompt", "a.py", "--line", "0", "--character", "0"]):
+    commands = (["serve"], ["complete", "a.py", "--line", "0", "--character", "0"],
+                ["prompt", "a.py", "--line", "0", "--character", "0"])
+    if option.kind == "bool":  # --x / --no-x
+        for command in commands:
+            on = parser.parse_args([*command, option.flag])
+            off = parser.parse_args([*command, "--no-" + option.flag[2:]])
+            assert getattr(cli._settings(on), option.name) is True
+            assert getattr(cli._settings(off), option.name) is False
+        return
+    value = sample_value(option)
+    for command in commands:
         args = parser.parse_args([*command, option.flag, value])
         expected = {"int": int, "float": float, "str": str}[option.kind](value)
         assert getattr(cli._settings(args), option.name) == expected

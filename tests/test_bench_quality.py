@@ -1,0 +1,251 @@
+"""The quality benchmark's simulated developer: accept rules, partial accept, real-time visibility
+(with a scripted editor: no model, no server), the span sampler, the bootstrap; and one tiny run
+through the real server with the trained fixture, checking that what the developer took is what
+the server counted."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fimlsp.bench import available
+from fimlsp.bench.quality import (
+    Answer,
+    SpanResult,
+    accept_plan,
+    held_out_files,
+    next_unit,
+    paired_difference,
+    retype,
+    run_once,
+    sample,
+    spans_in,
+    summarize,
+    unaided_keys,
+    word_step,
+)
+
+
+class Scripted:
+    """An editor whose server answers from a script: `answers(typed_so_far)` → Answer."""
+
+    def __init__(self, answers: Any) -> None:
+        self.answers = answers
+        self.text = ""
+        self.log: list[tuple[Any, ...]] = []
+
+    async def insert(self, text: str) -> None:
+        self.text += text
+        self.log.append(("insert", text))
+
+    async def ask(self) -> Answer:
+        self.log.append(("ask", self.text))
+        return self.answers(self.text)
+
+    async def command(self, name: str, *args: Any) -> None:
+        self.log.append((name, *args))
+
+    async def cancelled(self) -> None:
+        self.log.append(("cancelled",))
+
+
+def run(target: str, answers: Any, typing_ms: float | None = None) -> tuple[SpanResult, Scripted]:
+    editor = Scripted(answers)
+    result = asyncio.run(retype(target, editor, typing_ms))
+    assert editor.text == target  # whatever happens, the developer ends with the text
+    return result, editor
+
+
+def test_word_steps_follow_accept_next_word() -> None:
+    pieces = []
+    text = "self.items[key] = value  # done"
+    while text:
+        step = word_step(text)
+        pieces.append(text[:step])
+        text = text[step:]
+    assert pieces == ["self", ".", "items", "[", "key", "] ", "= ", "value", "  ", "# ", "done"]
+    assert word_step("    return x") == 4  # leading indentation is one step
+    assert word_step("\n        y") == 9
+
+
+def test_accept_plan_whole_partial_or_nothing() -> None:
+    assert accept_plan("foo(bar)", "foo(bar)\nmore") == (["foo(bar)"], True)
+    assert accept_plan("foo(baz)", "foo(bar)") == (["foo", "("], False)
+    assert accept_plan("fool", "foo(bar)") == ([], False)  # a word matches only whole
+    assert accept_plan("", "x") == ([], False)
+
+
+def test_enter_types_the_indentation_with_the_line_break() -> None:
+    assert next_unit("a\n    b", 1) == "\n    "
+    assert next_unit("a\n    b", 0) == "a"
+    assert unaided_keys("a\n    b") == 3
+
+
+def test_a_right_suggestion_is_accepted_whole_with_the_accept_command() -> None:
+    target = "total = price * count"
+
+    def answers(typed: str) -> Answer:
+        return Answer(target[len(typed):] if typed == "total = " else "", 7, 10.0)
+
+    result, editor = run(target, answers)
+    assert result.accepted_chars == len(target) - len("total = ")
+    assert result.typed_units == len("total = ")
+    assert (result.shown, result.accepted, result.fully_accepted) == (1, 1, 1)
+    assert result.first_line_exact == 1
+    assert ("fimlsp.accept", 7) in editor.log
+    assert result.accept_actions == 1 and result.unaided_keys == len(target)
+
+
+def test_a_partly_right_suggestion_is_taken_word_by_word() -> None:
+    target = "items.append(value)"
+
+    def answers(typed: str) -> Answer:
+        if typed == "":
+            return Answer("items.append(other)", 3, 10.0)
+        return Answer("", None, 10.0)
+
+    result, editor = run(target, answers)
+    assert result.accepted_chars == len("items.append(")
+    assert [e for e in editor.log if e[0] == "fimlsp.partialAccept"] == [
+        ("fimlsp.partialAccept", 3, 5), ("fimlsp.partialAccept", 3, 6),
+        ("fimlsp.partialAccept", 3, 12), ("fimlsp.partialAccept", 3, 13)]
+    assert (result.shown, result.accepted, result.fully_accepted) == (1, 1, 0)
+    assert result.first_line_exact == 0
+
+
+def test_typing_through_a_suggestion_is_one_suggestion_and_wrong_ones_count_as_never() -> None:
+    target = "abcd"
+    shown = "abXY"
+
+    def answers(typed: str) -> Answer:
+        if shown.startswith(typed) and typed != shown:
+            return Answer(shown[len(typed):], 1, 1.0, "typed" if typed else "model")
+        return Answer("", None, 10.0)
+
+    result, _ = run(target, answers)
+    # "abXY" is wrong from its first word on: typed through "a", "b", then abandoned.
+    assert (result.shown, result.accepted) == (1, 0)
+    assert result.accepted_chars == 0 and result.typed_units == 4
+
+
+def test_real_time_hides_late_answers_and_their_typing_through() -> None:
+    target = "value = compute(x)"
+
+    def answers(typed: str) -> Answer:
+        rest = target[len(typed):]
+        if typed == "":
+            return Answer(rest, 1, 400.0)  # right, but too late at 150 ms a key
+        if typed == "v":
+            return Answer(rest, 2, 1.0, "typed")  # the server types through the late one
+        if typed == "va":
+            return Answer(rest, 3, 90.0)  # in time
+        return Answer("", None, 5.0)
+
+    plain, _ = run(target, answers)
+    assert plain.accepted_chars == len(target) and plain.late == 0
+    real, editor = run(target, answers, typing_ms=150)
+    assert real.late == 1 and editor.log.count(("cancelled",)) == 1
+    assert real.accepted_chars == len(target) - 2 and real.typed_units == 2
+    assert ("fimlsp.accept", 3) in editor.log and ("fimlsp.accept", 1) not in editor.log
+    assert real.shown == 1
+
+
+def test_what_is_on_screen_stays_visible_while_typed_through_under_real_time() -> None:
+    target = "abc = 1"
+    shown = "abc = 2"
+
+    def answers(typed: str) -> Answer:
+        if typed == "":
+            return Answer(shown, 1, 50.0)
+        if shown.startswith(typed):
+            return Answer(shown[len(typed):], 2, 1.0, "typed")
+        return Answer("", None, 500.0)
+
+    result, _ = run(target, answers, typing_ms=150)
+    assert result.shown == 1 and result.accepted == 1  # "abc", " ", "= " were taken
+    assert result.accepted_chars == len("abc = ")
+
+
+def test_spans_are_seeded_and_cut_where_a_developer_types(tmp_path: Path) -> None:
+    text = ("import os\n\n\ndef f(a, b):\n    \"\"\"Doc.\"\"\"\n    total = a + b\n"
+            "    total *= 2\n    return os.path.join(str(total), 'x')\n")
+    spans = spans_in("m.py", text, ["line", "mid-line", "block"], random.Random(1))
+    again = spans_in("m.py", text, ["line", "mid-line", "block"], random.Random(1))
+    assert spans == again and {s.kind for s in spans} <= {"line", "mid-line", "block"}
+    for span in spans:
+        assert text[span.start:span.end] == span.target and span.target.strip()
+        assert '"""' not in span.target  # docstrings are not retyped
+        line_start = text.rfind("\n", 0, span.start) + 1
+        if span.kind in ("line", "block"):
+            assert not text[line_start:span.start].strip()  # from the indentation on
+            assert text[span.end] == "\n"
+        else:
+            assert text[span.end:text.index("\n", span.end)].strip()  # text after it
+    (tmp_path / "m.py").write_text(text)
+    picked = sample([tmp_path / "m.py"], 1, 2, seed=0)
+    assert sum(len(v) for v in picked.values()) == 2
+
+
+def test_held_out_modules_are_found_in_the_standard_library() -> None:
+    import sysconfig
+
+    files = held_out_files(Path(sysconfig.get_paths()["stdlib"]))
+    names = {f.name for f in files}
+    assert {"argparse.py", "textwrap.py", "shlex.py"} <= names
+    assert all("/test" not in str(f) for f in files)
+    assert "quality" in available()
+
+
+def test_bootstrap_resamples_files_and_brackets_the_value() -> None:
+    results = [SpanResult(f"f{k % 4}", "line", 20, 20, accepted_chars=k % 3, shown=3,
+                          accepted=k % 2, typed_units=20 - k % 3) for k in range(12)]
+    summary = summarize(results, boot=500, seed=0)
+    cell = summary["chars_saved"]
+    assert cell["low"] <= cell["value"] <= cell["high"]
+    assert summary["files"] == 4 and summary["chars"] == 240
+    assert summarize(results, boot=500, seed=0) == summary  # seeded
+
+
+def test_paired_difference_cancels_the_spans_own_difficulty() -> None:
+    spans = [{"path": f"f{k % 5}", "accepted_chars": k % 4, "chars": 10} for k in range(20)]
+    better = [{**r, "accepted_chars": r["accepted_chars"] + 1} for r in spans]
+    runs = {("defaults", "plain"): spans, ("same", "plain"): spans,
+            ("better", "plain"): better}
+    same = paired_difference(runs, "same", "plain", boot=300)
+    assert same == {"value": 0.0, "low": 0.0, "high": 0.0}
+    up = paired_difference(runs, "better", "plain", boot=300)
+    assert up is not None and up["low"] == pytest.approx(0.1) == up["high"]
+    assert paired_difference(runs, "defaults", "plain") is None
+
+
+@pytest.mark.slow
+def test_a_tiny_run_through_the_real_server_with_the_trained_model(
+        trained_model: Path, tmp_path: Path) -> None:
+    source = tmp_path / "code.py"
+    source.write_text("import os\n\n\ndef join_all(parts):\n    result = []\n"
+                      "    for part in parts:\n        result.append(os.path.join(part, 'x'))\n"
+                      "    return result\n")
+    picked = sample([source], 1, 2, seed=3)
+    runs = []
+    for typing_ms in (None, 1e9):  # real time with all the time in the world sees everything
+        results, stats = asyncio.run(run_once(str(trained_model), {"maxNewTokens": 12},
+                                              picked, {}, typing_ms))
+        assert len(results) == 2
+        taken = sum(r.accepted_chars for r in results)
+        assert stats["accepted_chars"] == taken  # the accept commands reached the server
+        for r in results:
+            assert r.accepted <= r.shown and r.fully_accepted <= r.accepted
+            assert r.model_calls >= 1 and r.late == 0
+        runs.append([(r.accepted_chars, r.typed_units, r.shown) for r in results])
+    assert runs[0] == runs[1]
+    # No time at all: every model answer is late, nothing is seen, and the server, told that
+    # each was cancelled, never types through one.
+    results, stats = asyncio.run(run_once(str(trained_model), {"maxNewTokens": 12}, picked, {},
+                                          1e-9))
+    for r in results:
+        assert r.shown == r.accepted_chars == 0 and r.typed_units == r.chars
+        assert r.late == r.model_calls == r.requests
