@@ -129,7 +129,7 @@ def test_order_setting_switches_the_prompt(trained_model: Path) -> None:
 
 
 def test_switch_options_parse_with_warnings_for_bad_values() -> None:
-    parsed = parse_settings({"order": "PSM", "policy": "raw", "typingThrough": "off"})
+    parsed = parse_settings({"order": "PSM", "policy": "raw", "typingThrough": False})
     assert (parsed.settings.order, parsed.settings.policy) == ("psm", "raw")
     assert parsed.settings.typing_through is False and not parsed.warnings
     assert parse_settings({"typing_through": True}).settings.typing_through is True
