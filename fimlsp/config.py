@@ -46,7 +46,7 @@ class Settings:
     multiline: str = "auto"
     neighbour_share: float = 0.15  # of the context budget, for snippets of other open files
     log_level: str = "info"
-    # Switches that `fimlsp bench quality` measures; the defaults are what it found best.
+    # Switches that `fimlsp bench quality` compares; it kept these defaults (docs/benchmarks.md).
     order: str = "auto"  # FIM order: the preset's (else the template's) or psm / spm
     policy: str = "structure"  # "raw": the model's text as generated, special tokens removed
     typing_through: bool = True  # answer from the suggestion on screen while the user types it
