@@ -50,7 +50,7 @@ class Settings:
     # Fetch a model that is not in the local Hugging Face cache. Off: a language server starts
     # whenever an editor opens a file, and must not start a download nobody asked for.
     allow_download: bool = False
-    # Switches that `fimlsp bench quality` measures; the defaults are what it found best.
+    # Switches that `fimlsp bench quality` compares; it kept these defaults (docs/benchmarks.md).
     order: str = "auto"  # FIM order: the preset's (else the template's) or psm / spm
     policy: str = "structure"  # "raw": the model's text as generated, special tokens removed
     typing_through: bool = True  # answer from the suggestion on screen while the user types it
