@@ -83,16 +83,20 @@ def checked(engine: LocalEngine, key: str, prompt: list[int], *, max_new_tokens:
             stop_ids: frozenset[int] = frozenset(), **kwargs: object) -> Generation:
     """engine.generate, with every step's logits compared against the slow reference."""
     captured: list[torch.Tensor] = []
+    # Every forward the engine runs, whichever path (transformers' or the lean one) serves it.
+    inner = engine._forward
 
-    def hook(module: torch.nn.Module, args: object, output: object) -> None:
-        captured.append(output.logits[0, -1].detach().float().clone())  # type: ignore[attr-defined]
+    def spy(*args: object, **kw: object) -> torch.Tensor:
+        logits = inner(*args, **kw)  # type: ignore[arg-type]
+        captured.append(logits.detach().float().clone())
+        return logits
 
-    handle = engine.model.register_forward_hook(hook)
+    engine._forward = spy  # type: ignore[method-assign]
     try:
         result = engine.generate(key, prompt, max_new_tokens=max_new_tokens,
                                  stop_ids=set(stop_ids), **kwargs)  # type: ignore[arg-type]
     finally:
-        handle.remove()
+        del engine._forward
     assert result.prompt_tokens == len(prompt)
     # One logits vector per sampled token (plus the one that sampled the stop token).
     steps = len(result.ids) + (1 if result.stop_reason == "eos" else 0)

@@ -22,6 +22,7 @@ import torch
 
 from fimlsp.config import Settings
 from fimlsp.engine import Generation, StopCheck, TokenCallback
+from fimlsp.engine.lean import lean_enabled, lean_for
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import ModelSpec
 
@@ -36,7 +37,7 @@ class Session:
     """Token ids whose keys and values are in `cache`, position for position."""
 
     ids: list[int]
-    cache: Any  # transformers DynamicCache
+    cache: Any  # transformers DynamicCache (reference path) or lean.StaticKV (lean path)
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -173,8 +174,13 @@ class LocalEngine:
     """One model, one worker thread (the scheduler's), many documents' caches."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device,
-                 max_sessions: int = MAX_SESSIONS, prefill_chunk: int = PREFILL_CHUNK) -> None:
+                 max_sessions: int = MAX_SESSIONS, prefill_chunk: int = PREFILL_CHUNK,
+                 lean: bool | None = None) -> None:
+        """`lean`: our own forward and static KV cache where the model has one (`engine/lean.py`);
+        None follows FIMLSP_LEAN (on unless 0), False forces transformers' forward."""
         self.model = model
+        # The lean forward where this architecture has one, else None: transformers' forward.
+        self.lean = lean_for(model) if (lean_enabled() if lean is None else lean) else None
         self.device = device
         self.max_sessions = max_sessions
         self.prefill_chunk = prefill_chunk
@@ -183,9 +189,9 @@ class LocalEngine:
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
     @classmethod
-    def load(cls, spec: ModelSpec, settings: Settings) -> LocalEngine:
+    def load(cls, spec: ModelSpec, settings: Settings, lean: bool | None = None) -> LocalEngine:
         model, device = load_model(spec, settings)
-        engine = cls(model, device)
+        engine = cls(model, device, lean=lean)
         engine.quantization = resolve_quantization(settings.quantization, spec, device)
         return engine
 
@@ -194,7 +200,8 @@ class LocalEngine:
         weights = next(iter(self.model.parameters()), None)
         return {"device": str(self.device),
                 "dtype": str(weights.dtype).removeprefix("torch.") if weights is not None
-                else "unknown", "quantization": self.quantization}
+                else "unknown", "quantization": self.quantization,
+                "forward": "lean" if self.lean is not None else "transformers"}
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -202,7 +209,9 @@ class LocalEngine:
         from transformers import DynamicCache
 
         session = self._sessions.pop(key, None)
-        if session is None:
+        if session is None and self.lean is not None:
+            session = Session(ids=[], cache=self.lean.new_cache())
+        elif session is None:
             # No config: with one, sliding-window models (StarCoder2) get layers that refuse
             # `crop` once the window is full. Their attention mask still applies the window.
             session = Session(ids=[], cache=DynamicCache())
@@ -225,6 +234,10 @@ class LocalEngine:
     @torch.inference_mode()
     def _forward(self, session: Session, ids: list[int]) -> torch.Tensor:
         """Runs `ids` after what the session holds; returns the last position's logits [vocab]."""
+        if self.lean is not None:
+            logits = self.lean.forward(ids, session.cache)  # [1, vocab]
+            session.ids.extend(ids)
+            return logits[0]
         start = len(session.ids)
         input_ids = torch.tensor([ids], device=self.device)  # [1, n]
         positions = torch.arange(start, start + len(ids), device=self.device)[None]  # [1, n]
