@@ -29,6 +29,7 @@ from test_engine import (  # noqa: F401  (collected again here, with this module
     test_identical_prompt_again_reuses_all_but_one,
     test_max_new_tokens_is_respected,
     test_request_after_a_cancelled_prefill,
+    test_speculation_is_exact,
     test_stop_id_later_in_the_answer,
     test_stop_id_stops_before_the_token,
     test_superseded_while_decoding,
