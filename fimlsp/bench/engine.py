@@ -311,6 +311,89 @@ def bench_one(name: str, folder: Path, quantization: str, args: argparse.Namespa
     return rows
 
 
+# -- speculation on real code ------------------------------------------------------------------
+
+
+def retype_cursors(source: str, functions: int) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Cursors of a user retyping function bodies of `source`: per function (up to `functions`,
+    the longest bodies first), the body deleted and typed back line by line; a cursor after each
+    line's indentation, where an editor asks for the rest of the line. (name, [(prefix,
+    suffix)])."""
+    import ast
+
+    lines = source.splitlines(keepends=True)
+    starts = [0, *itertools.accumulate(len(line) for line in lines)]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno:
+            first, last = node.body[0].lineno - 1, node.end_lineno  # body lines [first, last)
+            if last - first >= 3:
+                found.append((last - first, node.name, first, last))
+    found.sort(key=lambda f: (-f[0], f[2]))
+    result = []
+    for _, name, first, last in found[:functions]:
+        body_end = starts[last]
+        cursors = []
+        for line in range(first, last):
+            indent = len(lines[line]) - len(lines[line].lstrip(" \t"))
+            cut = starts[line] + indent
+            cursors.append((source[:cut], source[body_end:]))
+        result.append((name, cursors))
+    return result
+
+
+def retype(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Prompt-lookup speculation on a trained model retyping real code: tokens per forward and
+    decode time, plain and speculating engines interleaved, outputs checked identical."""
+    from fimlsp.context import Cursor
+    from fimlsp.engine.local import SPECULATE
+    from fimlsp.models import load_tokenizer
+    from fimlsp.prompt import build_prompt
+
+    source = Path(args.retype).read_text()
+    spec = resolve_model(str(args.model_dir))
+    tokenizer = load_tokenizer(str(args.model_dir))
+    quantization = (args.quantization or "none").split(",")[0]
+    settings = Settings(device=device.type, dtype=args.dtype, quantization=quantization,
+                        threads=args.threads if device.type == "cpu" else None)
+    loaded = LocalEngine.load(resolve_model(str(args.model_dir)), settings)
+    k = args.speculate or SPECULATE
+    engines = {"plain": LocalEngine(loaded.model, loaded.device, speculate=0),
+               "speculative": LocalEngine(loaded.model, loaded.device, speculate=k)}
+    stop_ids = {i for t in spec.template.stop if (i := tokenizer.token_to_id(t)) is not None}
+    totals = {name: {"tokens": 0, "forwards": 0, "decode_ms": 0.0, "drafted": 0,
+                     "accepted": 0} for name in engines}
+    requests = differing = 0
+    for function, cursors in retype_cursors(source, args.functions):
+        for prefix, suffix in cursors:
+            line = prefix.count("\n")
+            cursor = Cursor(prefix, suffix, line, len(prefix) - prefix.rfind("\n") - 1)
+            ids = build_prompt(tokenizer, spec.template, spec.order, cursor,
+                               window=args.context, reserved=args.new_tokens).ids
+            answers = []
+            for name, engine in engines.items():  # interleaved: plain, speculative, plain…
+                got = engine.generate(function, ids, max_new_tokens=args.new_tokens,
+                                      stop_ids=stop_ids)
+                answers.append(got.ids)
+                t = totals[name]
+                t["tokens"] += len(got.ids)
+                # The prefill's forward gives the first token; each decode forward the rest.
+                t["forwards"] += got.decode_forwards + (1 if got.ids else 0)
+                t["decode_ms"] += got.decode_ms
+                t["drafted"] += got.drafted
+                t["accepted"] += got.accepted
+            requests += 1
+            differing += answers[0] != answers[1]
+    for t in totals.values():
+        t["tokens_per_forward"] = t["tokens"] / max(1, t["forwards"])
+        t["decode_ms_per_token"] = t["decode_ms"] / max(1, t["tokens"])
+    return {"file": str(args.retype), "model": str(args.model_dir), "quantization": quantization,
+            "speculate": k, "requests": requests, "differing_answers": differing,
+            "new_tokens": args.new_tokens, "window": args.context, "totals": totals,
+            "decode_speedup": totals["plain"]["decode_ms_per_token"]
+            / max(1e-9, totals["speculative"]["decode_ms_per_token"])}
+
+
 # -- the command -------------------------------------------------------------------------------
 
 
@@ -352,6 +435,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--speculate", type=int, default=0,
                         help="prompt-lookup draft tokens (default 0: decode ms/token is then "
                         "per forward; random prompts give nothing to look up anyway)")
+    parser.add_argument("--retype", type=Path, default=None,
+                        help="instead: prompt-lookup speculation on --model-dir (a trained "
+                        "model) retyping function bodies of this Python file")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="the model --retype runs (e.g. shared/models/tiny-fim-starcoder)")
+    parser.add_argument("--functions", type=int, default=8,
+                        help="function bodies --retype retypes (the longest first)")
     parser.add_argument("--json", action="store_true")
     # What a subprocess gets: one configuration, the bandwidth measured by its parent.
     parser.add_argument("--row", default=None, help=argparse.SUPPRESS)
@@ -393,6 +483,12 @@ def main(argv: list[str]) -> int:
                      else ["none", "int8"] if device.type == "cpu" else ["none", "8bit", "4bit"])
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+    if args.retype:
+        if args.model_dir is None:
+            raise SystemExit("--retype needs --model-dir")
+        report = retype(args, device)
+        print(json.dumps(report, indent=2))
+        return 0
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if args.row:
         names = [args.row.split(":")[0]]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 GROW_TO = 256  # capacity is a multiple of this: few reallocations while a prompt grows
@@ -113,10 +114,9 @@ class LeanBigCode:
         input_ids = torch.tensor(ids, device=self.device)  # [T]
         positions = torch.arange(start, end, device=self.device)  # [T]
         x = self.wte(input_ids) + self.wpe(positions)  # [T, E]
-        hidden = None  # [T, 1, S] True where a query must not see a key (later positions)
+        visible = None  # [T, S] True where a query may see a key (not a later position)
         if count > 1:
-            keys_at = torch.arange(end, device=self.device)  # [S]
-            hidden = (keys_at[None, :] > positions[:, None])[:, None, :]  # [T, 1, S]
+            visible = torch.arange(end, device=self.device)[None, :] <= positions[:, None]
         for layer, block in enumerate(self.blocks):
             attn = block.attn
             qkv = attn.c_attn(block.ln_1(x))  # [T, E + 2D]: rows q | k | v
@@ -125,14 +125,21 @@ class LeanBigCode:
             kv.values[layer, start:end] = v
             keys = kv.keys[layer, :end]  # [S, D]
             values = kv.values[layer, :end]  # [S, D]
-            # Multi-query: every head attends over the one shared key/value head, so the heads
-            # fold into the query rows (row t·H + h) and the keys are never repeated H times.
-            rows = q.reshape(count * heads, dim)  # [T·H, D]
-            scores = torch.matmul(rows, keys.t()).float() * self.scale  # [T·H, S], fp32 softmax
-            if hidden is not None:
-                scores = scores.view(count, heads, end).masked_fill(hidden, float("-inf"))
-            probs = torch.softmax(scores, dim=-1).to(values.dtype).view(count * heads, end)
-            y = torch.matmul(probs, values).view(count, width)  # [T·H, D] → [T, E]
+            if visible is None:
+                # One query, multi-query attention: every head attends over the one shared
+                # key/value head, so the heads are the rows of one matmul (keys never repeated).
+                rows = q.view(heads, dim)  # [H, D]
+                scores = torch.matmul(rows, keys.t()).float() * self.scale  # [H, S], fp32
+                probs = torch.softmax(scores, dim=-1).to(values.dtype)  # [H, S]
+                y = torch.matmul(probs, values).view(1, width)  # [H, D] → [1, E]
+            else:
+                # A chunk: the fused kernel (flash attention on CPU) beats materialising
+                # [T·H, S] scores; enable_gqa shares the one key/value head without a copy.
+                y = F.scaled_dot_product_attention(
+                    q.view(count, heads, dim).transpose(0, 1)[None],  # [1, H, T, D]
+                    keys[None, None], values[None, None],  # [1, 1, S, D]
+                    attn_mask=visible, scale=self.scale, enable_gqa=True)  # [1, H, T, D]
+                y = y[0].transpose(0, 1).reshape(count, width)  # [T, E]
             x = x + attn.c_proj(y)  # [T, E]
             mlp = block.mlp
             x = x + mlp.c_proj(mlp.act(mlp.c_fc(block.ln_2(x))))  # [T, E]
