@@ -365,7 +365,7 @@ def retype(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
                      "accepted": 0} for name in engines}
     requests = differing = 0
     for function, cursors in retype_cursors(source, args.functions):
-        for prefix, suffix in cursors:
+        for prefix, suffix in cursors[: args.max_requests or None]:
             line = prefix.count("\n")
             cursor = Cursor(prefix, suffix, line, len(prefix) - prefix.rfind("\n") - 1)
             ids = build_prompt(tokenizer, spec.template, spec.order, cursor,
@@ -442,6 +442,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="the model --retype runs (e.g. shared/models/tiny-fim-starcoder)")
     parser.add_argument("--functions", type=int, default=8,
                         help="function bodies --retype retypes (the longest first)")
+    parser.add_argument("--max-requests", type=int, default=0,
+                        help="--retype: at most this many cursors per function (0: all lines)")
     parser.add_argument("--json", action="store_true")
     # What a subprocess gets: one configuration, the bandwidth measured by its parent.
     parser.add_argument("--row", default=None, help=argparse.SUPPRESS)

@@ -30,7 +30,10 @@ from fimlsp.models import ModelSpec
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # tokens per forward during prefill: bounds how long a cancel waits
-SPECULATE = 6  # prompt-lookup draft tokens verified per forward when greedy (0: off)
+# Prompt-lookup draft tokens verified per forward when greedy, on CUDA; off on CPU, where a
+# forward of 7 tokens measured 2.4× one token (int8, 164M, one thread: compute-bound, not
+# bandwidth-bound), more than the 1.75 tokens per forward the drafts won (docs/benchmarks.md).
+SPECULATE = 6
 MAX_NGRAM = 3  # the longest tail of the text that is looked up in it to draft the next tokens
 MAX_SESSIONS = 4  # documents whose caches we keep (LRU); one cache is ~50 MB for a 1B model at 2k
 
@@ -202,10 +205,11 @@ class LocalEngine:
         """`lean`: our own forward and static KV cache where the model has one (`engine/lean.py`);
         None follows FIMLSP_LEAN (on unless 0), False forces transformers' forward.
         `speculate`: draft tokens per verifying forward in greedy decoding; None follows
-        FIMLSP_SPECULATE (default SPECULATE), 0 turns prompt-lookup speculation off."""
+        FIMLSP_SPECULATE, else SPECULATE on CUDA and 0 (off) on CPU."""
         self.model = model
+        default = SPECULATE if device.type == "cuda" else 0
         self.speculate = speculate if speculate is not None else \
-            int(os.environ.get("FIMLSP_SPECULATE", SPECULATE))
+            int(os.environ.get("FIMLSP_SPECULATE", default))
         # The lean forward where this architecture has one, else None: transformers' forward.
         self.lean = lean_for(model) if (lean_enabled() if lean is None else lean) else None
         self.device = device
