@@ -144,3 +144,12 @@ def test_other_architectures_keep_the_reference(tmp_path: Path, shared: Path) ->
     folder = build_tiny_model(tmp_path / "neox", "FIM-NeoX-1.3B", shared=shared)
     engine = LocalEngine.load(resolve_model(str(folder)), Settings(device="cpu"))
     assert engine.lean is None and engine.describe()["forward"] == "transformers"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", 0), ("0", 0), ("4", 4), ("x", 0)])
+def test_speculation_is_off_unless_asked(tiny: Tiny, monkeypatch: pytest.MonkeyPatch,
+                                         value: str, expected: int) -> None:
+    monkeypatch.setenv("FIMLSP_SPECULATE", value)
+    assert LocalEngine(tiny.engine.model, tiny.engine.device).speculate == expected
+    monkeypatch.delenv("FIMLSP_SPECULATE")
+    assert LocalEngine(tiny.engine.model, tiny.engine.device).speculate == 0

@@ -30,9 +30,10 @@ from fimlsp.models import ModelSpec
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # tokens per forward during prefill: bounds how long a cancel waits
-# Prompt-lookup draft tokens verified per forward when greedy, on CUDA; off on CPU, where a
-# forward of 7 tokens measured 2.4× one token (int8, 164M, one thread: compute-bound, not
-# bandwidth-bound), more than the 1.75 tokens per forward the drafts won (docs/benchmarks.md).
+# Prompt-lookup draft tokens per verifying forward when speculation is asked for
+# (FIMLSP_SPECULATE, `speculate=`). Off by default: on CPU a forward of 7 tokens measured 2.4×
+# one token (int8, 164M, one thread: compute-bound, not bandwidth-bound), more than the 1.75
+# tokens per forward the drafts won (docs/benchmarks.md); on CUDA it is unmeasured so far.
 SPECULATE = 6
 MAX_NGRAM = 3  # the longest tail of the text that is looked up in it to draft the next tokens
 MAX_SESSIONS = 4  # documents whose caches we keep (LRU); one cache is ~50 MB for a 1B model at 2k
@@ -72,6 +73,15 @@ def draft_tokens(context: list[int], limit: int, max_ngram: int = MAX_NGRAM) -> 
             if context[i] == first and context[i:i + n] == tail:
                 return context[i + n:i + n + limit]
     return []
+
+
+def _speculate_from_env() -> int:
+    """FIMLSP_SPECULATE as a draft length; anything but a non-negative integer means off."""
+    text = os.environ.get("FIMLSP_SPECULATE", "0").strip()
+    if text.isdigit():
+        return int(text)
+    log.warning("FIMLSP_SPECULATE=%r is not a number of draft tokens: speculation off", text)
+    return 0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -205,11 +215,9 @@ class LocalEngine:
         """`lean`: our own forward and static KV cache where the model has one (`engine/lean.py`);
         None follows FIMLSP_LEAN (on unless 0), False forces transformers' forward.
         `speculate`: draft tokens per verifying forward in greedy decoding; None follows
-        FIMLSP_SPECULATE, else SPECULATE on CUDA and 0 (off) on CPU."""
+        FIMLSP_SPECULATE (unset: 0, off; see SPECULATE)."""
         self.model = model
-        default = SPECULATE if device.type == "cuda" else 0
-        self.speculate = speculate if speculate is not None else \
-            int(os.environ.get("FIMLSP_SPECULATE", default))
+        self.speculate = speculate if speculate is not None else _speculate_from_env()
         # The lean forward where this architecture has one, else None: transformers' forward.
         self.lean = lean_for(model) if (lean_enabled() if lean is None else lean) else None
         self.device = device
