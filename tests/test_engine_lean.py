@@ -153,3 +153,17 @@ def test_speculation_is_off_unless_asked(tiny: Tiny, monkeypatch: pytest.MonkeyP
     assert LocalEngine(tiny.engine.model, tiny.engine.device).speculate == expected
     monkeypatch.delenv("FIMLSP_SPECULATE")
     assert LocalEngine(tiny.engine.model, tiny.engine.device).speculate == 0
+
+
+def test_the_cache_grows_by_doubling_up_to_the_model_positions() -> None:
+    kv = StaticKV(2, 8, torch.float32, torch.device("cpu"), limit=700)
+    kv.keys[:, :3] = 1.0
+    kv.length = 3
+    kv.reserve(257)
+    assert kv.capacity == 2 * GROW_TO and bool((kv.keys[:, :3] == 1.0).all())
+    kv.reserve(600)
+    assert kv.capacity == 700  # doubling would give 1024: the positions stop it
+    kv.crop(-2)
+    assert kv.get_seq_length() == 1
+    kv.crop(0)
+    assert kv.get_seq_length() == 0

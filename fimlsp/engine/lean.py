@@ -43,8 +43,9 @@ class StaticKV:
     """
 
     def __init__(self, layers: int, head_dim: int, dtype: torch.dtype, device: torch.device,
-                 capacity: int = GROW_TO) -> None:
+                 capacity: int = GROW_TO, limit: int | None = None) -> None:
         self.length = 0
+        self.limit = limit  # the model's position count: growing past it would only waste memory
         self.keys = torch.empty(layers, capacity, head_dim, dtype=dtype, device=device)  # [L,C,D]
         self.values = torch.empty_like(self.keys)  # [L, C, D]
 
@@ -64,8 +65,9 @@ class StaticKV:
         """Room for `total` positions; copies once when it grows (doubling, so rarely)."""
         if total <= self.capacity:
             return
-        capacity = max(total, 2 * self.capacity)
-        capacity = -(-capacity // GROW_TO) * GROW_TO
+        capacity = -(-max(total, 2 * self.capacity) // GROW_TO) * GROW_TO
+        if self.limit is not None:
+            capacity = max(total, min(capacity, self.limit))
         layers, _, dim = self.keys.shape
         keys = self.keys.new_empty(layers, capacity, dim)
         values = self.values.new_empty(layers, capacity, dim)
@@ -93,11 +95,13 @@ class LeanBigCode:
         self.width = config.hidden_size
         self.head_dim = self.width // self.heads
         self.scale = self.blocks[0].attn.scaling  # head_dim ** -0.5 unless scale_attn_weights off
+        self.positions = self.wpe.num_embeddings  # learned positions: no sequence is longer
         self.device = self.wte.weight.device
         self.dtype = self.wte.weight.dtype  # KV dtype: what c_attn outputs (fp32 under int8 too)
 
     def new_cache(self) -> StaticKV:
-        return StaticKV(len(self.blocks), self.head_dim, self.dtype, self.device)
+        return StaticKV(len(self.blocks), self.head_dim, self.dtype, self.device,
+                        limit=self.positions)
 
     @torch.inference_mode()
     def forward(self, ids: list[int], kv: StaticKV, all_logits: bool = False) -> torch.Tensor:
