@@ -81,3 +81,41 @@ def test_table_renders(result: dict) -> None:
     table = bench_engine.render(result)
     assert "| tiny_starcoder_py | float32 |" in table
     assert "| tiny_starcoder_py | int8 |" in table
+
+
+def test_lean_and_reference_interleaved(tmp_path: Path, shared: Path) -> None:
+    """--forward lean,reference: both paths on one loaded model, a row each, and their ratios."""
+    argv = ["--models", "tiny_starcoder_py", "--quantization", "none", "--tiny",
+            "--forward", "lean,reference", "--context", str(CONTEXT), "--new-tokens", str(NEW),
+            "--repeats", "1", "--threads", "1", "--device", "cpu", "--bandwidth-mb", "32",
+            "--json", "--in-process", "--shared", str(shared), "--cache-dir", str(tmp_path)]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert bench_engine.main(argv) == 0
+    result = json.loads(out.getvalue())
+    rows = result["results"]
+    assert [r["forward"] for r in rows] == ["lean", "transformers"]
+    assert all(r["keystroke"]["reused_tokens"] == CONTEXT for r in rows)
+    ratios = result["lean_vs_reference"]["tiny_starcoder_py none"]
+    assert all(ratios[key] > 0 for key in ("decode", "keystroke", "cold_prefill"))
+    assert "lean ÷ transformers" in bench_engine.render(result)
+
+
+def test_retype_speculation_is_exact_and_counts_forwards(shared: Path) -> None:
+    """--retype: the trained model retypes a function body of real code (this repository's
+    bench module), plain and speculating; same answers, and tokens per forward reported."""
+    model = shared / "models" / "tiny-fim-starcoder"
+    if not (model / "config.json").is_file():
+        pytest.skip(f"the trained model is not in {model.parent}")
+    argv = ["--retype", bench_engine.__file__, "--model-dir", str(model), "--functions", "1",
+            "--max-requests", "3", "--new-tokens", "8", "--context", "256", "--threads", "1",
+            "--device", "cpu", "--speculate", "4"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert bench_engine.main(argv) == 0
+    report = json.loads(out.getvalue())
+    assert report["requests"] == 3 and report["differing_answers"] == 0
+    plain, fast = report["totals"]["plain"], report["totals"]["speculative"]
+    assert plain["tokens"] == fast["tokens"] > 0
+    assert plain["tokens_per_forward"] == 1.0 and plain["drafted"] == 0
+    assert fast["tokens_per_forward"] >= 1.0 and fast["accepted"] <= fast["drafted"]

@@ -41,7 +41,9 @@ class Tiny:
     engine: LocalEngine  # default prefill chunk; tests that need another build their own
 
     def fresh(self, **kwargs: int) -> LocalEngine:
-        """A new engine (no sessions) on the same loaded model."""
+        """A new engine (no sessions) on the same loaded model; without speculation unless asked
+        (`checked` compares one forward per token; test_speculation_is_exact covers the rest)."""
+        kwargs.setdefault("speculate", 0)
         return type(self.engine)(self.engine.model, self.engine.device, **kwargs)
 
     def prompt(self, line: int = 9, character: int = 11) -> list[int]:
@@ -83,16 +85,20 @@ def checked(engine: LocalEngine, key: str, prompt: list[int], *, max_new_tokens:
             stop_ids: frozenset[int] = frozenset(), **kwargs: object) -> Generation:
     """engine.generate, with every step's logits compared against the slow reference."""
     captured: list[torch.Tensor] = []
+    # Every forward the engine runs, whichever path (transformers' or the lean one) serves it.
+    inner = engine._forward
 
-    def hook(module: torch.nn.Module, args: object, output: object) -> None:
-        captured.append(output.logits[0, -1].detach().float().clone())  # type: ignore[attr-defined]
+    def spy(*args: object, **kw: object) -> torch.Tensor:
+        logits = inner(*args, **kw)  # type: ignore[arg-type]
+        captured.append(logits.detach().float().clone())
+        return logits
 
-    handle = engine.model.register_forward_hook(hook)
+    engine._forward = spy  # type: ignore[method-assign]
     try:
         result = engine.generate(key, prompt, max_new_tokens=max_new_tokens,
                                  stop_ids=set(stop_ids), **kwargs)  # type: ignore[arg-type]
     finally:
-        handle.remove()
+        del engine._forward
     assert result.prompt_tokens == len(prompt)
     # One logits vector per sampled token (plus the one that sampled the stop token).
     steps = len(result.ids) + (1 if result.stop_reason == "eos" else 0)
@@ -297,6 +303,77 @@ def test_on_token_returning_true_stops(tiny: Tiny) -> None:
                      on_token=third_token_stops)
     assert result.stop_reason == "callback"
     assert result.ids == seen and len(seen) == 3
+
+
+def test_speculation_is_exact(tiny: Tiny) -> None:
+    """Prompt-lookup speculation changes how many forwards run, never what comes out: the same
+    ids, stop reasons, reuse and session contents as plain greedy decoding, request after request
+    (fresh, extended, last token changed, changed in the middle), and under every way to stop."""
+    plain, fast = tiny.fresh(), tiny.fresh(speculate=4)
+    first = tiny.prompt()
+    second = first + tiny.encode("radius * 2")
+    third = [*second[:-1], next(t for t in tiny.encode(" math tau") if t != second[-1])]
+    middle = len(third) // 2
+    fourth = third[:middle] + tiny.encode("def volume(radius):\n    return ") + third[middle:]
+    drafted = 0
+    answers = []
+    for prompt in (first, second, third, fourth, fourth[: middle - 3]):
+        want = plain.generate("doc", prompt, max_new_tokens=12, stop_ids=set())
+        got = fast.generate("doc", prompt, max_new_tokens=12, stop_ids=set())
+        assert (got.ids, got.stop_reason, got.reused_tokens) == \
+            (want.ids, want.stop_reason, want.reused_tokens)
+        assert fast._sessions["doc"].ids == plain._sessions["doc"].ids
+        assert fast._sessions["doc"].cache.get_seq_length() == len(fast._sessions["doc"].ids)
+        assert got.decode_forwards <= want.decode_forwards == len(want.ids) - 1
+        drafted += got.drafted
+        answers.append(want.ids)
+    # Text that repeats, the answer included (random weights rarely repeat the prompt by
+    # themselves): drafts are found, verified, and kept or dropped.
+    repeated = first + answers[0] + first
+    want = plain.generate("doc", repeated, max_new_tokens=12, stop_ids=set())
+    got = fast.generate("doc", repeated, max_new_tokens=12, stop_ids=set())
+    assert (got.ids, got.stop_reason) == (want.ids, want.stop_reason)
+    assert fast._sessions["doc"].ids == plain._sessions["doc"].ids
+    drafted += got.drafted
+    assert drafted > 0, "no draft was ever verified: the test exercised nothing"
+
+    answer = answers[0]  # the answer to `first`
+    for stop in {answer[i] for i in (0, 3, 7)}:  # an eos at the first, a middle, a late token
+        want = plain.generate("s", first, max_new_tokens=12, stop_ids={stop})
+        got = fast.generate("s", first, max_new_tokens=12, stop_ids={stop})
+        assert (got.ids, got.stop_reason) == (want.ids, want.stop_reason)
+        assert fast._sessions["s"].ids == plain._sessions["s"].ids
+    for engine in (plain, fast):
+        engine.drop_session("s")
+
+    def stops(engine: LocalEngine, at: int, how: str) -> tuple[list[int], str, list[int]]:
+        seen: list[int] = []
+
+        def on_token(token: int) -> bool:
+            seen.append(token)
+            return how == "callback" and len(seen) == at
+
+        result = engine.generate("c", first, max_new_tokens=12, stop_ids=set(), on_token=on_token,
+                                 should_stop=lambda: "superseded" if how == "superseded"
+                                 and len(seen) >= at else None)
+        ids = engine._sessions["c"].ids
+        engine.drop_session("c")
+        return seen, result.stop_reason, ids
+
+    for how in ("callback", "superseded"):
+        for at in (1, 2, 5):
+            assert stops(fast, at, how) == stops(plain, at, how)
+
+
+def test_draft_tokens() -> None:
+    from fimlsp.engine.local import draft_tokens
+
+    text = [1, 2, 3, 4, 5, 9, 2, 3, 4, 6, 7, 2, 3]
+    assert draft_tokens(text, 3) == [4, 6, 7]  # the latest earlier "2 3" wins
+    assert draft_tokens(text, 1) == [4]
+    assert draft_tokens([*text, 8], 3) == []  # 8 never occurred before
+    assert draft_tokens([5, 1, 5], 4) == [1, 5]  # a 1-gram, followed up to the end
+    assert draft_tokens(text, 0) == [] and draft_tokens([], 3) == [] and draft_tokens([7], 3) == []
 
 
 def test_sessions_are_kept_per_document(tiny: Tiny) -> None:

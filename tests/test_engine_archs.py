@@ -35,6 +35,7 @@ from test_engine import (  # noqa: F401  (collected again here, with this module
     test_generation_uses_no_deprecated_keyword,
     test_identical_prompt_again_reuses_all_but_one,
     test_request_after_a_cancelled_prefill,
+    test_speculation_is_exact,
     test_stop_id_later_in_the_answer,
     test_stop_id_stops_before_the_token,
     test_superseded_while_decoding,
@@ -47,6 +48,7 @@ from fimlsp.models import load_tokenizer, resolve_model
 ENGINE_SUITE = (
     "test_chunked_prefill_equals_one_shot", "test_extend_crop_and_diverge", "test_fresh_session",
     "test_identical_prompt_again_reuses_all_but_one", "test_request_after_a_cancelled_prefill",
+    "test_speculation_is_exact",
     "test_stop_id_later_in_the_answer", "test_stop_id_stops_before_the_token",
     "test_superseded_while_decoding",
 )

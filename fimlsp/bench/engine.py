@@ -209,83 +209,189 @@ def timed_generate(engine: LocalEngine, key: str, prompt: list[int], new_tokens:
 
 
 def bench_one(name: str, folder: Path, quantization: str, args: argparse.Namespace,
-              device: torch.device, bandwidth_gbs: float) -> dict[str, Any]:
+              device: torch.device, bandwidth_gbs: float) -> list[dict[str, Any]]:
+    """One row per forward path in --forward, on one loaded model. With several paths the
+    engines share the weights and their requests are interleaved (A, B, A, B…), so a burst of
+    other work on a shared machine falls on both alike and the ratio stays fair."""
     reset_peak_rss(device)
     rss_before = rss_mb("VmRSS")
     settings = Settings(device=device.type, dtype=args.dtype, quantization=quantization,
                         threads=args.threads if device.type == "cpu" else None)
     started = time.perf_counter()
-    engine = LocalEngine.load(resolve_model(str(folder)), settings)
+    first_engine = LocalEngine.load(resolve_model(str(folder)), settings)
     load_s = time.perf_counter() - started
-    model = engine.model
+    model = first_engine.model
+    engines = {path: LocalEngine(model, first_engine.device, lean=path == "lean",
+                                 speculate=args.speculate) for path in args.forward}
+    for path, engine in engines.items():
+        if path == "lean" and engine.lean is None:
+            print(f"{name}: no lean forward for {model.config.model_type}; the 'lean' row runs "
+                  "transformers' forward", file=sys.stderr)
     config = model.config
     vocab = config.vocab_size
     rng = random.Random(args.seed)
     prompt = [rng.randrange(FIRST_ID, vocab) for _ in range(args.context)]
 
     # Warm-up on a throwaway session: first-call kernel setup is not what a keystroke pays.
-    timed_generate(engine, "warmup", prompt[: min(64, args.context)], 2)
-    engine.drop_session("warmup")
+    for engine in engines.values():
+        timed_generate(engine, "warmup", prompt[: min(64, args.context)], 2)
+        engine.drop_session("warmup")
 
-    cold = timed_generate(engine, "cold", prompt, args.new_tokens)
+    cold = {path: timed_generate(engine, "cold", prompt, args.new_tokens)
+            for path, engine in engines.items()}
     # The keystroke: one more token at the end of the prompt, same session (crop the generated
     # tokens, prefill one). Repeated with a different last token each time; median reported.
-    reuse_runs = []
+    reuse_runs: dict[str, list[dict[str, Any]]] = {path: [] for path in engines}
     for i in range(args.repeats):
-        extra = FIRST_ID + (cold["first_id"] or 0) % 97 + i + 1
-        reuse_runs.append(timed_generate(engine, "cold", [*prompt, extra], args.new_tokens))
-    reuse = sorted(reuse_runs, key=lambda r: r["total_ms"])[len(reuse_runs) // 2]
-    fresh = timed_generate(engine, "fresh", [*prompt, FIRST_ID + 1], args.new_tokens)
-    all_steps = [t for r in (cold, *reuse_runs, fresh) for t in r["steps_ms"]]
-    best_prefill = min(cold["prefill_ms"], fresh["prefill_ms"] * len(prompt) / (len(prompt) + 1))
+        for path, engine in engines.items():
+            extra = FIRST_ID + (cold[path]["first_id"] or 0) % 97 + i + 1
+            reuse_runs[path].append(timed_generate(engine, "cold", [*prompt, extra],
+                                                   args.new_tokens))
+    fresh = {path: timed_generate(engine, "fresh", [*prompt, FIRST_ID + 1], args.new_tokens)
+             for path, engine in engines.items()}
 
     total_bytes, decode_bytes, weights = weight_bytes(model)
     first = next(model.parameters())
     kv = kv_bytes(config, args.context, first.element_size() if first.is_floating_point() else 4)
     floor_ms = decode_bytes / (bandwidth_gbs * 1e9) * 1000
-    row: dict[str, Any] = {
-        "model": name, "quantization": quantization,
-        "dtype": str(first.dtype).removeprefix("torch."),
-        "geometry": {"layers": config.num_hidden_layers, "width": config.hidden_size,
-                     "heads": config.num_attention_heads},
-        "params": weights,  # packed int8 weights included
-        "load_s": load_s,
-        "weight_bytes": total_bytes, "decode_weight_bytes": decode_bytes, "kv_bytes": kv,
-        "prefill_tokens": cold["prompt_tokens"],
-        "prefill_ms": cold["prefill_ms"],
-        "prefill_tokens_per_s": cold["prompt_tokens"] / cold["prefill_ms"] * 1000,
-        # The keystroke without reuse is a second full prefill: the better of the two, for a
-        # machine shared with other work.
-        "prefill_tokens_per_s_best": len(prompt) / best_prefill * 1000,
-        "decode_ms_per_token": cold["decode_ms_per_token"],
-        # Every decode step at this context (cold, reuse and fresh requests): robust to bursts.
-        "decode_ms_per_token_median": statistics.median(all_steps),
-        "decode_steps": len(all_steps),
-        "floor_ms_per_token": floor_ms,
-        "decode_over_floor": statistics.median(all_steps) / floor_ms,
-        "cold_total_ms": cold["total_ms"],
-        "keystroke": {
-            "prompt_tokens": reuse["prompt_tokens"], "new_tokens": reuse["new_tokens"],
-            "reuse_ms": reuse["total_ms"], "reuse_prefill_ms": reuse["prefill_ms"],
-            "reused_tokens": reuse["reused_tokens"],
-            "reuse_ms_all": [r["total_ms"] for r in reuse_runs],
-            "no_reuse_ms": fresh["total_ms"], "no_reuse_prefill_ms": fresh["prefill_ms"],
-            "no_reuse_reused_tokens": fresh["reused_tokens"],
-            "speedup": fresh["total_ms"] / reuse["total_ms"],
-        },
-        "peak_rss_mb": rss_mb(), "rss_before_load_mb": rss_before,
-        # Weights are memory-mapped from the safetensors file: those pages count in RSS as
-        # file-backed (clean, reclaimable); anonymous memory is what the process really owns.
-        "rss_anon_mb": rss_mb("RssAnon"), "rss_file_mb": rss_mb("RssFile"),
-        "load_average_after": load_average(),
-    }
-    if device.type == "cuda":
-        row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    del engine, model
+    rows = []
+    for path, engine in engines.items():
+        runs = reuse_runs[path]
+        reuse = sorted(runs, key=lambda r: r["total_ms"])[len(runs) // 2]
+        all_steps = [t for r in (cold[path], *runs, fresh[path]) for t in r["steps_ms"]]
+        best_prefill = min(cold[path]["prefill_ms"],
+                           fresh[path]["prefill_ms"] * len(prompt) / (len(prompt) + 1))
+        row: dict[str, Any] = {
+            "model": name, "quantization": quantization,
+            "forward": "lean" if engine.lean is not None else "transformers",
+            "speculate": engine.speculate,
+            "dtype": str(first.dtype).removeprefix("torch."),
+            "geometry": {"layers": config.num_hidden_layers, "width": config.hidden_size,
+                         "heads": config.num_attention_heads},
+            "params": weights,  # packed int8 weights included
+            "load_s": load_s,
+            "weight_bytes": total_bytes, "decode_weight_bytes": decode_bytes, "kv_bytes": kv,
+            "prefill_tokens": cold[path]["prompt_tokens"],
+            "prefill_ms": cold[path]["prefill_ms"],
+            "prefill_tokens_per_s": cold[path]["prompt_tokens"] / cold[path]["prefill_ms"] * 1000,
+            # The keystroke without reuse is a second full prefill: the better of the two, for
+            # a machine shared with other work.
+            "prefill_tokens_per_s_best": len(prompt) / best_prefill * 1000,
+            "decode_ms_per_token": cold[path]["decode_ms_per_token"],
+            # Every decode step at this context (cold, reuse and fresh requests): robust to
+            # bursts.
+            "decode_ms_per_token_median": statistics.median(all_steps),
+            "decode_steps": len(all_steps),
+            "floor_ms_per_token": floor_ms,
+            "decode_over_floor": statistics.median(all_steps) / floor_ms,
+            "cold_total_ms": cold[path]["total_ms"],
+            "keystroke": {
+                "prompt_tokens": reuse["prompt_tokens"], "new_tokens": reuse["new_tokens"],
+                "reuse_ms": reuse["total_ms"], "reuse_prefill_ms": reuse["prefill_ms"],
+                "reused_tokens": reuse["reused_tokens"],
+                "reuse_ms_all": [r["total_ms"] for r in runs],
+                "no_reuse_ms": fresh[path]["total_ms"],
+                "no_reuse_prefill_ms": fresh[path]["prefill_ms"],
+                "no_reuse_reused_tokens": fresh[path]["reused_tokens"],
+                "speedup": fresh[path]["total_ms"] / reuse["total_ms"],
+            },
+            "peak_rss_mb": rss_mb(), "rss_before_load_mb": rss_before,
+            # Weights are memory-mapped from the safetensors file: those pages count in RSS as
+            # file-backed (clean, reclaimable); anonymous memory is what the process really owns.
+            "rss_anon_mb": rss_mb("RssAnon"), "rss_file_mb": rss_mb("RssFile"),
+            "load_average_after": load_average(),
+        }
+        if device.type == "cuda":
+            row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        rows.append(row)
+    del engines, first_engine, model
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return row
+    return rows
+
+
+# -- speculation on real code ------------------------------------------------------------------
+
+
+def retype_cursors(source: str, functions: int) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Cursors of a user retyping function bodies of `source`: per function (up to `functions`,
+    the longest bodies first), the body deleted and typed back line by line; a cursor after each
+    line's indentation, where an editor asks for the rest of the line. (name, [(prefix,
+    suffix)])."""
+    import ast
+
+    lines = source.splitlines(keepends=True)
+    starts = [0, *itertools.accumulate(len(line) for line in lines)]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno:
+            first, last = node.body[0].lineno - 1, node.end_lineno  # body lines [first, last)
+            if last - first >= 3:
+                found.append((last - first, node.name, first, last))
+    found.sort(key=lambda f: (-f[0], f[2]))
+    result = []
+    for _, name, first, last in found[:functions]:
+        body_end = starts[last]
+        cursors = []
+        for line in range(first, last):
+            indent = len(lines[line]) - len(lines[line].lstrip(" \t"))
+            cut = starts[line] + indent
+            cursors.append((source[:cut], source[body_end:]))
+        result.append((name, cursors))
+    return result
+
+
+def retype(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Prompt-lookup speculation on a trained model retyping real code: tokens per forward and
+    decode time, plain and speculating engines interleaved, outputs checked identical."""
+    from fimlsp.context import Cursor
+    from fimlsp.engine.local import SPECULATE
+    from fimlsp.models import load_tokenizer
+    from fimlsp.prompt import build_prompt
+
+    source = Path(args.retype).read_text()
+    spec = resolve_model(str(args.model_dir))
+    tokenizer = load_tokenizer(str(args.model_dir))
+    quantization = (args.quantization or "none").split(",")[0]
+    settings = Settings(device=device.type, dtype=args.dtype, quantization=quantization,
+                        threads=args.threads if device.type == "cpu" else None)
+    loaded = LocalEngine.load(resolve_model(str(args.model_dir)), settings)
+    k = args.speculate or SPECULATE
+    engines = {"plain": LocalEngine(loaded.model, loaded.device, speculate=0),
+               "speculative": LocalEngine(loaded.model, loaded.device, speculate=k)}
+    stop_ids = {i for t in spec.template.stop if (i := tokenizer.token_to_id(t)) is not None}
+    totals = {name: {"tokens": 0, "forwards": 0, "decode_ms": 0.0, "drafted": 0,
+                     "accepted": 0} for name in engines}
+    requests = differing = 0
+    for function, cursors in retype_cursors(source, args.functions):
+        for prefix, suffix in cursors[: args.max_requests or None]:
+            line = prefix.count("\n")
+            cursor = Cursor(prefix, suffix, line, len(prefix) - prefix.rfind("\n") - 1)
+            ids = build_prompt(tokenizer, spec.template, spec.order, cursor,
+                               window=args.context, reserved=args.new_tokens).ids
+            answers = []
+            for name, engine in engines.items():  # interleaved: plain, speculative, plain…
+                got = engine.generate(function, ids, max_new_tokens=args.new_tokens,
+                                      stop_ids=stop_ids)
+                answers.append(got.ids)
+                t = totals[name]
+                t["tokens"] += len(got.ids)
+                # The prefill's forward gives the first token; each decode forward the rest.
+                t["forwards"] += got.decode_forwards + (1 if got.ids else 0)
+                t["decode_ms"] += got.decode_ms
+                t["drafted"] += got.drafted
+                t["accepted"] += got.accepted
+            requests += 1
+            differing += answers[0] != answers[1]
+    for t in totals.values():
+        t["tokens_per_forward"] = t["tokens"] / max(1, t["forwards"])
+        t["decode_ms_per_token"] = t["decode_ms"] / max(1, t["tokens"])
+    return {"file": str(args.retype), "model": str(args.model_dir), "quantization": quantization,
+            "speculate": k, "requests": requests, "differing_answers": differing,
+            "new_tokens": args.new_tokens, "window": args.context, "totals": totals,
+            "decode_speedup": totals["plain"]["decode_ms_per_token"]
+            / max(1e-9, totals["speculative"]["decode_ms_per_token"])}
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -322,6 +428,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--in-process", action="store_true",
                         help="run every configuration in this process (default: one subprocess "
                         "each, so peak memory is per configuration and memory is returned)")
+    parser.add_argument("--forward", default="lean",
+                        help="comma-separated forward paths, interleaved on one loaded model: "
+                        "lean (engine/lean.py where the model has one) and reference "
+                        "(transformers' forward with its DynamicCache)")
+    parser.add_argument("--speculate", type=int, default=0,
+                        help="prompt-lookup draft tokens (default 0: decode ms/token is then "
+                        "per forward; random prompts give nothing to look up anyway)")
+    parser.add_argument("--retype", type=Path, default=None,
+                        help="instead: prompt-lookup speculation on --model-dir (a trained "
+                        "model) retyping function bodies of this Python file")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="the model --retype runs (e.g. shared/models/tiny-fim-starcoder)")
+    parser.add_argument("--functions", type=int, default=8,
+                        help="function bodies --retype retypes (the longest first)")
+    parser.add_argument("--max-requests", type=int, default=0,
+                        help="--retype: at most this many cursors per function (0: all lines)")
     parser.add_argument("--json", action="store_true")
     # What a subprocess gets: one configuration, the bandwidth measured by its parent.
     parser.add_argument("--row", default=None, help=argparse.SUPPRESS)
@@ -329,6 +451,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.context < 2 or args.new_tokens < 2:
         parser.error("--context and --new-tokens must be at least 2")
+    args.forward = [p.strip() for p in args.forward.split(",") if p.strip()]
+    if not args.forward or set(args.forward) - {"lean", "reference"}:
+        parser.error("--forward takes lean and/or reference")
     return args
 
 
@@ -360,6 +485,12 @@ def main(argv: list[str]) -> int:
                      else ["none", "int8"] if device.type == "cpu" else ["none", "8bit", "4bit"])
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+    if args.retype:
+        if args.model_dir is None:
+            raise SystemExit("--retype needs --model-dir")
+        report = retype(args, device)
+        print(json.dumps(report, indent=2))
+        return 0
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if args.row:
         names = [args.row.split(":")[0]]
@@ -375,8 +506,8 @@ def main(argv: list[str]) -> int:
 
     if args.row:  # a subprocess of the command below: one configuration, one JSON row
         name, quantization = args.row.split(":")
-        row = bench_one(name, folders[name], quantization, args, device, args.bandwidth_gbs)
-        print(json.dumps(row))
+        rows = bench_one(name, folders[name], quantization, args, device, args.bandwidth_gbs)
+        print(json.dumps(rows))
         return 0
 
     load_before = load_average()
@@ -386,10 +517,9 @@ def main(argv: list[str]) -> int:
         for quantization in quantizations:
             print(f"running {name} {quantization} …", file=sys.stderr, flush=True)
             if args.in_process:
-                rows.append(bench_one(name, folders[name], quantization, args, device,
-                                      bandwidth))
+                rows += bench_one(name, folders[name], quantization, args, device, bandwidth)
             else:
-                rows.append(_in_subprocess(argv, name, quantization, bandwidth))
+                rows += _in_subprocess(argv, name, quantization, bandwidth)
     info = machine(device, args.threads)
     info["load_average_before"] = load_before
     info["load_average_after"] = load_average()
@@ -398,6 +528,7 @@ def main(argv: list[str]) -> int:
         "new_tokens": args.new_tokens,
         "prompt": f"random ids in [{FIRST_ID}, vocab), seed {args.seed}; stop ids disabled",
         "results": rows, "int8_decode_vs_fp32": _ratios(rows),
+        "lean_vs_reference": _lean_ratios(rows),
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -407,7 +538,7 @@ def main(argv: list[str]) -> int:
 
 
 def _in_subprocess(argv: list[str], name: str, quantization: str, bandwidth: float
-                   ) -> dict[str, Any]:
+                   ) -> list[dict[str, Any]]:
     import subprocess
 
     command = [sys.executable, "-m", "fimlsp.bench.engine", *argv, "--json",
@@ -415,22 +546,45 @@ def _in_subprocess(argv: list[str], name: str, quantization: str, bandwidth: flo
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:
         print(f"{name} {quantization} failed (exit {done.returncode})", file=sys.stderr)
-        return {"model": name, "quantization": quantization,
-                "error": f"exit status {done.returncode}"}
+        return [{"model": name, "quantization": quantization,
+                 "error": f"exit status {done.returncode}"}]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Quantized decode time ÷ unquantized, per model (median steps)."""
+    """Quantized decode time ÷ unquantized, per model and forward path (median steps)."""
     ratios = {}
     for row in rows:
         if row["quantization"] == "none" or "error" in row:
             continue
         base = next((r for r in rows if r["model"] == row["model"]
+                     and r.get("forward") == row.get("forward")
                      and r["quantization"] == "none" and "error" not in r), None)
         if base:
-            ratios[f"{row['model']} {row['quantization']}"] = (
-                row["decode_ms_per_token_median"] / base["decode_ms_per_token_median"])
+            label = f"{row['model']} {row['quantization']}"
+            if len({r.get("forward") for r in rows}) > 1:
+                label += f" ({row['forward']})"
+            ratios[label] = (row["decode_ms_per_token_median"]
+                             / base["decode_ms_per_token_median"])
+    return ratios
+
+
+def _lean_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Lean ÷ transformers' forward, per model and quantization, from the interleaved runs:
+    decode (median step), keystroke with reuse (median), cold prefill."""
+    ratios = {}
+    for row in rows:
+        if row.get("forward") != "lean" or "error" in row:
+            continue
+        base = next((r for r in rows if r["model"] == row["model"]
+                     and r["quantization"] == row["quantization"]
+                     and r.get("forward") == "transformers"), None)
+        if base:
+            ratios[f"{row['model']} {row['quantization']}"] = {
+                "decode": row["decode_ms_per_token_median"] / base["decode_ms_per_token_median"],
+                "keystroke": row["keystroke"]["reuse_ms"] / base["keystroke"]["reuse_ms"],
+                "cold_prefill": row["prefill_ms"] / base["prefill_ms"],
+            }
     return ratios
 
 
@@ -444,10 +598,10 @@ def render(result: dict[str, Any]) -> str:
         f"measured read bandwidth {result['bandwidth_gbs']:.1f} GB/s",
         f"prompt {result['context']} tokens ({result['prompt']}), {result['new_tokens']} new",
         "",
-        "| model | quant | weights MB (read per token) | prefill tok/s (cold; best) "
+        "| model | quant | forward | weights MB (read per token) | prefill tok/s (cold; best) "
         "| decode ms/tok (mean; median) | floor ms/tok | keystroke: reuse ms | no reuse ms "
         "| speed-up | RSS MB: peak; anon |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["results"]:
         if "error" in r:
@@ -456,7 +610,8 @@ def render(result: dict[str, Any]) -> str:
         k = r["keystroke"]
         quant = r["quantization"] if r["quantization"] != "none" else r["dtype"]
         lines.append(
-            f"| {r['model']} | {quant} | {r['weight_bytes'] / 1e6:.0f} "
+            f"| {r['model']} | {quant} | {r.get('forward', '-')} "
+            f"| {r['weight_bytes'] / 1e6:.0f} "
             f"({r['decode_weight_bytes'] / 1e6:.0f}) | {r['prefill_tokens_per_s']:.0f}; "
             f"{r['prefill_tokens_per_s_best']:.0f} | {r['decode_ms_per_token']:.1f}; "
             f"{r['decode_ms_per_token_median']:.1f} | {r['floor_ms_per_token']:.1f} "
@@ -464,6 +619,9 @@ def render(result: dict[str, Any]) -> str:
             f"| {r['peak_rss_mb']:.0f}; {r.get('rss_anon_mb', 0):.0f} |")
     for key, ratio in result["int8_decode_vs_fp32"].items():
         lines.append(f"\n{key} decode ÷ unquantized decode: {ratio:.2f}")
+    for key, ratio in result.get("lean_vs_reference", {}).items():
+        lines.append(f"\n{key} lean ÷ transformers: decode {ratio['decode']:.2f}, keystroke "
+                     f"{ratio['keystroke']:.2f}, cold prefill {ratio['cold_prefill']:.2f}")
     return "\n".join(lines)
 
 

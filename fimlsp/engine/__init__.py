@@ -26,6 +26,11 @@ class Generation:
     reused_tokens: int = 0  # prompt tokens whose KV came from the previous request
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
+    # Forward passes after the prefill. Without speculation one per generated token after the
+    # first; with it fewer: tokens per forward = len(ids) / (decode_forwards + 1).
+    decode_forwards: int = 0
+    drafted: int = 0  # prompt-lookup draft tokens verified
+    accepted: int = 0  # of them, those the model agreed with (kept without a forward each)
 
     @property
     def interrupted(self) -> bool:

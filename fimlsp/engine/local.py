@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 import time
 from collections import OrderedDict
@@ -24,6 +25,7 @@ import torch
 from fimlsp import hub
 from fimlsp.config import Settings
 from fimlsp.engine import Generation, StopCheck, TokenCallback
+from fimlsp.engine.lean import lean_enabled, lean_for
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import (
     WEIGHT_FILES,
@@ -36,6 +38,12 @@ from fimlsp.models import (
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # tokens per forward during prefill: bounds how long a cancel waits
+# Prompt-lookup draft tokens per verifying forward when speculation is asked for
+# (FIMLSP_SPECULATE, `speculate=`). Off by default: on CPU a forward of 7 tokens measured 2.4×
+# one token (int8, 164M, one thread: compute-bound, not bandwidth-bound), more than the 1.75
+# tokens per forward the drafts won (docs/benchmarks.md); on CUDA it is unmeasured so far.
+SPECULATE = 6
+MAX_NGRAM = 3  # the longest tail of the text that is looked up in it to draft the next tokens
 MAX_SESSIONS = 4  # documents whose caches we keep (LRU); one cache is ~50 MB for a 1B model at 2k
 
 
@@ -44,7 +52,7 @@ class Session:
     """Token ids whose keys and values are in `cache`, position for position."""
 
     ids: list[int]
-    cache: Any  # transformers DynamicCache
+    cache: Any  # transformers DynamicCache (reference path) or lean.StaticKV (lean path)
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -53,6 +61,35 @@ def common_prefix(a: list[int], b: list[int]) -> int:
         if a[i] != b[i]:
             return i
     return n
+
+
+def draft_tokens(context: list[int], limit: int, max_ngram: int = MAX_NGRAM) -> list[int]:
+    """Prompt lookup: the (up to `limit`) tokens that followed the latest earlier occurrence of
+    the context's last n tokens, for n from `max_ngram` down to 1; [] when none recurs.
+
+    Why it pays for code: a completion mostly repeats what is already in the prompt (names,
+    call patterns, the rest of a line the suffix also holds), and the model verifies a draft of
+    k tokens in one forward for little more than the cost of one.
+    """
+    end = len(context)
+    if limit <= 0:
+        return []
+    for n in range(min(max_ngram, end - 1), 0, -1):
+        tail = context[end - n:]
+        first = tail[0]
+        for i in range(end - n - 1, -1, -1):  # latest first; the tail itself excluded
+            if context[i] == first and context[i:i + n] == tail:
+                return context[i + n:i + n + limit]
+    return []
+
+
+def _speculate_from_env() -> int:
+    """FIMLSP_SPECULATE as a draft length; anything but a non-negative integer means off."""
+    text = os.environ.get("FIMLSP_SPECULATE", "0").strip()
+    if text.isdigit():
+        return int(text)
+    log.warning("FIMLSP_SPECULATE=%r is not a number of draft tokens: speculation off", text)
+    return 0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -252,8 +289,16 @@ class LocalEngine:
     """One model, one worker thread (the scheduler's), many documents' caches."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device,
-                 max_sessions: int = MAX_SESSIONS, prefill_chunk: int = PREFILL_CHUNK) -> None:
+                 max_sessions: int = MAX_SESSIONS, prefill_chunk: int = PREFILL_CHUNK,
+                 lean: bool | None = None, speculate: int | None = None) -> None:
+        """`lean`: our own forward and static KV cache where the model has one (`engine/lean.py`);
+        None follows FIMLSP_LEAN (on unless 0), False forces transformers' forward.
+        `speculate`: draft tokens per verifying forward in greedy decoding; None follows
+        FIMLSP_SPECULATE (unset: 0, off; see SPECULATE)."""
         self.model = model
+        self.speculate = speculate if speculate is not None else _speculate_from_env()
+        # The lean forward where this architecture has one, else None: transformers' forward.
+        self.lean = lean_for(model) if (lean_enabled() if lean is None else lean) else None
         self.device = device
         self.max_sessions = max_sessions
         self.prefill_chunk = prefill_chunk
@@ -262,9 +307,9 @@ class LocalEngine:
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
     @classmethod
-    def load(cls, spec: ModelSpec, settings: Settings) -> LocalEngine:
+    def load(cls, spec: ModelSpec, settings: Settings, lean: bool | None = None) -> LocalEngine:
         model, device = load_model(spec, settings)
-        engine = cls(model, device)
+        engine = cls(model, device, lean=lean)
         engine.quantization = resolve_quantization(settings.quantization, spec, device)
         return engine
 
@@ -273,7 +318,8 @@ class LocalEngine:
         weights = next(iter(self.model.parameters()), None)
         return {"device": str(self.device),
                 "dtype": str(weights.dtype).removeprefix("torch.") if weights is not None
-                else "unknown", "quantization": self.quantization}
+                else "unknown", "quantization": self.quantization,
+                "forward": "lean" if self.lean is not None else "transformers"}
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -281,7 +327,9 @@ class LocalEngine:
         from transformers import DynamicCache
 
         session = self._sessions.pop(key, None)
-        if session is None:
+        if session is None and self.lean is not None:
+            session = Session(ids=[], cache=self.lean.new_cache())
+        elif session is None:
             # No config: with one, sliding-window models (StarCoder2) get layers that refuse
             # `crop` once the window is full. Their attention mask still applies the window.
             session = Session(ids=[], cache=DynamicCache())
@@ -308,6 +356,10 @@ class LocalEngine:
     @torch.inference_mode()
     def _forward(self, session: Session, ids: list[int]) -> torch.Tensor:
         """Runs `ids` after what the session holds; returns the last position's logits [vocab]."""
+        if self.lean is not None:
+            logits = self.lean.forward(ids, session.cache)  # [1, vocab]
+            session.ids.extend(ids)
+            return logits[0]
         start = len(session.ids)
         input_ids = torch.tensor([ids], device=self.device)  # [1, n]
         positions = torch.arange(start, start + len(ids), device=self.device)[None]  # [1, n]
@@ -315,6 +367,21 @@ class LocalEngine:
                          logits_to_keep=1, **{self.cache_kwarg: session.cache})
         session.ids.extend(ids)
         return out.logits[0, -1].float()  # [vocab]
+
+    @torch.inference_mode()
+    def _forward_all(self, session: Session, ids: list[int]) -> torch.Tensor:
+        """`_forward`, with the logits of every fed position [n, vocab]: verifies a draft."""
+        if self.lean is not None:
+            logits = self.lean.forward(ids, session.cache, all_logits=True)  # [n, vocab]
+            session.ids.extend(ids)
+            return logits
+        start = len(session.ids)
+        input_ids = torch.tensor([ids], device=self.device)  # [1, n]
+        positions = torch.arange(start, start + len(ids), device=self.device)[None]  # [1, n]
+        out = self.model(input_ids=input_ids, position_ids=positions, use_cache=True,
+                         logits_to_keep=0, **{self.cache_kwarg: session.cache})
+        session.ids.extend(ids)
+        return out.logits[0].float()  # [n, vocab]
 
     def _prefill(self, session: Session, ids: list[int], should_stop: StopCheck
                  ) -> tuple[torch.Tensor | None, str | None]:
@@ -347,17 +414,28 @@ class LocalEngine:
             return result
 
         started = time.perf_counter()
-        result.stop_reason = self._decode(session, logits, result.ids, max_new_tokens, stop_ids,
+        result.stop_reason = self._decode(session, logits, result, max_new_tokens, stop_ids,
                                           should_stop, temperature, top_p, on_token)
         result.decode_ms = (time.perf_counter() - started) * 1000
         return result
 
-    def _decode(self, session: Session, logits: torch.Tensor, out: list[int], max_new_tokens: int,
-                stop_ids: set[int], should_stop: StopCheck, temperature: float, top_p: float,
-                on_token: TokenCallback | None) -> str:
-        """Samples up to `max_new_tokens` into `out`; returns why it stopped."""
-        while True:
-            token = sample(logits, temperature, top_p)
+    def _decode(self, session: Session, logits: torch.Tensor, result: Generation,
+                max_new_tokens: int, stop_ids: set[int], should_stop: StopCheck,
+                temperature: float, top_p: float, on_token: TokenCallback | None) -> str:
+        """Samples up to `max_new_tokens` into `result.ids`; returns why it stopped.
+
+        Greedy decoding speculates: the tokens that followed the text's tail where it occurred
+        before (`draft_tokens`) go into the same forward as the sampled token; every draft token
+        the model's own argmax agrees with is a token plain decoding would have produced next,
+        so it is emitted without a forward of its own, and the disagreeing rest is cropped from
+        the cache. Every emitted token goes through the same checks, in the same order, as
+        without speculation, so the output, the callbacks and the stop reasons are identical.
+        """
+        out = result.ids
+        base = len(session.ids)  # the prompt: what plain decoding has fed when it starts
+        speculate = self.speculate if temperature <= 0 else 0
+
+        def emit(token: int) -> str | None:
             if token in stop_ids:
                 return "eos"
             out.append(token)
@@ -365,10 +443,38 @@ class LocalEngine:
                 return "callback"
             if len(out) >= max_new_tokens:
                 return "max_tokens"
-            reason = should_stop()
+            return should_stop()
+
+        def settle(reason: str) -> str:
+            """Leaves the session as plain decoding would: everything emitted is fed except the
+            last token (which is only fed to get the token after it), or all at an eos."""
+            self._crop(session, base + len(out) - (0 if reason == "eos" else 1))
+            return reason
+
+        while True:
+            token = sample(logits, temperature, top_p)
+            reason = emit(token)
             if reason:
-                return reason
-            logits = self._forward(session, [token])
+                return settle(reason)
+            draft = draft_tokens([*session.ids, token], min(speculate, max_new_tokens - len(out)
+                                                              - 1)) if speculate else []
+            result.decode_forwards += 1
+            if not draft:
+                logits = self._forward(session, [token])
+                continue
+            every = self._forward_all(session, [token, *draft])  # [1 + d, vocab]
+            predicted = every.argmax(dim=-1).tolist()  # predicted[i]: greedy after draft[:i]
+            agreed = 0
+            while agreed < len(draft) and draft[agreed] == predicted[agreed]:
+                agreed += 1
+            result.drafted += len(draft)
+            result.accepted += agreed
+            self._crop(session, len(session.ids) - (len(draft) - agreed))
+            logits = every[agreed]  # [vocab]: what comes after the agreed draft
+            for token in draft[:agreed]:
+                reason = emit(token)
+                if reason:
+                    return settle(reason)
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float) -> int:
