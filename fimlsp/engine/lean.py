@@ -2,11 +2,13 @@
 
 Why: transformers' forward is general (any cache class, masks built per call, output records,
 deprecation wrappers), and its `DynamicCache` appends with `torch.cat`, copying every layer's
-keys and values on every step — ~10 % of a keystroke at 2k context, and growing with it. For a
-one-token decode step that generality is most of the non-matmul time. So, as gpt-fast does and as
-`engine/refact.py` does for Refact, we run the network ourselves on the modules of the model that
-`load_model` built: each `nn.Linear` (or the dynamic-int8 / bitsandbytes module that replaced it)
-is *called*, never unpacked, so every weight format keeps working unchanged.
+keys and values on every step — ~10 % of a keystroke at 2k context in issue 11's profile, and
+growing with it. So, as gpt-fast does and as `engine/refact.py` does for Refact, we run the
+network ourselves on the modules of the model that `load_model` built: each `nn.Linear` (or the
+dynamic-int8 / bitsandbytes module that replaced it) is *called*, never unpacked, so weight
+formats keep working unchanged (fp32 and dynamic int8 are tested; bitsandbytes on CUDA is not,
+no GPU here). Measured: a decode step 12–25 % and a keystroke 14–30 % faster than transformers'
+forward at 2048 context (docs/benchmarks.md).
 
 `StaticKV` keeps one session's keys and values in tensors indexed by position: appending writes
 in place, cropping sets a length. It grows by doubling when a prompt outruns it (rare: amortised,
