@@ -336,12 +336,20 @@ class FimProtocol(DocumentSync):
             self._send_handler_result(failed, msg_id=msg_id)
 
     def _run_notification(self, method: str, params: Any) -> None:
+        key = str(uuid.uuid4())
         try:
             handler = self._get_handler(method)
-            self._execute_handler(str(uuid.uuid4()), handler, self._check_handler_result,
-                                  args=(params,))
+            self._execute_handler(key, handler, self._check_handler_result, args=(params,))
         except Exception:
             self.complain(logging.ERROR, "the %s handler failed", method, exc_info=True)
+        finally:
+            # pygls 2.1.1 keeps each async/generator handler's future in `_request_futures` under
+            # its message id; requests remove theirs when answered, but a notification's made-up
+            # id is never removed: one Future per keystroke, the storm's RSS growth
+            # (docs/pygls-upstream.md). Dropped here, at once: popping it in a done callback
+            # instead would break `lsp_shutdown`, which cancels that dict's futures while
+            # iterating it.
+            self._request_futures.pop(key, None)
 
     def _send_handler_result(self, future: Future[Any], *, msg_id: Any) -> None:
         """pygls 2.1.1 puts the traceback into `data` and shows a popup; one answer, no data."""
