@@ -139,30 +139,9 @@ def choose_model(model: str | None,
 
 
 async def _session(model: str, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    from pygls.lsp.client import LanguageClient
+    from fimlsp.lspclient import editor_client
 
-    client = LanguageClient("fimlsp-demo", "1")
-    loaded = asyncio.Event()
-    messages: list[str] = []
-
-    @client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
-    def _create(_params: Any) -> None:
-        return None
-
-    @client.feature(types.PROGRESS)
-    def _progress(params: types.ProgressParams) -> None:
-        if getattr(params.value, "kind", None) == "end" or (
-                isinstance(params.value, dict) and params.value.get("kind") == "end"):
-            loaded.set()
-
-    @client.feature(types.WINDOW_SHOW_MESSAGE)
-    def _show(params: types.ShowMessageParams) -> None:
-        messages.append(params.message)
-        print(f"server says: {params.message}", file=sys.stderr)
-
-    @client.feature(types.WINDOW_LOG_MESSAGE)
-    def _log(_params: types.LogMessageParams) -> None:
-        return None
+    client, loaded, messages = editor_client("fimlsp-demo", echo=True)
 
     await client.start_io(sys.executable, "-m", "fimlsp", "serve", "--model", model)
     folder = Path(tempfile.mkdtemp(prefix="fimlsp-demo-"))

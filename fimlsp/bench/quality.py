@@ -471,30 +471,10 @@ class LspEditor:
 
 async def _start_server(model: str, options: dict[str, Any], root: Path) -> Any:
     from lsprotocol import types
-    from pygls.lsp.client import LanguageClient
 
-    client = LanguageClient("fimlsp-bench-quality", "1")
-    loaded = asyncio.Event()
-    problems: list[str] = []
+    from fimlsp.lspclient import editor_client
 
-    @client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
-    def _create(_params: Any) -> None:
-        return None
-
-    @client.feature(types.PROGRESS)
-    def _progress(params: Any) -> None:
-        value = params.value
-        kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
-        if kind == "end":
-            loaded.set()
-
-    @client.feature(types.WINDOW_SHOW_MESSAGE)
-    def _show(params: types.ShowMessageParams) -> None:
-        problems.append(params.message)
-
-    @client.feature(types.WINDOW_LOG_MESSAGE)
-    def _log(_params: Any) -> None:
-        return None
+    client, loaded, problems = editor_client("fimlsp-bench-quality")
 
     await client.start_io(sys.executable, "-m", "fimlsp", "serve", "--model", model)
     server = client._server

@@ -112,29 +112,9 @@ def keystrokes(text: str, seed: int) -> Iterator[tuple[int, int, int, int, str]]
 
 async def storm(model: str, document: Path, rate: float, seconds: float, seed: int,
                 options: dict[str, Any]) -> tuple[Storm, dict[str, Any]]:
-    from pygls.lsp.client import LanguageClient
+    from fimlsp.lspclient import editor_client
 
-    client = LanguageClient("fimlsp-soak", "1")
-    loaded = asyncio.Event()
-
-    @client.feature(t.WINDOW_WORK_DONE_PROGRESS_CREATE)
-    def _create(_params: Any) -> None:
-        return None
-
-    @client.feature(t.PROGRESS)
-    def _progress(params: t.ProgressParams) -> None:
-        value = params.value
-        kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
-        if kind == "end":
-            loaded.set()
-
-    @client.feature(t.WINDOW_SHOW_MESSAGE)
-    def _show(params: t.ShowMessageParams) -> None:
-        print(f"server says: {params.message}", file=sys.stderr)
-
-    @client.feature(t.WINDOW_LOG_MESSAGE)
-    def _log(_params: t.LogMessageParams) -> None:
-        return None
+    client, loaded, _shown = editor_client("fimlsp-soak", echo=True)
 
     await client.start_io(sys.executable, "-m", "fimlsp", "serve", "--model", model,
                           "--log-level", "warning")

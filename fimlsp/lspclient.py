@@ -1,0 +1,46 @@
+"""The LSP client our own tools drive the server with (demo and benchmarks), as an editor would.
+
+One place for what every such client needs: an answer to `window/workDoneProgress/create`, an
+event set when the model load's progress ends, the server's `window/showMessage` lines kept (and
+optionally printed), and its `window/logMessage` lines ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from lsprotocol import types
+
+
+def editor_client(name: str, echo: bool = False) -> tuple[Any, asyncio.Event, list[str]]:
+    """(pygls LanguageClient, set when the model has loaded, the server's shown messages)."""
+    from pygls.lsp.client import LanguageClient
+
+    client = LanguageClient(name, "1")
+    loaded = asyncio.Event()
+    shown: list[str] = []
+
+    @client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
+    def _create(_params: Any) -> None:
+        return None
+
+    @client.feature(types.PROGRESS)
+    def _progress(params: types.ProgressParams) -> None:
+        value = params.value
+        kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+        if kind == "end":
+            loaded.set()
+
+    @client.feature(types.WINDOW_SHOW_MESSAGE)
+    def _show(params: types.ShowMessageParams) -> None:
+        shown.append(params.message)
+        if echo:
+            print(f"server says: {params.message}", file=sys.stderr)
+
+    @client.feature(types.WINDOW_LOG_MESSAGE)
+    def _log(_params: types.LogMessageParams) -> None:
+        return None
+
+    return client, loaded, shown
