@@ -34,6 +34,7 @@ from fimlsp.context import (
 from fimlsp.documents import MAX_DOCUMENT_CHARS, Text
 from fimlsp.engine import Generation
 from fimlsp.engine.local import LocalEngine
+from fimlsp.engine.remote import RemoteEngine
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import (
     ModelSpec,
@@ -142,7 +143,7 @@ class Completer:
         self.window = 0
         self.window_reason = ""
         self._config: dict[str, Any] | None = None  # the model's config.json, once known
-        self.engine: LocalEngine | None = None
+        self.engine: LocalEngine | RemoteEngine | None = None
         self.stats = Stats()
         self._recent = RecentCompletions(_RECENT)  # by prompt identity, on the model's thread
         self.typing = TypingThrough()  # the suggestion on screen per document, on the event loop
@@ -177,12 +178,24 @@ class Completer:
         """Everything: tokenizer, then weights. Blocking; run it on the worker thread."""
         if self.tokenizer is None:
             self.load_tokenizer()
-        assert self.spec is not None
-        self.engine = LocalEngine.load(self.spec, self.settings)
+        assert self.spec is not None and self.tokenizer is not None
+        if self.settings.engine != "local":
+            self.engine = self._remote_engine()
+        else:
+            self.engine = LocalEngine.load(self.spec, self.settings)
         config = getattr(self.engine.model, "config", None)
         if config is not None:  # the loaded checkpoint's own limit is the one that counts
             self._config = config.to_dict()
         self.update_settings(self.settings)
+
+    def _remote_engine(self) -> RemoteEngine:
+        """A serving engine: no weights here; it asks the endpoint what it serves (a down
+        endpoint is a status, not a failure: requests try again)."""
+        assert self.spec is not None and self.tokenizer is not None
+        stops = [t for t in self.spec.template.stop if self.tokenizer.token_to_id(t) is not None]
+        engine = RemoteEngine(self.settings, self.tokenizer, stops)
+        engine.probe()
+        return engine
 
     def update_settings(self, settings: Settings) -> None:
         """New settings that need no reload; the window follows a changed context_window."""
@@ -190,6 +203,9 @@ class Completer:
         if self.spec is not None:
             self.window, self.window_reason = effective_window(self.spec, self._config,
                                                                settings.context_window)
+            served = getattr(self.engine, "max_context", None)  # a serving engine's own limit
+            if served and served < self.window:
+                self.window, self.window_reason = served, "the serving engine's limit"
 
     @property
     def ready(self) -> bool:
@@ -312,7 +328,8 @@ class Completer:
         mode = postprocess.mode_for(cursor, self.settings.multiline, key)
         key_parts = (prompt.ids, mode, *self.answer_settings)  # settings: part of the answer
         identity = hashlib.blake2b(repr(key_parts).encode(), digest_size=16).hexdigest()
-        recent = self._recent.get(identity)
+        with self._documents_lock:  # several worker threads with a serving engine
+            recent = self._recent.get(identity)
         if recent is not None:
             self._count(cache=True, request=False)
             result = Completion(recent, request_id, "cache",
@@ -328,7 +345,8 @@ class Completer:
             if generation.interrupted:
                 self.stats.add(cancelled=1)
             elif generation.stop_reason != "time":
-                self._recent.put(identity, text, key)
+                with self._documents_lock:
+                    self._recent.put(identity, text, key)
         result.total_ms = (time.perf_counter() - started) * 1000
         self.stats.record(result.timings())
         return result

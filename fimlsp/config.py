@@ -21,6 +21,7 @@ MULTILINE = ("auto", "always", "never")
 LOG_LEVELS = ("error", "warning", "info", "debug")
 ORDERS = ("auto", "psm", "spm")
 POLICIES = ("structure", "raw")
+ENGINES = ("local", "openai", "llamacpp", "tgi", "ollama")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,15 @@ class Settings:
     order: str = "auto"  # FIM order: the preset's (else the template's) or psm / spm
     policy: str = "structure"  # "raw": the model's text as generated, special tokens removed
     typing_through: bool = True  # answer from the suggestion on screen while the user types it
+    # Where the forward passes run: in this process, or a serving engine (engine/remote.py).
+    # `model` still names the tokenizer, template and window; the engine serves the weights.
+    engine: str = "local"
+    endpoint: str | None = None  # base URL as OpenAI clients take it; None: the engine's default
+    served_model: str | None = None  # the engine's name for the model; None: the one it serves
+    api_key_env: str | None = None  # the environment variable holding the key (never the key)
+    connect_timeout_ms: int = 3000
+    tls_verify: bool = True
+    retries: int = 2  # connection errors only; a request the engine refused is not retried
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -73,6 +83,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": LOG_LEVELS,
     "order": ORDERS,
     "policy": POLICIES,
+    "engine": ENGINES,
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "threads": (1, 1024),
@@ -82,6 +93,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "top_p": (0.0, 1.0),
     "time_budget_ms": (1, 600_000),
     "neighbour_share": (0.0, 0.5),
+    "connect_timeout_ms": (1, 600_000),
+    "retries": (0, 10),
 }
 # Spellings clients commonly use for the same thing.
 _ALIASES = {"max_tokens": "max_new_tokens", "quantize": "quantization", "window": "context_window",

@@ -16,6 +16,7 @@ class ErrorKind(Enum):
     MODEL_UNAVAILABLE = "model_unavailable"  # bad name, missing weights: tell the user once
     UNSUPPORTED = "unsupported"  # a known model this build cannot run yet
     CONFIG = "config"  # invalid option values
+    ENGINE_UNAVAILABLE = "engine_unavailable"  # the serving engine is down or refused a request
 
 
 class FimError(Exception):

@@ -51,6 +51,20 @@ HELP: dict[str, str] = {
               "removed (a baseline for `fimlsp bench quality`)",
     "typing_through": "while the user types what the suggestion on screen says, answer with its "
                       "rest without the model; off asks the model on every keystroke",
+    "engine": "where the model runs: `local` (in this process), or a serving engine: `openai` "
+              "(vLLM and other OpenAI-compatible `/v1/completions`), `llamacpp` (llama.cpp "
+              "server), `tgi`, `ollama` (docs/deploy.md); `model` still gives the tokenizer, "
+              "FIM template and window",
+    "endpoint": "the serving engine's base URL, as its OpenAI clients take it "
+                "(`http://127.0.0.1:8000/v1` for vLLM)",
+    "served_model": "the serving engine's name for the model, when it is not the one it serves",
+    "api_key_env": "name of the environment variable that holds the serving engine's API key "
+                   "(sent as a Bearer token; the key itself is never a setting and never logged)",
+    "connect_timeout_ms": "how long to wait for the serving engine to accept a connection",
+    "tls_verify": "verify the serving engine's TLS certificate (the system's CAs, or "
+                  "`SSL_CERT_FILE`)",
+    "retries": "attempts after a connection error to the serving engine, with backoff from "
+               "0.2 s; a request the engine refused is not retried",
 }
 # What a default of None means, in words.
 UNSET: dict[str, str] = {
@@ -58,10 +72,14 @@ UNSET: dict[str, str] = {
     "tokenizer": "the model's",
     "threads": "torch's",
     "context_window": "the model's",
+    "endpoint": "the engine's usual local address",
+    "served_model": "the one the engine serves",
+    "api_key_env": "no key",
 }
 # Changing one of these reloads the model; the others apply to the next request.
 RELOADS = frozenset({"model", "template", "tokenizer", "device", "dtype", "quantization",
-                     "threads", "allow_download"})
+                     "threads", "allow_download", "engine", "endpoint", "served_model",
+                     "api_key_env", "connect_timeout_ms", "tls_verify", "retries"})
 
 
 @dataclass(frozen=True)

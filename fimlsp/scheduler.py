@@ -45,10 +45,23 @@ class CancelToken:
 
 
 class Scheduler:
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fimlsp-model")
+    """`workers`: 1 for a model in this process (it is one device's worth of compute: a second
+    thread would only slow the first); more for a serving engine, where each request is a
+    connection the engine batches with the others."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fimlsp-model")
         self._latest: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
+
+    def set_workers(self, workers: int) -> None:
+        """A new pool for what comes next; jobs already queued or running finish on the old."""
+        if workers == self.workers:
+            return
+        old, self.workers = self._pool, workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fimlsp-model")
+        old.shutdown(wait=False)
 
     def submit(self, key: str, job: Callable[[CancelToken], T],
                time_budget_s: float | None = None) -> tuple[Future[T], CancelToken]:

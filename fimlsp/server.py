@@ -41,10 +41,12 @@ CMD_PROMPT = "fimlsp.prompt"
 CMD_DOCUMENT_TEXT = "fimlsp.documentText"
 # Settings that need the model reloaded when they change; the rest apply to the next request.
 _RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads",
-                "allow_download")
+                "allow_download", "engine", "endpoint", "served_model", "api_key_env",
+                "connect_timeout_ms", "tls_verify", "retries")
 # How long a request the user asked for (Invoked) waits for a model that is still loading: a
 # plain LSP client would otherwise get nothing, and not know why. Automatic requests never wait.
 MODEL_WAIT_S = 60.0
+REMOTE_WORKERS = 8  # documents whose requests a serving engine gets at once (it batches them)
 _WORD_TAIL = re.compile(r"[\w$]+$")
 _NO_EMPTY = object()  # `guarded` without an empty answer: internal errors get -32603
 
@@ -56,7 +58,7 @@ class FimServer(LanguageServer):
         self.settings = settings
         self.documents = Documents()
         self.completer = self._new_completer()
-        self.scheduler = Scheduler()
+        self.scheduler = Scheduler(workers_for(settings))
         self.state = "idle"  # idle | loading | ready | failed
         self.load_error = ""
         self._shown: OrderedDict[int, str] = OrderedDict()  # request id → suggestion shown
@@ -112,6 +114,7 @@ class FimServer(LanguageServer):
         retry = self.settings.allow_download and not old.allow_download and self.state == "failed"
         if retry or any(getattr(old, k) != getattr(self.settings, k) for k in _RELOAD_KEYS):
             self.completer = self._new_completer()
+            self.scheduler.set_workers(workers_for(self.settings))
             if self.state != "idle":
                 self._loading = asyncio.ensure_future(self.load_model())
         else:
@@ -297,6 +300,11 @@ class FimServer(LanguageServer):
         self._taken[request_id] = max(total, before)
         self.completer.typing.advance(request_id, max(0, total - before))  # document text now
         self.completer.accepted(text[before:total], partial)
+
+
+def workers_for(settings: Settings) -> int:
+    """Requests at once: one for the model in this process, several for a serving engine."""
+    return 1 if settings.engine == "local" else REMOTE_WORKERS
 
 
 def encoding_name(value: Any) -> str:
