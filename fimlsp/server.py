@@ -66,6 +66,7 @@ class FimServer(LanguageServer):
         self._loading: asyncio.Task[None] | None = None
         self._settled: asyncio.Event | None = None  # set while no load is under way
         self._told_not_ready = ""  # the not-ready reason last logged: once, not per request
+        self._engine_down = ""  # the serving engine's failure last shown: once, not per request
         self.watch_parent_process = True  # off where a client's pid is not ours (transport.py)
 
     def _new_completer(self) -> Completer:
@@ -238,6 +239,9 @@ class FimServer(LanguageServer):
             self.request_log(f"request {request_id} {uri}: {cancelled.reason} before it started")
             return None
         self.request_log(result.log_line(uri, completer.stats.cache_share))
+        if self._engine_down and result.source == "model":
+            self._engine_down = ""
+            self.log(f"fimlsp: the {self.settings.engine} engine answers again", logging.WARNING)
         if result.stop_reason in ("cancelled", "superseded"):
             return None
         completer.shown(uri, cursor, result if result.text else None)
@@ -267,6 +271,9 @@ class FimServer(LanguageServer):
             if error.kind is ErrorKind.INVALID_PARAMS:
                 raise JsonRpcInvalidParams(error.message) from None
             self.completer.stats.add(errors=1)
+            if error.kind is ErrorKind.ENGINE_UNAVAILABLE and not self._engine_down:
+                self._engine_down = error.message  # shown once; fimlsp.stats keeps saying it
+                self.warn_user(f"fimlsp: {error.message}")
             self.log(f"no completion: {error.message}", logging.INFO)
             return None if empty is _NO_EMPTY else empty
         except JsonRpcException:

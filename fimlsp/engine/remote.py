@@ -542,7 +542,11 @@ class RemoteEngine:
                 self.max_context = int(limit)
 
     def describe(self) -> dict[str, str]:
-        return {"device": f"{self.kind} at {self.endpoint}", "dtype": "remote",
+        # `device` is what every editor's status line shows: it says when the endpoint is down.
+        where = f"{self.kind} at {self.endpoint}"
+        if not self.health.ok:
+            where += f" ({self.health.status})"
+        return {"device": where, "dtype": "remote",
                 "quantization": "remote", "forward": "remote", "engine": self.kind,
                 "endpoint": str(self.endpoint), "endpoint_status": self.health.status}
 
