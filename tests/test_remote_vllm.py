@@ -26,7 +26,7 @@ from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException
 from test_lsp import REQUEST_CANCELLED, Client, Doc, nothing, position_of, running, uri_for
 
-from fimlsp.bench.vllm import INSTALL, VllmServer, free_port, hit_rate, vllm_python
+from fimlsp.bench._vllm import INSTALL, VllmServer, free_port, hit_rate, vllm_python
 
 pytestmark = pytest.mark.slow
 
@@ -340,3 +340,26 @@ async def test_two_clients_and_several_documents_at_once(
                 docs[name].uri, at(docs[name], index)) for name, index in asks))
             got.update({ask: text_of(answer) for ask, answer in zip(asks, answers, strict=True)})
         assert got == expected
+
+
+def test_bench_remote_reports_latency_and_hit_rate_per_n(vllm: VllmServer,
+                                                         trained_model: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "fimlsp", "bench", "remote", "--endpoint", vllm.endpoint,
+         "--model", str(trained_model), "--editors", "1,2", "--seconds", "3", "--json"],
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads(run.stdout)
+    assert [(r["engine"], r["editors"]) for r in rows] == [("vllm", 1), ("vllm", 2),
+                                                            ("in-process", 1)]
+    for row in rows:
+        assert row["keystrokes"] >= row["editors"] and row["errors"] == 0, row
+        assert row["waited_for"] == row["keystrokes"]  # every keystroke's answer measured
+        assert row["p50_ms"] <= row["p95_ms"] <= row["max_ms"]
+    for row in rows[:2]:
+        assert 0.0 <= row["prefix_cache_hit_rate"] <= 1.0, row
+    assert rows[2]["prefix_cache_hit_rate"] is None

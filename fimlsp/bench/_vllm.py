@@ -51,11 +51,25 @@ class VllmServer:
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
+    @classmethod
+    def attach(cls, endpoint: str) -> VllmServer:
+        """One already running (started by the user, or a test's): not started or stopped here."""
+        from urllib.parse import urlsplit
+
+        server = cls(Path("."), Path("."))
+        server.port = urlsplit(endpoint).port or 80
+        server.attached = True
+        return server
+
+    attached = False
+
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> VllmServer:
+        if self.attached:
+            return self
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
                "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
         env.pop("PYTHONPATH", None)  # its own venv, not ours
@@ -73,8 +87,7 @@ class VllmServer:
         """Until /v1/models answers (polled: vLLM has no readiness signal on stdio)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            assert self.process is not None
-            if self.process.poll() is not None:
+            if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"vLLM exited with {self.process.returncode}: "
                                    f"{self.log_tail()}")
             try:
@@ -109,6 +122,8 @@ class VllmServer:
         return values
 
     def stop(self) -> None:
+        if self.attached:
+            return
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
