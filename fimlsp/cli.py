@@ -224,7 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(complete)
     complete.set_defaults(func=cmd_complete)
 
-    prompt = sub.add_parser("prompt", help="print the exact prompt and its token accounting")
+    prompt = sub.add_parser(
+        "prompt", help="print the exact prompt and its token accounting",
+        description="The prompt for a file at a position, built from scratch. A running server "
+        "keeps each document's window edges where they were while the user types (so its "
+        "cache is reused), so its prompt can start a few lines elsewhere than this one "
+        "(the server's log line for each request gives its prompt's token count).")
     _position_options(prompt)
     _model_options(prompt)
     prompt.set_defaults(func=cmd_prompt)

@@ -294,6 +294,14 @@ async def test_endpoint_down_is_a_status_and_it_recovers(trained_model: Path, wo
             assert (await client.stats())["endpoint_status"] == "ok"
 
             proxy.down()
+            # What stays local still answers: typing what the suggestion on screen says.
+            shown = text_of(first)
+            assert shown and len(shown.strip()) > 1, shown
+            doc.change((spots[0], spots[0], shown[0]))
+            assert text_of(await client.inline(doc.uri, at(doc, spots[0] + 1))) == shown[1:]
+            assert (await client.stats())["endpoint_status"] == "ok"  # nothing was asked of it
+            spots = [spots[0]] + [s + 1 for s in spots[1:]]  # after the typed character
+
             assert nothing(await client.inline(doc.uri, at(doc, spots[1])))
             stats = await client.stats()
             assert stats["endpoint_status"].startswith("unreachable: "), stats
@@ -310,6 +318,7 @@ async def test_endpoint_down_is_a_status_and_it_recovers(trained_model: Path, wo
             assert stats["source"] == "model", stats  # not a recent answer: the engine's
             assert stats["endpoint_status"] == "ok" and "unreachable" not in stats["device"]
             # The first position's answer is still known: a recent answer, no request at all.
+            doc.change((spots[0], spots[0] + 1, ""))
             assert text_of(await client.inline(doc.uri, at(doc, spots[0]))) == text_of(first)
             assert (await client.stats())["source"] == "cache"
             assert any("answers again" in m.message for m in client.logged), client.logged

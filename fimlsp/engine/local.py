@@ -319,7 +319,8 @@ class LocalEngine:
         return {"device": str(self.device),
                 "dtype": str(weights.dtype).removeprefix("torch.") if weights is not None
                 else "unknown", "quantization": self.quantization,
-                "forward": "lean" if self.lean is not None else "transformers"}
+                "forward": "lean" if self.lean is not None else "transformers",
+                "engine": "local"}
 
     # -- sessions ---------------------------------------------------------------------------
 
