@@ -133,10 +133,12 @@ async def round_of(n: int, model: str, options: dict[str, Any], documents: list[
         for i in range(n))))
 
 
-def summarize(label: str, n: int, typists: list[Typist], rate: float | None) -> dict[str, Any]:
+def summarize(label: str, n: int, typists: list[Typist], rate: float | None,
+              seconds: float) -> dict[str, Any]:
     waited = [ms for typist in typists for ms in typist.waited]
     sent = sum(typist.sent for typist in typists)
     return {"engine": label, "editors": n, "keystrokes": sent,
+            "answers_per_s": round(len(waited) / seconds, 1),
             "waited_for": len(waited),
             "errors": sum(x.errors for x in typists),
             "without_engine": round(sum(x.from_cache for x in typists) / sent, 3) if sent else 0,
@@ -215,25 +217,25 @@ def main(argv: list[str]) -> int:
             before = vllm.metrics()
             typists = asyncio.run(round_of(n, model, options, documents, args.rate, args.seconds))
             rows.append(summarize("vllm", n, [x for x, _ in typists],
-                                  hit_rate(before, vllm.metrics())))
+                                  hit_rate(before, vllm.metrics()), args.seconds))
             print(json.dumps(rows[-1]), file=sys.stderr)
     if not args.no_local:
         local = {**options, "engine": "local"}
         local.pop("endpoint")
         typists = asyncio.run(round_of(1, model, local, documents, args.rate, args.seconds))
-        rows.append(summarize("in-process", 1, [x for x, _ in typists], None))
+        rows.append(summarize("in-process", 1, [x for x, _ in typists], None, args.seconds))
         print(json.dumps(rows[-1]), file=sys.stderr)
     if args.plot:
         plot(rows, args.plot)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print("| engine | editors | keystrokes | waited for | p50 ms | p95 ms | max ms | "
-              "answered without the engine | prefix-cache hit rate |")
+        print("| engine | editors | keystrokes | answers/s (all editors) | p50 ms | p95 ms | "
+              "max ms | answered without the engine | prefix-cache hit rate |")
         print("|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             hit = "—" if r["prefix_cache_hit_rate"] is None else f"{r['prefix_cache_hit_rate']:.1%}"
-            print(f"| {r['engine']} | {r['editors']} | {r['keystrokes']} | {r['waited_for']} | "
+            print(f"| {r['engine']} | {r['editors']} | {r['keystrokes']} | {r['answers_per_s']} | "
                   f"{r['p50_ms']} | {r['p95_ms']} | {r['max_ms']} | "
                   f"{r['without_engine']:.0%} | {hit} |")
     return 0
