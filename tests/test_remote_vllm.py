@@ -283,7 +283,7 @@ async def test_endpoint_down_is_a_status_and_it_recovers(trained_model: Path, wo
     proxy = Proxy(vllm.port)
     proxy.up()
     options = {**OPTIONS, "engine": "openai", "endpoint": f"http://127.0.0.1:{proxy.port}/v1",
-               "retries": 1, "typingThrough": False}
+               "retries": 1}
     text = held_out_documents()["shlex.py"]
     spots = cursors(text, 4, 3)
     try:
