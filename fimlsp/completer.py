@@ -101,6 +101,8 @@ class Stats:
     accepted: int = 0
     accepted_chars: int = 0
     partially_accepted: int = 0
+    warmed: int = 0  # warm starts that prefilled their whole prompt
+    warm_interrupted: int = 0  # ... and those a real request stopped first
     last: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -118,7 +120,7 @@ class Stats:
         with self._lock:
             return Stats(self.requests, self.answered_from_cache, self.cancelled, self.errors,
                          self.accepted, self.accepted_chars, self.partially_accepted,
-                         dict(self.last))
+                         self.warmed, self.warm_interrupted, dict(self.last))
 
     @property
     def cache_share(self) -> float:
@@ -351,6 +353,22 @@ class Completer:
         self.stats.record(result.timings())
         return result
 
+    def warm(self, key: str, cursor: Cursor, token: CancelToken) -> Completion:
+        """Prefills the prompt at `cursor` into the document's cache and answers nothing: the
+        first keystroke there then costs one token, not the whole window. For the model's idle
+        time (a document opened or focused); any real request stops it between chunks."""
+        assert self.engine is not None
+        started = time.perf_counter()
+        prompt = self.prompt_for(cursor, key)
+        generation = self.engine.prefill(key, prompt.ids, token)
+        result = Completion("", self.next_id(), "warm", len(prompt.ids),
+                            generation.reused_tokens, generation.prefill_ms,
+                            stop_reason=generation.stop_reason)
+        result.total_ms = (time.perf_counter() - started) * 1000
+        self.stats.add(warmed=int(not generation.interrupted),
+                       warm_interrupted=int(generation.interrupted))
+        return result
+
     def _generate(self, key: str, cursor: Cursor, prompt: Prompt, mode: str,
                   token: CancelToken) -> Generation:
         assert self.engine is not None and self.tokenizer is not None and self.spec is not None
@@ -423,6 +441,7 @@ class Completer:
                 "cache_share": round(s.cache_share, 3), "errors": s.errors,
                 "accepted": s.accepted, "partially_accepted": s.partially_accepted,
                 "accepted_chars": s.accepted_chars,
+                "warmed": s.warmed, "warm_interrupted": s.warm_interrupted,
                 "model": self.spec.name if self.spec else self.settings.model,
                 "ready": self.ready, "window": self.window, "version": __version__,
                 "document_state": self.document_state(),

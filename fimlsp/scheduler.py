@@ -53,6 +53,7 @@ class Scheduler:
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fimlsp-model")
         self._latest: dict[str, CancelToken] = {}
+        self._background: set[CancelToken] = set()  # warm starts: any real request stops them
         self._lock = threading.Lock()
 
     def set_workers(self, workers: int) -> None:
@@ -68,6 +69,8 @@ class Scheduler:
         """Queues `job` for document `key`, superseding that document's previous job."""
         token = CancelToken(time_budget_s)
         with self._lock:
+            for waiting in self._background:
+                waiting.cancel("superseded")  # a user waits for this one: it goes first
             previous = self._latest.get(key)
             if previous is not None:
                 previous.cancel("superseded")
@@ -86,12 +89,35 @@ class Scheduler:
 
         return self._pool.submit(run), token
 
+    def submit_background(self, job: Callable[[CancelToken], T]) -> tuple[Future[T],
+                                                                           CancelToken]:
+        """Queues work nobody waits for (a warm start); the next `submit` cancels it, queued or
+        running (between its chunks), so a request never waits behind it for more than one
+        chunk."""
+        token = CancelToken()
+        with self._lock:
+            for waiting in self._background:
+                waiting.cancel("superseded")  # only the newest warm start is worth finishing
+            self._background.add(token)
+
+        def run() -> T:
+            try:
+                reason = token()
+                if reason:
+                    raise Cancelled(reason)
+                return job(token)
+            finally:
+                with self._lock:
+                    self._background.discard(token)
+
+        return self._pool.submit(run), token
+
     def run(self, job: Callable[[], T]) -> Future[T]:
         """Queues work that is not per document (loading a model) on the same thread."""
         return self._pool.submit(job)
 
     def shutdown(self) -> None:
         with self._lock:
-            for token in self._latest.values():
+            for token in [*self._latest.values(), *self._background]:
                 token.cancel("cancelled")
         self._pool.shutdown(wait=False, cancel_futures=True)

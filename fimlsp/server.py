@@ -39,6 +39,7 @@ CMD_PARTIAL_ACCEPT = "fimlsp.partialAccept"
 CMD_STATS = "fimlsp.stats"
 CMD_PROMPT = "fimlsp.prompt"
 CMD_DOCUMENT_TEXT = "fimlsp.documentText"
+CMD_WARM = "fimlsp.warm"
 # Settings that need the model reloaded when they change; the rest apply to the next request.
 _RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads",
                 "allow_download", "engine", "endpoint", "served_model", "api_key_env",
@@ -250,6 +251,27 @@ class FimServer(LanguageServer):
         self._note_shown(result)
         return result
 
+    def warm(self, uri: str, position: types.Position) -> bool:
+        """Starts a warm start at `position` when the model is ready; False when it is not.
+        Nothing waits for it: its log line says what it prefilled, or that a request came first."""
+        if self.state != "ready":
+            return False
+        completer = self.completer
+        cursor = self.cursor(uri, position, None)
+        future, _token = self.scheduler.submit_background(
+            lambda token: completer.warm(uri, cursor, token))
+
+        def done(f: Any) -> None:
+            if f.cancelled() or isinstance(f.exception(), Cancelled):
+                completer.stats.add(warm_interrupted=1)
+            elif f.exception() is not None:
+                log.warning("warm start failed: %s", f.exception())
+            else:
+                log.info(f.result().log_line(uri))
+
+        future.add_done_callback(done)
+        return True
+
     def _note_shown(self, result: Completion) -> None:
         self._shown[result.request_id] = result.text
         while len(self._shown) > 256:
@@ -443,6 +465,17 @@ def create_server(settings: Settings) -> FimServer:
             return {"text": prompt.text, "ids": prompt.ids, **prompt.accounting()}
 
         return await ls.guarded(work())
+
+    @server.command(CMD_WARM)
+    async def warm(ls: FimServer, uri: str, position: types.Position) -> Any:
+        """Prefill the prompt at a position while the model is idle (a client sends it when a
+        document is opened or focused, with its cursor): the first keystroke there then costs
+        one token. Answers at once: true if started, false while the model is not ready."""
+
+        async def work() -> bool:
+            return ls.warm(uri, position)
+
+        return await ls.guarded(work(), False)
 
     @server.command(CMD_DOCUMENT_TEXT)
     def document_text(ls: FimServer, uri: Any = None, *_args: Any) -> str | None:

@@ -395,6 +395,20 @@ class LocalEngine:
             logits = self._forward(session, ids[begin:begin + self.prefill_chunk])
         return logits, None
 
+    def prefill(self, key: str, prompt: list[int], should_stop: StopCheck = lambda: None
+                ) -> Generation:
+        """Puts `prompt`'s keys and values in the document's cache without generating (a warm
+        start): the next `generate` with this prompt feeds one token. Stops between chunks."""
+        session = self._session(key)
+        reused = min(common_prefix(session.ids, prompt), len(prompt))
+        self._crop(session, reused)
+        result = Generation(prompt_tokens=len(prompt), reused_tokens=reused)
+        started = time.perf_counter()
+        _, reason = self._prefill(session, prompt[reused:], should_stop)
+        result.prefill_ms = (time.perf_counter() - started) * 1000
+        result.stop_reason = reason or "warm"
+        return result
+
     def generate(self, key: str, prompt: list[int], *, max_new_tokens: int,
                  stop_ids: set[int], should_stop: StopCheck = lambda: None,
                  temperature: float = 0.0, top_p: float = 1.0,

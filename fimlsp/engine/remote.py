@@ -574,6 +574,12 @@ class RemoteEngine:
 
     # -- one request ---------------------------------------------------------------------------
 
+    def prefill(self, key: str, prompt: list[int], should_stop: StopCheck = lambda: None
+                ) -> Generation:
+        """A warm start: one token asked for, so the engine's prefix cache holds the prompt."""
+        return self.generate(key, prompt, max_new_tokens=1, stop_ids=set(),
+                             should_stop=should_stop)
+
     def generate(self, key: str, prompt: list[int], *, max_new_tokens: int,
                  stop_ids: set[int], should_stop: StopCheck = lambda: None,
                  temperature: float = 0.0, top_p: float = 1.0,
