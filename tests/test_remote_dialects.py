@@ -289,9 +289,14 @@ def tgi_events(tokenizer: Tokenizer, ids: list[int], finish: str, prompt_len: in
 
 
 def llamacpp_events(tokenizer: Tokenizer, ids: list[int], stop_type: str, slot: int = 0,
-                    cache_n: int = 0, prompt_n: int = 20) -> list[bytes]:
+                    cache_n: int = 0, prompt_n: int = 20, per_token: bool = False
+                    ) -> list[bytes]:
+    """With `per_token` (the request's `timings_per_token`), every event has its timings."""
+    timings = {"cache_n": cache_n, "prompt_n": prompt_n - cache_n, "prompt_ms": 3.5,
+               "predicted_n": 1, "predicted_ms": 1.5}
     events = [sse({"index": 0, "content": tokenizer.decode([t]), "tokens": [t], "stop": False,
-                   "id_slot": slot, "tokens_predicted": n, "tokens_evaluated": prompt_n})
+                   "id_slot": slot, "tokens_predicted": n, "tokens_evaluated": prompt_n,
+                   **({"timings": timings} if per_token else {})})
               for n, t in enumerate(ids, start=1)]
     events.append(sse({
         "index": 0, "content": "", "tokens": [], "id_slot": slot, "stop": True,
@@ -413,10 +418,24 @@ def test_llamacpp_gets_token_ids_greedy_settings_and_cache_prompt(
     assert body["stop"] == stop_texts(tokenizer) and "<fim_prefix>" in body["stop"]
     assert body["cache_prompt"] is True and body["return_tokens"] is True
     assert body["stream"] is True and body["id_slot"] in (0, 1)
+    assert body["timings_per_token"] is True  # cache_n before the policy closes the stream
     assert result.ids == ids
     assert result.stop_reason == "eos"
     assert result.reused_tokens == 17  # timings.cache_n: the slot's cache, not ours
     assert result.prompt_tokens == len(spm_prompt(tokenizer))
+
+
+def test_llamacpp_cache_reuse_is_known_when_the_policy_stops_early(
+        stand_in: StandIn, tokenizer: Tokenizer) -> None:
+    """The last event, with its timings, never comes when the policy stops first (the usual
+    case): the per-token timings tell the reuse anyway."""
+    stand_in.on("/completion", stream_reply(SSE, llamacpp_events(
+        tokenizer, middle_ids(tokenizer), "eos", cache_n=31, prompt_n=40, per_token=True),
+        hold_after=2))
+    result = generate(make_engine("llamacpp", stand_in.url, tokenizer), tokenizer,
+                      on_token=lambda token: True)
+    assert result.stop_reason == "callback"
+    assert result.reused_tokens == 31
 
 
 def test_llamacpp_one_slot_per_document_distinct_and_stable(

@@ -176,6 +176,9 @@ class LlamaCpp:
             # default to repeat_penalty 1.1, which runs before top-k and changes even greedy
             # output; top_k 0 and min_p 0 switch those samplers off.
             "repeat_penalty": 1.0, "top_k": 0, "min_p": 0.0,
+            # Timings (with cache_n) in every event, not only the last: the policy usually
+            # closes the stream before the last one comes.
+            "timings_per_token": True,
         }
         if r.temperature <= 0:
             body["top_k"] = 1  # greedy, whatever the server's sampler chain
@@ -189,9 +192,9 @@ class LlamaCpp:
                       text=event.get("content") or "")
         if event.get("stop"):
             chunk.finish = event.get("stop_type") or "stop"
-            timings = event.get("timings") or {}
-            if timings.get("cache_n") is not None:
-                chunk.cached = int(timings["cache_n"])
+        timings = event.get("timings") or {}
+        if timings.get("cache_n") is not None:
+            chunk.cached = int(timings["cache_n"])
         return chunk
 
     def models_path(self) -> str | None:
