@@ -430,12 +430,12 @@ def test_llamacpp_cache_reuse_is_known_when_the_policy_stops_early(
     """The last event, with its timings, never comes when the policy stops first (the usual
     case): the per-token timings tell the reuse anyway."""
     stand_in.on("/completion", stream_reply(SSE, llamacpp_events(
-        tokenizer, middle_ids(tokenizer), "eos", cache_n=31, prompt_n=40, per_token=True),
+        tokenizer, middle_ids(tokenizer), "eos", cache_n=19, prompt_n=23, per_token=True),
         hold_after=2))
     result = generate(make_engine("llamacpp", stand_in.url, tokenizer), tokenizer,
                       on_token=lambda token: True)
     assert result.stop_reason == "callback"
-    assert result.reused_tokens == 31
+    assert result.reused_tokens == 19
 
 
 def test_llamacpp_one_slot_per_document_distinct_and_stable(
