@@ -5,6 +5,7 @@ read from its own files (as text: no editor needed) and checked against it."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from dataclasses import fields
@@ -105,8 +106,6 @@ def test_committed_docs_equal_the_generated_text() -> None:
 
 
 def test_options_json_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
-    import json
-
     assert cli.main(["options", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [o["camel"] for o in listed] == list(DEFAULTS)
@@ -152,7 +151,9 @@ def test_vscode_readme_defaults_agree_with_package_json() -> None:
         value = literal.group(1)
         expected = settings[key].get("default")
         expected = DEFAULTS[key] if _unset(expected) else expected
-        assert value == str(expected), (key, value, expected)
+        # As settings.json spells it: `true`, not Python's True.
+        shown_default = json.dumps(expected) if isinstance(expected, bool) else str(expected)
+        assert value == shown_default, (key, value, expected)
 
 
 def test_neovim_documented_defaults_agree_with_the_server() -> None:

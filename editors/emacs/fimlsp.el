@@ -155,8 +155,38 @@ nil: not sent [\"info\"]."
   :type '(choice (const :tag "Server default" nil) (const "error")
                  (const "warning") (const "info") (const "debug")))
 
+(defcustom fimlsp-engine nil
+  "Where the model runs: in the server process, or a serving engine.
+\"openai\" is vLLM (or another OpenAI-compatible /v1/completions that
+takes token ids), \"llamacpp\" llama.cpp's llama-server, \"tgi\" and
+\"ollama\" take text prompts (docs/deploy.md).  `fimlsp-model' still
+gives the tokenizer, FIM template and window.
+nil: not sent [server default \"local\"]."
+  :type '(choice (const :tag "Server default" nil) (const "local")
+                 (const "openai") (const "llamacpp") (const "tgi") (const "ollama")))
+
+(defcustom fimlsp-endpoint nil
+  "The serving engine's base URL, e.g. \"http://gpu-box:8000/v1\".
+No credentials in it: see `fimlsp-api-key-env'.
+nil: not sent [the engine's usual local address]."
+  :type '(choice (const :tag "Server default" nil) string))
+
+(defcustom fimlsp-served-model nil
+  "The serving engine's name for the model, when it serves several.
+nil: not sent [the one it serves]."
+  :type '(choice (const :tag "Server default" nil) string))
+
+(defcustom fimlsp-api-key-env nil
+  "Name of the environment variable that holds the engine's API key.
+The variable is read in the server's environment (set it with
+`process-environment' or before starting Emacs); the key itself is
+never an option and never logged.  nil: not sent [no key]."
+  :type '(choice (const :tag "Server default" nil) string))
+
 (defcustom fimlsp-extra-options nil
   "More server options, a plist such as (:contextWindow 2048).
+Booleans are t or :json-false, e.g. (:tlsVerify :json-false)
+for a self-signed certificate on a network you trust.
 Merged after the options above.  Default: nil."
   :type 'plist)
 
@@ -241,7 +271,11 @@ START and END are LSP positions of BEG and END before the change.")
                                        (:topP . fimlsp-top-p)
                                        (:timeBudgetMs . fimlsp-time-budget-ms)
                                        (:multiline . fimlsp-multiline)
-                                       (:logLevel . fimlsp-log-level))
+                                       (:logLevel . fimlsp-log-level)
+                                       (:engine . fimlsp-engine)
+                                       (:endpoint . fimlsp-endpoint)
+                                       (:servedModel . fimlsp-served-model)
+                                       (:apiKeyEnv . fimlsp-api-key-env))
                   for value = (symbol-value var)
                   when value append (list key value))))
     (append options fimlsp-extra-options)))

@@ -172,6 +172,13 @@ class LlamaCpp:
             "prompt": r.ids, "n_predict": r.max_new_tokens, "stream": True,
             "cache_prompt": True, "return_tokens": True, "stop": r.stop_texts,
             "temperature": r.temperature, "top_p": r.top_p,
+            # Sample as the in-process engine does (temperature and top-p only): older servers
+            # default to repeat_penalty 1.1, which runs before top-k and changes even greedy
+            # output; top_k 0 and min_p 0 switch those samplers off.
+            "repeat_penalty": 1.0, "top_k": 0, "min_p": 0.0,
+            # Timings (with cache_n) in every event, not only the last: the policy usually
+            # closes the stream before the last one comes.
+            "timings_per_token": True,
         }
         if r.temperature <= 0:
             body["top_k"] = 1  # greedy, whatever the server's sampler chain
@@ -185,9 +192,9 @@ class LlamaCpp:
                       text=event.get("content") or "")
         if event.get("stop"):
             chunk.finish = event.get("stop_type") or "stop"
-            timings = event.get("timings") or {}
-            if timings.get("cache_n") is not None:
-                chunk.cached = int(timings["cache_n"])
+        timings = event.get("timings") or {}
+        if timings.get("cache_n") is not None:
+            chunk.cached = int(timings["cache_n"])
         return chunk
 
     def models_path(self) -> str | None:
@@ -235,7 +242,8 @@ class TGI:
         return "/info"
 
     def models(self, answer: Any) -> list[tuple[str, int | None]]:
-        return [(str(answer.get("model_id", "")), answer.get("max_input_tokens"))]
+        limit = answer.get("max_input_tokens") or answer.get("max_input_length")  # TGI < 2.1
+        return [(str(answer.get("model_id", "")), limit)]
 
 
 class Ollama:
@@ -250,8 +258,10 @@ class Ollama:
         return "/api/generate"
 
     def body(self, r: Request) -> dict[str, Any]:
+        # Ollama's defaults (top_k 40, repeat_penalty 1.1) would change even greedy output.
         options: dict[str, Any] = {"num_predict": r.max_new_tokens, "temperature": r.temperature,
-                                   "top_p": r.top_p, "stop": r.stop_texts}
+                                   "top_p": r.top_p, "stop": r.stop_texts, "top_k": 0,
+                                   "repeat_penalty": 1.0}
         if r.temperature <= 0:
             options["top_k"] = 1
         return {"model": r.model, "prompt": r.text, "raw": True, "stream": True,
@@ -358,6 +368,9 @@ class Stream:
                 return
             line = raw.decode("utf-8", "replace").strip()
             if self.lines == "sse":
+                if line.startswith("error:"):  # llama.cpp's field for a failure mid-stream
+                    yield {"error": _json_or_text(line[6:].strip())}
+                    continue
                 if not line.startswith("data:"):
                     continue  # comments, `event:` lines, the blank line between events
                 line = line[5:].strip()
@@ -373,13 +386,19 @@ class Stream:
             if isinstance(event, dict):
                 yield event
 
-    def close(self) -> None:
-        """Shuts the socket down: a blocked read returns, the engine sees the client go."""
+    def interrupt(self) -> None:
+        """Shuts the socket down, from any thread: a blocked read returns, the engine sees the
+        client go. Only the socket: `http.client` objects are not thread-safe, and closing the
+        connection under a read in another thread breaks that read with an AttributeError."""
         self._closed = True
         sock = self.connection.sock
         if sock is not None:
             with contextlib.suppress(OSError):  # already gone
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Ends the stream; on the thread that reads it."""
+        self.interrupt()
         self.connection.close()
 
 
@@ -450,6 +469,14 @@ class Client:
             raise Unreachable(f"GET {path} gave no JSON") from None
         finally:
             connection.close()
+
+
+def _json_or_text(text: str) -> Any:
+    """An error payload as the engine wrote it: JSON when it is, else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _reason(error: BaseException) -> str:
@@ -606,6 +633,7 @@ class RemoteEngine:
                                             should_stop, on_token)
         finally:
             done.set()
+            watcher.join()  # it may be interrupting the stream right now: let it finish first
             stream.close()  # early stop: the engine sees the client go and aborts the request
         return result
 
@@ -637,7 +665,7 @@ class RemoteEngine:
         still prefilling, or stalled): the read returns, and the engine aborts."""
         while not done.wait(WATCH_S):
             if should_stop():
-                stream.close()
+                stream.interrupt()
                 return
 
     def _read(self, stream: Stream, result: Generation, started: float, max_new_tokens: int,

@@ -33,6 +33,13 @@ const SERVER_OPTIONS = [
   'multiline',
   'timeBudgetMs',
   'logLevel',
+  'engine',
+  'endpoint',
+  'servedModel',
+  'apiKeyEnv',
+  'connectTimeoutMs',
+  'tlsVerify',
+  'retries',
 ] as const;
 // Settings read by this extension to start the server: changing one restarts it.
 const START_OPTIONS = ['serverCommand', 'pythonPath'] as const;

@@ -32,7 +32,11 @@ M.defaults = {
   --   multiline = 'auto',           -- 'auto' | 'always' | 'never'
   --   timeBudgetMs = 4000,          -- show what there is after this long
   --   device = 'auto', dtype = 'auto', quantization = 'auto', temperature = 0, topP = 1,
-  --   neighbourShare = 0.15, logLevel = 'info'
+  --   neighbourShare = 0.15, logLevel = 'info',
+  --   engine = 'local',             -- or 'openai' (vLLM), 'llamacpp', 'tgi', 'ollama'
+  --   endpoint = nil,               -- e.g. 'http://gpu-box:8000/v1' (docs/deploy.md)
+  --   servedModel = nil, apiKeyEnv = nil, tlsVerify = true, retries = 2,
+  --   connectTimeoutMs = 3000
   server = {},
   -- Directory the server is started in (its LSP root); nil: Neovim's current directory.
   root_dir = nil,
