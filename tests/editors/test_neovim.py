@@ -36,6 +36,7 @@ HEADLESS = PLUGIN / "tests" / "headless.lua"
 KEYS = PLUGIN / "tests" / "keys.lua"
 BEFORE_SETUP = PLUGIN / "tests" / "before_setup.lua"
 STATUS = PLUGIN / "tests" / "status.lua"
+WARM = PLUGIN / "tests" / "warm.lua"
 STANDIN = PLUGIN / "tests" / "builtin_standin.lua"
 SCREEN_INIT = PLUGIN / "tests" / "screen_init.lua"
 INSTALL = "run `bash editors/neovim/install-deps.sh`"
@@ -486,3 +487,23 @@ def test_screen(tmux: Tmux, tmp_path: Path, server_command: list[str],
     # window's edge and drops trailing blanks).
     assert shown_as(written).startswith(typed + shown), (written, shown)
     assert len(written) > len(typed)
+
+
+@pytest.mark.parametrize("kind", list(NEOVIMS))
+def test_warm_start_on_ready_and_cursor_hold(kind: str, tmp_path: Path,
+                                             server_command: list[str]) -> None:
+    """The plugin sends fimlsp.warm with the cursor when the model becomes ready and on
+    CursorHold; the first keystroke at a warmed cursor reuses all but its last tokens."""
+    nvim = neovim(kind)
+    source = tmp_path / "big.py"
+    source.write_text("".join(f"def handler_{i}(request):\n    return request.get({i})\n\n"
+                              for i in range(1000)), encoding="utf-8")
+    r = run_script(nvim, WARM, {"cmd": server_command, "server": SERVER_OPTIONS,
+                                "file": str(source), "line": 1500}, tmp_path)
+    assert not r.get("error"), r["error"]
+    assert r["state"] == "ready" and not r["timeouts"], r
+    assert r["on_ready"] >= 1 and r["on_hold"] >= 2, r
+    first = r["first"]
+    assert first["prompt_tokens"] > 1000, first
+    # Typing "x" where the cursor rested: only the prompt's last tokens are new.
+    assert first["reused_tokens"] >= first["prompt_tokens"] - 3, first

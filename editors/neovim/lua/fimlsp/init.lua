@@ -55,6 +55,11 @@ M.defaults = {
   auto_trigger = true,
   -- Milliseconds without typing before a suggestion is requested. (ghost)
   debounce_ms = 75,
+  -- Warm starts: when a buffer is entered, the model is ready, or the cursor rests in normal
+  -- mode (CursorHold, after 'updatetime'), the server prefills the prompt at the cursor while
+  -- the model is idle (fimlsp.warm), so the first keystroke there costs one token, not the
+  -- whole window. Any real request stops it.
+  warm = true,
   -- Insert-mode keys, buffer-local where fimlsp is attached; false or '' leaves one unmapped.
   -- When no suggestion is showing, a key does what it does without the plugin.
   keymaps = {
@@ -116,6 +121,20 @@ local function execute(client, command, arguments, handler)
     end)
 end
 
+--- Asks the server to prefill the prompt at the cursor of the current window, if it shows `buf`
+--- (fimlsp.warm); quietly nothing while the model is not ready.
+function M.warm(buf)
+  buf = buf_or_current(buf)
+  local client = M.client(buf)
+  if not (client and M.config.warm and M.config.enabled and M.state == 'ready')
+      or api.nvim_get_current_buf() ~= buf then
+    return false
+  end
+  local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
+  execute(client, 'fimlsp.warm', { params.textDocument.uri, params.position }, function() end)
+  return true
+end
+
 --- Calls `callback(err, stats)` with the server's counters and last request's timings
 --- (fimlsp.stats: state, model, requests, accepted, prefill_ms, ...). False if not running.
 function M.stats(callback)
@@ -155,6 +174,7 @@ function M._set_state(state, err)
   if state == 'ready' then
     stop_polling()
     compat.user_event('FimlspReady')
+    M.warm()
   elseif state == 'failed' then
     stop_polling()
     compat.user_event('FimlspFailed')
@@ -270,6 +290,11 @@ end
 local function on_attach(client, buf)
   attached[buf] = true
   map_keys(buf)
+  local warming = api.nvim_create_augroup('fimlsp_warm_' .. buf, { clear = true })
+  api.nvim_create_autocmd({ 'BufEnter', 'CursorHold' }, { group = warming, buffer = buf,
+    callback = function()
+      M.warm(buf)
+    end })
   if use_builtin then
     builtin.enable(buf, client.id, M.config.enabled)
   else
