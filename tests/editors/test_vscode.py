@@ -293,6 +293,10 @@ def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
     assert result["ghostAgain"].strip(), result
     assert "workspace/executeCommand fimlsp.partialAccept" in sent, sent
     assert stats.get("partially_accepted", 0) >= 1, stats
+    # Warm starts: once the model was ready and the cursor rested, the extension asked the
+    # server to prefill there (fimlsp.warm); the server ran it or a keystroke stopped it.
+    assert "workspace/executeCommand fimlsp.warm" in sent, sent
+    assert stats.get("warmed", 0) + stats.get("warm_interrupted", 0) >= 1, stats
     # fimlsp.stats is not asked after each suggestion: after the first inline completion request,
     # only "Show statistics" asked for it (the latency shown is measured by the extension).
     first = sent.index("textDocument/inlineCompletion")

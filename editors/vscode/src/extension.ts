@@ -145,6 +145,10 @@ type Phase = 'starting' | 'loading' | 'ready' | 'error' | 'stopped';
 class Status implements vscode.Disposable {
   private readonly item: vscode.StatusBarItem;
   private phase: Phase = 'starting';
+
+  get ready(): boolean {
+    return this.phase === 'ready';
+  }
   private detail = '';
   private latency: number | undefined;
   stats: Stats = {};
@@ -201,6 +205,7 @@ class Status implements vscode.Disposable {
     if (stats.state === 'ready') {
       if (this.phase !== 'ready') {
         this.set('ready');
+        warmSoon(vscode.window.activeTextEditor);
       }
       this.render();
     }
@@ -298,6 +303,44 @@ class Status implements vscode.Disposable {
 }
 
 let lastRefresh = 0;
+
+/** How long the cursor rests before a warm start is asked for: typing moves it every ~100 ms,
+ * so warm starts go to where the user stopped, not to every keystroke. */
+const WARM_DELAY_MS = 400;
+let warmTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** Warm start (`fimlsp.warm`): once the cursor rests in an editor fimlsp serves, the server
+ * prefills the prompt there while the model is idle, so the first keystroke at that place costs
+ * one token instead of the whole window. Any real request stops it on the server. */
+function warmSoon(editor: vscode.TextEditor | undefined): void {
+  if (warmTimer !== undefined) {
+    clearTimeout(warmTimer);
+    warmTimer = undefined;
+  }
+  if (editor === undefined || !config().get<boolean>('warm', true) || !enabledFor(editor.document.languageId)) {
+    return;
+  }
+  warmTimer = setTimeout(() => void warm(editor), WARM_DELAY_MS);
+}
+
+async function warm(editor: vscode.TextEditor): Promise<void> {
+  const current = client;
+  if (current === undefined || current.state !== State.Running || !status.ready || vscode.window.activeTextEditor !== editor) {
+    return;
+  }
+  const position = editor.selection.active;
+  try {
+    await current.sendRequest(ExecuteCommandRequest.type, {
+      command: 'fimlsp.warm',
+      arguments: [
+        current.code2ProtocolConverter.asUri(editor.document.uri),
+        { line: position.line, character: position.character },
+      ],
+    });
+  } catch (error) {
+    output.debug(`fimlsp.warm failed: ${error}`);
+  }
+}
 
 /** Asks for `fimlsp.stats` now and then, for the tooltip's details: when the user looks at
  * another editor, at most every 10 s. Never once per suggestion. */
@@ -612,10 +655,12 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.workspace.onDidChangeConfiguration((event) => void onConfigurationChanged(event)),
     vscode.workspace.onDidOpenTextDocument(() => void startWhenWanted()),
     vscode.workspace.onDidCloseTextDocument((document) => shown.delete(document.uri.toString())),
-    vscode.window.onDidChangeActiveTextEditor(() => {
+    vscode.window.onDidChangeActiveTextEditor((editor) => {
       status.render();
       refreshStatsLazily();
+      warmSoon(editor);
     }),
+    vscode.window.onDidChangeTextEditorSelection((event) => warmSoon(event.textEditor)),
   );
   await startWhenWanted();
 }
