@@ -202,6 +202,18 @@ Default: 0.3."
 nil: only when `fimlsp-complete' is called.  Default: t."
   :type 'boolean)
 
+(defcustom fimlsp-warm t
+  "Non-nil: prefill the prompt where point rests, while the model is idle.
+After `fimlsp-warm-delay' seconds of idleness with point moved (not
+after an edit, which asks for a suggestion instead), the server is sent
+`fimlsp.warm' with point, so the first keystroke there costs one token
+instead of the whole window.  Any real request stops it.  Default: t."
+  :type 'boolean)
+
+(defcustom fimlsp-warm-delay 0.5
+  "Seconds point must rest before a warm start is asked for.  Default: 0.5."
+  :type 'number)
+
 (defcustom fimlsp-request-timeout 15
   "Seconds after which an unanswered request is given up.  Default: 15."
   :type 'number)
@@ -229,6 +241,7 @@ taken with `fimlsp-accept-line' so far.")
   "The request in flight: plist (:gen :id :connection :tick :point), or nil.")
 (defvar-local fimlsp--generation 0 "Counter that tells requests apart.")
 (defvar-local fimlsp--timer nil "Idle timer of the next automatic request.")
+(defvar-local fimlsp--warm-timer nil "Idle timer of the next warm start.")
 (defvar-local fimlsp--last-tick nil "`buffer-chars-modified-tick' seen last.")
 (defvar-local fimlsp--last-point nil "Point seen last by `post-command-hook'.")
 (defvar-local fimlsp--suggestion-shown nil
@@ -873,6 +886,25 @@ the language server's completions stay first."
 
 ;;;; Automatic requests
 
+(defun fimlsp--schedule-warm ()
+  "Ask for a warm start once point has rested `fimlsp-warm-delay' seconds."
+  (when (timerp fimlsp--warm-timer) (cancel-timer fimlsp--warm-timer))
+  (setq fimlsp--warm-timer
+        (and fimlsp-warm
+             (run-with-idle-timer fimlsp-warm-delay nil #'fimlsp--on-warm-idle
+                                  (current-buffer)))))
+
+(defun fimlsp--on-warm-idle (buffer)
+  "Timer function: ask the server to prefill the prompt at point in BUFFER."
+  (when (and (buffer-live-p buffer) (eq buffer (window-buffer (selected-window))))
+    (with-current-buffer buffer
+      (setq fimlsp--warm-timer nil)
+      (let ((connection (and fimlsp-mode (fimlsp--ready-connection))))
+        (when connection
+          (fimlsp--flush-changes)
+          (fimlsp--execute connection "fimlsp.warm"
+                           (vector (fimlsp--buffer-uri) (fimlsp--position))))))))
+
 (defun fimlsp--schedule ()
   "Ask for a suggestion once Emacs has been idle `fimlsp-idle-delay' seconds."
   (when (timerp fimlsp--timer) (cancel-timer fimlsp--timer))
@@ -917,6 +949,8 @@ the language server's completions stay first."
         (fimlsp--cancel-pending))
       (when (and changed (not fimlsp--item))
         (fimlsp--schedule))
+      (when (and moved (not changed))
+        (fimlsp--schedule-warm))
       (setq fimlsp--last-tick tick
             fimlsp--last-point (point)))))
 
@@ -965,13 +999,15 @@ point.  While it is shown:
         (add-hook 'kill-buffer-hook #'fimlsp--close nil t)
         (setq fimlsp--last-tick (buffer-chars-modified-tick)
               fimlsp--last-point (point))
-        (when (fimlsp--ensure-connection) (fimlsp--open)))
+        (when (fimlsp--ensure-connection) (fimlsp--open))
+        (fimlsp--schedule-warm))
     (remove-hook 'before-change-functions #'fimlsp--before-change t)
     (remove-hook 'after-change-functions #'fimlsp--after-change t)
     (remove-hook 'post-command-hook #'fimlsp--post-command t)
     (remove-hook 'kill-buffer-hook #'fimlsp--close t)
     (when (timerp fimlsp--timer) (cancel-timer fimlsp--timer))
-    (setq fimlsp--timer nil)
+    (when (timerp fimlsp--warm-timer) (cancel-timer fimlsp--warm-timer))
+    (setq fimlsp--timer nil fimlsp--warm-timer nil)
     (fimlsp-dismiss)
     (fimlsp--close)))
 

@@ -452,6 +452,26 @@ Emacs 28 logs messages as plists, Emacs 30 as JSON."
                          version)
                         version))
 
+;; 10b. Warm starts: moving point (no edit) schedules one; when it runs,
+  ;; the server prefills the prompt at point (fimlsp.warm).
+  (goto-char (point-min))
+  (fimlsp-test--command 'forward-line (lambda () (forward-line 2)))
+  (fimlsp-test--check "moving point schedules a warm start" (timerp fimlsp--warm-timer)
+                      fimlsp--warm-timer)
+  (let ((before (let ((stats (fimlsp-test--stats)))
+                  (+ (or (plist-get stats :warmed) 0)
+                     (or (plist-get stats :warm_interrupted) 0)))))
+    (fimlsp--on-warm-idle (current-buffer))  ; what the idle timer runs
+    (fimlsp-test--check
+     "the server ran the warm start at point"
+     (fimlsp-test--wait "warm start" (lambda ()
+                                       (let ((stats (fimlsp-test--stats)))
+                                         (> (+ (or (plist-get stats :warmed) 0)
+                                               (or (plist-get stats :warm_interrupted) 0))
+                                            before)))
+                        30)
+     (fimlsp-test--stats)))
+
   ;; 11. The server's copy of the buffer is the buffer: after incremental
   ;; edits with multibyte text (2-, 3- and 4-byte UTF-8, a surrogate pair
   ;; in UTF-16), a replacement and a deletion, the prompt the server builds
