@@ -33,12 +33,13 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
 
 MODEL_TYPE = "gpt_refact"
-# What attention needs for ALiBi: slopes [H], distance i - j and hidden keys [B, 1, T, S] each.
-Alibi = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 # transformers renamed the KV cache from `past_key_values` to `cache` (outputs and forward
 # keywords); the old spellings warn until they are removed. We speak the installed version's.
 CACHE_NAME = ("cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {})
               else "past_key_values")
+
+# What attention needs for ALiBi: slopes [H], distance i - j and hidden keys [B, 1, T, S] each.
+Alibi = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 
 
 class GPTRefactConfig(PreTrainedConfig):
