@@ -4,7 +4,8 @@ slow reference: a from-scratch forward over the whole sequence at every step, no
 Both run the same real transformers model (tiny, random weights, real architecture and real
 tokenizer), in fp32, so the last-position logits must agree to 1e-4 and greedy tokens exactly.
 Every check runs for gpt_bigcode (StarCoder, learned positions, multi-query attention) and
-gpt_neox (FIM-NeoX, partial RoPE), the two architectures the presets load natively.
+gpt_neox (FIM-NeoX, partial RoPE), on transformers' forward with its `DynamicCache` (the
+reference path, `lean=False`); test_engine_lean.py runs the same checks on the lean path.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ class Tiny:
     tokenizer: Tokenizer
     engine: LocalEngine  # default prefill chunk; tests that need another build their own
 
-    def fresh(self, **kwargs: int) -> LocalEngine:
-        """A new engine (no sessions) on the same loaded model; without speculation unless asked
-        (`checked` compares one forward per token; test_speculation_is_exact covers the rest)."""
+    def fresh(self, **kwargs: int | bool) -> LocalEngine:
+        """A new engine (no sessions) on the same loaded model and the same path (lean or
+        transformers' forward) as `engine`; without speculation unless asked (`checked`
+        compares one forward per token; test_speculation_is_exact covers the rest)."""
         kwargs.setdefault("speculate", 0)
+        kwargs.setdefault("lean", self.engine.lean is not None)
         return type(self.engine)(self.engine.model, self.engine.device, **kwargs)
 
     def prompt(self, line: int = 9, character: int = 11) -> list[int]:
@@ -68,8 +71,8 @@ def tiny(request: pytest.FixtureRequest) -> Tiny:
     else:
         folder = request.getfixturevalue("neox_model")
     spec = resolve_model(str(folder))
-    engine = LocalEngine.load(spec, Settings(device="cpu"))
-    assert engine.model.config.model_type == request.param
+    engine = LocalEngine.load(spec, Settings(device="cpu"), lean=False)
+    assert engine.model.config.model_type == request.param and engine.lean is None
     assert next(engine.model.parameters()).dtype == torch.float32
     return Tiny(request.param, spec, load_tokenizer(str(folder)), engine)
 

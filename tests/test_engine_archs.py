@@ -13,6 +13,8 @@ this module's `tiny` fixture. Their configs are the real models' architectures, 
   GELU MLP, sliding window 4096: longer than these prompts).
 
 test_refact.py and test_santacoder.py import the same functions for the two custom-code models.
+These run transformers' forward and its `DynamicCache` (`lean=False`); test_engine_lean.py runs
+the suite on the lean path.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def tiny(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     arch = request.param
     folder = build_arch_model(tmp_path_factory.mktemp(f"tiny-{arch}"), arch, shared)
     spec = resolve_model(str(folder))
-    engine = LocalEngine.load(spec, Settings(device="cpu"))
+    engine = LocalEngine.load(spec, Settings(device="cpu"), lean=False)  # the reference path
     assert engine.model.config.model_type == arch
     assert next(engine.model.parameters()).dtype == torch.float32
     assert spec.template.name == ARCHS[arch][2]
@@ -178,7 +180,7 @@ def short_window(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Tiny
                               sliding_window=16)
     spec = resolve_model(str(folder))
     return Tiny("starcoder2", spec, load_tokenizer(str(folder)),
-                LocalEngine.load(spec, Settings(device="cpu")))
+                LocalEngine.load(spec, Settings(device="cpu"), lean=False))
 
 
 def test_crop_beyond_a_sliding_window(short_window: Tiny) -> None:

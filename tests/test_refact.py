@@ -308,7 +308,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Tiny:
     folder = build_tiny_model(tmp_path_factory.mktemp("tiny-refact"), "Refact-1_6B-fim",
                               shared=shared)
     spec = resolve_model(str(folder))
-    engine = LocalEngine.load(spec, Settings(device="cpu"))
+    engine = LocalEngine.load(spec, Settings(device="cpu"), lean=False)  # the reference path
     assert type(engine.model) is GPTRefactForCausalLM
     assert next(engine.model.parameters()).dtype == torch.float32
     return Tiny("gpt_refact", spec, load_tokenizer(str(folder)), engine)

@@ -430,7 +430,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "each, so peak memory is per configuration and memory is returned)")
     parser.add_argument("--forward", default="lean",
                         help="comma-separated forward paths, interleaved on one loaded model: "
-                        "lean (engine/lean.py where the model has one) and reference "
+                        "lean (engine/lean/ where the model has one) and reference "
                         "(transformers' forward with its DynamicCache)")
     parser.add_argument("--speculate", type=int, default=0,
                         help="prompt-lookup draft tokens (default 0: decode ms/token is then "

@@ -291,7 +291,7 @@ class LocalEngine:
     def __init__(self, model: torch.nn.Module, device: torch.device,
                  max_sessions: int = MAX_SESSIONS, prefill_chunk: int = PREFILL_CHUNK,
                  lean: bool | None = None, speculate: int | None = None) -> None:
-        """`lean`: our own forward and static KV cache where the model has one (`engine/lean.py`);
+        """`lean`: our own forward and static KV cache where the model has one (`engine/lean/`);
         None follows FIMLSP_LEAN (on unless 0), False forces transformers' forward.
         `speculate`: draft tokens per verifying forward in greedy decoding; None follows
         FIMLSP_SPECULATE (unset: 0, off; see SPECULATE)."""

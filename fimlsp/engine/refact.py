@@ -38,6 +38,9 @@ MODEL_TYPE = "gpt_refact"
 CACHE_NAME = ("cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {})
               else "past_key_values")
 
+# What attention needs for ALiBi: slopes [H], distance i - j and hidden keys [B, 1, T, S] each.
+Alibi = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+
 
 class GPTRefactConfig(PreTrainedConfig):
     """Reads the real checkpoint's config.json; defaults are Refact-1.6B's values."""
@@ -89,36 +92,46 @@ def alibi_slopes(n_head: int) -> torch.Tensor:
     return torch.tensor(slopes, dtype=torch.float32)
 
 
-def alibi_bias(slopes: torch.Tensor, query_positions: torch.Tensor, kv_len: int,
-               key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The additive score bias, causal mask included.
+def alibi_distance(query_positions: torch.Tensor, kv_len: int,
+                   key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ALiBi needs of the positions, without the heads: the distance i - j from each query
+    to each key, fp32 [B, 1, T, S], and which keys are hidden, bool [B, 1, T, S] (later than the
+    query, or padding).
 
-    slopes [H]; query_positions [B, T] absolute; keys at positions 0..kv_len-1;
-    key_mask [B, kv_len] (1 = attend, 0 = padding) or None. Returns fp32 [B, H, T, kv_len].
+    query_positions [B, T] absolute; keys at positions 0..kv_len-1; key_mask [B, kv_len]
+    (1 = attend, 0 = padding) or None. Why not the biases themselves: they are per head, so
+    [B, H, T, S] fp32 — 134 MB for a 256-token chunk at 4096 context with Refact's 32 heads,
+    besides the scores of the same size. `attend` adds `-slope_h · distance` into the scores
+    in place instead; this is H times smaller.
     """
     key_positions = torch.arange(kv_len, device=query_positions.device)  # [S]
     distance = query_positions[:, None, :, None] - key_positions  # [B, 1, T, S]
-    bias = -slopes.to(query_positions.device)[None, :, None, None] * distance  # [B, H, T, S]
-    hidden = distance < 0  # [B, 1, T, S]: keys after the query
+    hidden = distance < 0  # keys after the query
     if key_mask is not None:
         hidden = hidden | (key_mask[:, None, None, :kv_len] == 0)
-    return bias.masked_fill(hidden, torch.finfo(torch.float32).min)
+    return distance.float(), hidden
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Tensor,
+           distance: torch.Tensor, hidden: torch.Tensor | None, scale: float,
            upcast: bool) -> torch.Tensor:
-    """Multi-query attention: q [B, H, T, D], k and v [B, 1, S, D] (the one shared head),
-    bias [B, H, T, S]; returns [B, H, T, D].
+    """Multi-query attention with ALiBi: q [B, H, T, D], k and v [B, 1, S, D] (the one shared
+    head), slopes [H], distance [B, 1, T, S] and hidden [B, 1, T, S] (or None: nothing hidden)
+    from `alibi_distance`; returns [B, H, T, D].
 
     The heads are folded into the query rows, so the shared key and value are never copied H times.
-    Scores, bias and softmax are fp32 when `upcast` (the checkpoint's `attention_*_in_fp32`).
+    Scores, bias and softmax are fp32 when `upcast` (the checkpoint's `attention_*_in_fp32`); the
+    bias and the mask go into the scores in place, so the scores are the only [B, H, T, S] tensor.
     """
     batch, heads, length, dim = q.shape
     kv_len = k.shape[2]
     work = torch.float32 if upcast else q.dtype
     rows = q.reshape(batch, heads * length, dim).to(work)  # [B, H*T, D]
     scores = torch.matmul(rows, k[:, 0].to(work).transpose(1, 2))  # [B, H*T, S]
-    scores = scores.view(batch, heads, length, kv_len) * scale + bias.to(work)  # [B, H, T, S]
+    scores = scores.view(batch, heads, length, kv_len).mul_(scale)  # [B, H, T, S]
+    scores.addcmul_(slopes.to(scores)[None, :, None, None], distance.to(work), value=-1)
+    if hidden is not None:
+        scores.masked_fill_(hidden, torch.finfo(work).min)
     probs = torch.softmax(scores, dim=-1).to(v.dtype)  # [B, H, T, S]
     out = torch.matmul(probs.view(batch, heads * length, kv_len), v[:, 0])  # [B, H*T, D]
     return out.view(batch, heads, length, dim)
@@ -138,14 +151,13 @@ class GPTRefactAttention(nn.Module):
         self.kv = nn.Linear(config.n_embd, 2 * self.head_dim, bias=False)  # rows: K | V
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor,
-                cache: DynamicCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, alibi: Alibi, cache: DynamicCache | None) -> torch.Tensor:
         batch, length, width = x.shape  # [B, T, E]
         q = self.q(x).view(batch, length, self.n_head, self.head_dim).transpose(1, 2)  # [B,H,T,D]
         k, v = self.kv(x).unsqueeze(1).split(self.head_dim, dim=-1)  # [B, 1, T, D] each
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # [B, 1, S, D]: the past, then these
-        y = attend(q, k, v, bias, self.scale, self.upcast)  # [B, H, T, D]
+        y = attend(q, k, v, *alibi, self.scale, self.upcast)  # [B, H, T, D]
         return self.c_proj(y.transpose(1, 2).reshape(batch, length, width))  # [B, T, E]
 
 
@@ -170,9 +182,8 @@ class GPTRefactBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=eps, bias=False)
         self.mlp = GPTRefactMLP(config)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor,
-                cache: DynamicCache | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), bias, cache)  # [B, T, E]
+    def forward(self, x: torch.Tensor, alibi: Alibi, cache: DynamicCache | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), alibi, cache)  # [B, T, E]
         return x + self.mlp(self.ln_2(x))
 
 
@@ -207,11 +218,12 @@ class GPTRefactModel(GPTRefactPreTrainedModel):
         if position_ids is None:
             position_ids = torch.arange(past, past + length, device=input_ids.device)[None]
         position_ids = position_ids.expand(batch, length)  # [B, T]
-        slopes = alibi_slopes(self.config.n_head)  # [H]
-        bias = alibi_bias(slopes, position_ids, past + length, attention_mask)  # [B, H, T, S]
+        slopes = alibi_slopes(self.config.n_head).to(input_ids.device)  # [H]
+        distance, hidden = alibi_distance(position_ids, past + length, attention_mask)
+        alibi = (slopes, distance, hidden)  # [H], [B, 1, T, S] ×2
         x = self.wte(input_ids)  # [B, T, E]
         for block in self.h:
-            x = block(x, bias, past_key_values)
+            x = block(x, alibi, past_key_values)
         return x
 
 
