@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
@@ -44,3 +45,19 @@ def editor_client(name: str, echo: bool = False) -> tuple[Any, asyncio.Event, li
         return None
 
     return client, loaded, shown
+
+
+async def initialize_and_open(client: Any, loaded: asyncio.Event, folder: Path,
+                              options: dict[str, Any], uri: str, text: str,
+                              timeout_s: float = 900) -> None:
+    """initialize (with work-done progress, as editors announce it) → initialized → waits for
+    the model load to end → didOpen of `uri` with `text` (Python)."""
+    await client.initialize_async(types.InitializeParams(
+        process_id=None, root_uri=folder.as_uri(),
+        capabilities=types.ClientCapabilities(window=types.WindowClientCapabilities(
+            work_done_progress=True)), initialization_options=options))
+    client.initialized(types.InitializedParams())
+    await asyncio.wait_for(loaded.wait(), timeout=timeout_s)
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1,
+                                             text=text)))

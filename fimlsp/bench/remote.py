@@ -63,7 +63,7 @@ class Typist:
 async def type_along(model: str, options: dict[str, Any], document: Path, rate: float,
                      seconds: float, seed: int, ready: Start) -> tuple[Typist, dict]:
     """One editor: starts its server, waits for the others, types for `seconds`."""
-    from fimlsp.lspclient import editor_client
+    from fimlsp.lspclient import editor_client, initialize_and_open
 
     client, loaded, _shown = editor_client(f"fimlsp-remote-{seed}")
     await client.start_io(sys.executable, "-m", "fimlsp", "serve", "--model", model,
@@ -73,14 +73,7 @@ async def type_along(model: str, options: dict[str, Any], document: Path, rate: 
     text = document.read_text(encoding="utf-8")
     typist = Typist()
     try:
-        await client.initialize_async(t.InitializeParams(
-            process_id=None, root_uri=folder.as_uri(),
-            capabilities=t.ClientCapabilities(window=t.WindowClientCapabilities(
-                work_done_progress=True)), initialization_options=options))
-        client.initialized(t.InitializedParams())
-        await asyncio.wait_for(loaded.wait(), timeout=600)
-        client.text_document_did_open(t.DidOpenTextDocumentParams(text_document=t.TextDocumentItem(
-            uri=uri, language_id="python", version=1, text=text)))
+        await initialize_and_open(client, loaded, folder, options, uri, text, 600)
         await ready.wait()
         start = time.perf_counter()
         edits = keystrokes(text, seed)

@@ -112,7 +112,7 @@ def keystrokes(text: str, seed: int) -> Iterator[tuple[int, int, int, int, str]]
 
 async def storm(model: str, document: Path, rate: float, seconds: float, seed: int,
                 options: dict[str, Any]) -> tuple[Storm, dict[str, Any]]:
-    from fimlsp.lspclient import editor_client
+    from fimlsp.lspclient import editor_client, initialize_and_open
 
     client, loaded, _shown = editor_client("fimlsp-soak", echo=True)
 
@@ -126,15 +126,7 @@ async def storm(model: str, document: Path, rate: float, seconds: float, seed: i
     result = Storm()
     pending: set[asyncio.Task[None]] = set()
     try:
-        await client.initialize_async(t.InitializeParams(
-            process_id=None, root_uri=folder.as_uri(),
-            capabilities=t.ClientCapabilities(window=t.WindowClientCapabilities(
-                work_done_progress=True)),
-            initialization_options=options))
-        client.initialized(t.InitializedParams())
-        await asyncio.wait_for(loaded.wait(), timeout=600)
-        client.text_document_did_open(t.DidOpenTextDocumentParams(text_document=t.TextDocumentItem(
-            uri=uri, language_id="python", version=1, text=text)))
+        await initialize_and_open(client, loaded, folder, options, uri, text, 600)
         start = time.perf_counter()
 
         async def ask(sent_at: float, line: int, character: int) -> None:

@@ -49,7 +49,7 @@ def cursor_in(text: str) -> tuple[int, int]:
 
 
 async def first_suggestion(model: str, options: dict[str, Any], warm: bool) -> dict[str, Any]:
-    from fimlsp.lspclient import editor_client
+    from fimlsp.lspclient import editor_client, initialize_and_open
 
     client, loaded, _shown = editor_client("fimlsp-bench-warm")
     await client.start_io(sys.executable, "-m", "fimlsp", "serve", "--model", model,
@@ -64,14 +64,7 @@ async def first_suggestion(model: str, options: dict[str, Any], warm: bool) -> d
             t.ExecuteCommandParams(command="fimlsp.stats")) or {})
 
     try:
-        await client.initialize_async(t.InitializeParams(
-            process_id=None, root_uri=folder.as_uri(),
-            capabilities=t.ClientCapabilities(window=t.WindowClientCapabilities(
-                work_done_progress=True)), initialization_options=options))
-        client.initialized(t.InitializedParams())
-        await asyncio.wait_for(loaded.wait(), timeout=900)
-        client.text_document_did_open(t.DidOpenTextDocumentParams(text_document=t.TextDocumentItem(
-            uri=uri, language_id="python", version=1, text=text)))
+        await initialize_and_open(client, loaded, folder, options, uri, text, 900)
         warm_s = None
         if warm:
             started = time.perf_counter()

@@ -35,3 +35,28 @@ class Generation:
     @property
     def interrupted(self) -> bool:
         return self.stop_reason in ("cancelled", "superseded")
+
+
+@dataclass
+class TokenChecks:
+    """The checks every generated token goes through, in this order, in every engine: the
+    template's stop ids end it (the stop token is not kept), then the callback (the completion
+    policy) may stop after it, then the length limit, then a cancel or the time budget. One
+    place, so that a remote engine stops exactly where the local one would."""
+
+    out: list[int]
+    stop_ids: set[int]
+    max_new_tokens: int
+    should_stop: StopCheck
+    on_token: TokenCallback | None = None
+
+    def emit(self, token: int) -> str | None:
+        """Appends `token` to `out` unless it is a stop id; why to stop now, or None."""
+        if token in self.stop_ids:
+            return "eos"
+        self.out.append(token)
+        if self.on_token is not None and self.on_token(token):
+            return "callback"
+        if len(self.out) >= self.max_new_tokens:
+            return "max_tokens"
+        return self.should_stop()

@@ -24,7 +24,7 @@ import torch
 
 from fimlsp import hub
 from fimlsp.config import Settings
-from fimlsp.engine import Generation, StopCheck, TokenCallback
+from fimlsp.engine import Generation, StopCheck, TokenCallback, TokenChecks
 from fimlsp.engine.lean import lean_enabled, lean_for
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import (
@@ -450,15 +450,7 @@ class LocalEngine:
         base = len(session.ids)  # the prompt: what plain decoding has fed when it starts
         speculate = self.speculate if temperature <= 0 else 0
 
-        def emit(token: int) -> str | None:
-            if token in stop_ids:
-                return "eos"
-            out.append(token)
-            if on_token is not None and on_token(token):
-                return "callback"
-            if len(out) >= max_new_tokens:
-                return "max_tokens"
-            return should_stop()
+        emit = TokenChecks(out, stop_ids, max_new_tokens, should_stop, on_token).emit
 
         def settle(reason: str) -> str:
             """Leaves the session as plain decoding would: everything emitted is fed except the

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from tokenizers import Tokenizer
 
 from fimlsp.config import Settings
-from fimlsp.engine import Generation, StopCheck, TokenCallback
+from fimlsp.engine import Generation, StopCheck, TokenCallback, TokenChecks
 from fimlsp.errors import ErrorKind, FimError
 
 log = logging.getLogger(__name__)
@@ -675,15 +675,7 @@ class RemoteEngine:
         out = result.ids
         first: float | None = None
 
-        def emit(token: int) -> str | None:
-            if token in stop_ids:
-                return "eos"
-            out.append(token)
-            if on_token is not None and on_token(token):
-                return "callback"
-            if len(out) >= max_new_tokens:
-                return "max_tokens"
-            return should_stop()
+        emit = TokenChecks(out, stop_ids, max_new_tokens, should_stop, on_token).emit
 
         def finish(reason: str) -> str:
             now = time.perf_counter()
