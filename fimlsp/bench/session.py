@@ -460,7 +460,7 @@ def ratios(rows: dict[str, dict[str, Any]], samples: dict[str, list[Sample]]
     for label, row in rows.items():
         if label == "shipped":
             continue
-        for key in ("model_p50_ms", "model_p95_ms", "engine_p50_ms", "p50_ms"):
+        for key in ("model_p50_ms", "model_p95_ms", "engine_p50_ms"):
             if base.get(key) and row.get(key):
                 out[f"shipped/{label} {key}"] = round(base[key] / row[key], 2)
         pairs = [(shipped[s.keystroke], s) for s in samples[label]
