@@ -2,20 +2,23 @@
 
 One place for what every such client needs: an answer to `window/workDoneProgress/create`, an
 event set when the model load's progress ends, the server's `window/showMessage` lines kept (and
-optionally printed), and its `window/logMessage` lines ignored.
+optionally printed), and its `window/logMessage` lines ignored or handed to `on_log` (the request
+log: `fimlsp bench session` reads each request's token counts from it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
 
 
-def editor_client(name: str, echo: bool = False) -> tuple[Any, asyncio.Event, list[str]]:
+def editor_client(name: str, echo: bool = False, on_log: Callable[[str], None] | None = None
+                  ) -> tuple[Any, asyncio.Event, list[str]]:
     """(pygls LanguageClient, set when the model has loaded, the server's shown messages)."""
     from pygls.lsp.client import LanguageClient
 
@@ -41,8 +44,9 @@ def editor_client(name: str, echo: bool = False) -> tuple[Any, asyncio.Event, li
             print(f"server says: {params.message}", file=sys.stderr)
 
     @client.feature(types.WINDOW_LOG_MESSAGE)
-    def _log(_params: types.LogMessageParams) -> None:
-        return None
+    def _log(params: types.LogMessageParams) -> None:
+        if on_log is not None:
+            on_log(params.message)
 
     return client, loaded, shown
 
