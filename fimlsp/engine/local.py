@@ -355,34 +355,22 @@ class LocalEngine:
     # -- the loop ---------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def _forward(self, session: Session, ids: list[int]) -> torch.Tensor:
-        """Runs `ids` after what the session holds; returns the last position's logits [vocab]."""
+    def _forward(self, session: Session, ids: list[int], all_logits: bool = False
+                 ) -> torch.Tensor:
+        """Runs `ids` after what the session holds; returns the last position's logits [vocab],
+        or with `all_logits` every fed position's [n, vocab] (to verify a draft)."""
         if self.lean is not None:
-            logits = self.lean.forward(ids, session.cache)  # [1, vocab]
+            logits = self.lean.forward(ids, session.cache, all_logits=all_logits)  # [1|n, vocab]
             session.ids.extend(ids)
-            return logits[0]
+            return logits if all_logits else logits[0]
         start = len(session.ids)
         input_ids = torch.tensor([ids], device=self.device)  # [1, n]
         positions = torch.arange(start, start + len(ids), device=self.device)[None]  # [1, n]
         out = self.model(input_ids=input_ids, position_ids=positions, use_cache=True,
-                         logits_to_keep=1, **{self.cache_kwarg: session.cache})
+                         logits_to_keep=0 if all_logits else 1,
+                         **{self.cache_kwarg: session.cache})
         session.ids.extend(ids)
-        return out.logits[0, -1].float()  # [vocab]
-
-    @torch.inference_mode()
-    def _forward_all(self, session: Session, ids: list[int]) -> torch.Tensor:
-        """`_forward`, with the logits of every fed position [n, vocab]: verifies a draft."""
-        if self.lean is not None:
-            logits = self.lean.forward(ids, session.cache, all_logits=True)  # [n, vocab]
-            session.ids.extend(ids)
-            return logits
-        start = len(session.ids)
-        input_ids = torch.tensor([ids], device=self.device)  # [1, n]
-        positions = torch.arange(start, start + len(ids), device=self.device)[None]  # [1, n]
-        out = self.model(input_ids=input_ids, position_ids=positions, use_cache=True,
-                         logits_to_keep=0, **{self.cache_kwarg: session.cache})
-        session.ids.extend(ids)
-        return out.logits[0].float()  # [n, vocab]
+        return out.logits[0].float() if all_logits else out.logits[0, -1].float()
 
     def _prefill(self, session: Session, ids: list[int], should_stop: StopCheck
                  ) -> tuple[torch.Tensor | None, str | None]:
@@ -395,17 +383,25 @@ class LocalEngine:
             logits = self._forward(session, ids[begin:begin + self.prefill_chunk])
         return logits, None
 
+    def _resume(self, key: str, prompt: list[int], feed_at_least: int, should_stop: StopCheck
+                ) -> tuple[Session, Generation, torch.Tensor | None, str | None]:
+        """The document's session cropped to what it shares with `prompt` (keeping at least
+        `feed_at_least` tokens to feed), then the rest prefilled: (session, result so far, last
+        logits or None if stopped, why it stopped)."""
+        session = self._session(key)
+        reused = min(common_prefix(session.ids, prompt), len(prompt) - feed_at_least)
+        self._crop(session, reused)
+        result = Generation(prompt_tokens=len(prompt), reused_tokens=reused)
+        started = time.perf_counter()
+        logits, reason = self._prefill(session, prompt[reused:], should_stop)
+        result.prefill_ms = (time.perf_counter() - started) * 1000
+        return session, result, logits, reason
+
     def prefill(self, key: str, prompt: list[int], should_stop: StopCheck = lambda: None
                 ) -> Generation:
         """Puts `prompt`'s keys and values in the document's cache without generating (a warm
         start): the next `generate` with this prompt feeds one token. Stops between chunks."""
-        session = self._session(key)
-        reused = min(common_prefix(session.ids, prompt), len(prompt))
-        self._crop(session, reused)
-        result = Generation(prompt_tokens=len(prompt), reused_tokens=reused)
-        started = time.perf_counter()
-        _, reason = self._prefill(session, prompt[reused:], should_stop)
-        result.prefill_ms = (time.perf_counter() - started) * 1000
+        _, result, _, reason = self._resume(key, prompt, 0, should_stop)
         result.stop_reason = reason or "warm"
         return result
 
@@ -416,14 +412,7 @@ class LocalEngine:
         """Greedy (or sampled) continuation of `prompt`, reusing the document's cache."""
         if not prompt:
             raise ValueError("empty prompt")
-        session = self._session(key)
-        reused = min(common_prefix(session.ids, prompt), len(prompt) - 1)  # keep ≥1 to feed
-        self._crop(session, reused)
-        result = Generation(prompt_tokens=len(prompt), reused_tokens=reused)
-
-        started = time.perf_counter()
-        logits, reason = self._prefill(session, prompt[reused:], should_stop)
-        result.prefill_ms = (time.perf_counter() - started) * 1000
+        session, result, logits, reason = self._resume(key, prompt, 1, should_stop)  # ≥1 to feed
         if logits is None:
             result.stop_reason = reason or "cancelled"
             return result
@@ -469,7 +458,7 @@ class LocalEngine:
             if not draft:
                 logits = self._forward(session, [token])
                 continue
-            every = self._forward_all(session, [token, *draft])  # [1 + d, vocab]
+            every = self._forward(session, [token, *draft], all_logits=True)  # [1 + d, vocab]
             predicted = every.argmax(dim=-1).tolist()  # predicted[i]: greedy after draft[:i]
             agreed = 0
             while agreed < len(draft) and draft[agreed] == predicted[agreed]:
