@@ -12,6 +12,8 @@ FIMLSP_REQUIRE_VLLM=1 (CI) it fails instead, so CI cannot go green without runni
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import random
 import socket
@@ -51,6 +53,7 @@ def vllm(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield server
 
 
+@functools.cache
 def held_out_documents() -> dict[str, str]:
     import argparse
 
@@ -237,13 +240,13 @@ class Proxy:
 
     def down(self) -> None:
         if self._listener is not None:
-            with contextlib_suppress():  # wakes the thread blocked in accept (Linux)
+            with contextlib.suppress(OSError):  # wakes the thread blocked in accept (Linux)
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:
             for s in self._open:
-                with contextlib_suppress():
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
                 s.close()
             self._open.clear()
@@ -268,14 +271,8 @@ class Proxy:
         except OSError:
             pass
         finally:
-            with contextlib_suppress():
+            with contextlib.suppress(OSError):
                 sink.shutdown(socket.SHUT_WR)
-
-
-def contextlib_suppress() -> Any:
-    import contextlib
-
-    return contextlib.suppress(OSError)
 
 
 async def test_endpoint_down_is_a_status_and_it_recovers(trained_model: Path, workspace_dir: Path,

@@ -44,9 +44,10 @@ class VllmServer:
     """`python -m vllm.entrypoints.openai.api_server` serving one model directory, fp32."""
 
     def __init__(self, model: Path, python: Path, max_model_len: int = 2048,
-                 log: Path | None = None) -> None:
+                 log: Path | None = None, port: int | None = None) -> None:
         self.model, self.python, self.max_model_len = model, python, max_model_len
-        self.port = free_port()
+        self.attached = port is not None  # one already running: neither started nor stopped
+        self.port = port if port is not None else free_port()
         self.log_path = log
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -56,12 +57,7 @@ class VllmServer:
         """One already running (started by the user, or a test's): not started or stopped here."""
         from urllib.parse import urlsplit
 
-        server = cls(Path("."), Path("."))
-        server.port = urlsplit(endpoint).port or 80
-        server.attached = True
-        return server
-
-    attached = False
+        return cls(Path("."), Path("."), port=urlsplit(endpoint).port or 80)
 
     @property
     def endpoint(self) -> str:

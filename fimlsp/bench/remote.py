@@ -28,6 +28,7 @@ from typing import Any
 
 from lsprotocol import types as t
 
+from fimlsp.bench._plot import pyplot, save
 from fimlsp.bench._vllm import INSTALL, VllmServer, hit_rate, vllm_python
 from fimlsp.bench.soak import keystrokes
 
@@ -143,12 +144,8 @@ def summarize(label: str, n: int, typists: list[Typist], rate: float | None,
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     remote = [r for r in rows if r["engine"] == "vllm" and r["p50_ms"] is not None]
     local = [r for r in rows if r["engine"] == "in-process" and r["p50_ms"] is not None]
@@ -164,10 +161,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     ax.set_ylabel("keystroke → suggestion (ms)")
     ax.legend()
     ax.grid(alpha=.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(plt, fig, path)
     return True
 
 

@@ -54,6 +54,8 @@ from typing import Any
 
 from lsprotocol import types as t
 
+from fimlsp.bench._plot import pyplot, save
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_FUNCTION = "_match_argument"
 LLAMACPP_SCRIPT = Path(__file__).with_name("_llamacpp.py")
@@ -476,12 +478,8 @@ def ratios(rows: dict[str, dict[str, Any]], samples: dict[str, list[Sample]]
 
 
 def plot(contenders: list[Any], path: Path, title: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (per_key, cdf) = plt.subplots(1, 2, figsize=(12, 4.5))
     for c in contenders:
@@ -503,10 +501,7 @@ def plot(contenders: list[Any], path: Path, title: str) -> bool:
         ax.grid(alpha=.3)
         ax.legend()
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(plt, fig, path)
     return True
 
 

@@ -35,6 +35,8 @@ from typing import Any
 
 from lsprotocol import types as t
 
+from fimlsp.bench._plot import pyplot, save
+
 
 @dataclass
 class Storm:
@@ -210,12 +212,8 @@ def summarize(run: Storm, seconds: float, slice_s: float = 30.0) -> dict[str, An
 
 
 def plot(run: Storm, path: Path, title: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     top.scatter([a for a, _ in run.latencies], [m for _, m in run.latencies], s=2, alpha=.4)
@@ -225,10 +223,7 @@ def plot(run: Storm, path: Path, title: str) -> bool:
     bottom.plot([a for a, _ in run.rss], [m for _, m in run.rss])
     bottom.set_ylabel("server RSS (MB)")
     bottom.set_xlabel("seconds into the storm")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(plt, fig, path)
     return True
 
 

@@ -114,9 +114,9 @@ def main(argv: list[str]) -> int:
         from fimlsp.bench.engine import geometry, parse_args
         from fimlsp.tiny import build_tiny_model
 
-        shape = geometry(model, parse_args([]))
-        cache = parse_args([]).cache_dir
-        folder = cache / f"{model}-{shape['layers']}x{shape['width']}x{shape['heads']}"
+        defaults = parse_args([])
+        shape = geometry(model, defaults)
+        folder = defaults.cache_dir / f"{model}-{shape['layers']}x{shape['width']}x{shape['heads']}"
         model = str(build_tiny_model(folder, model, **shape))
     rows = []
     for window in [int(w) for w in args.windows.split(",")]:
