@@ -65,3 +65,15 @@ async def initialize_and_open(client: Any, loaded: asyncio.Event, folder: Path,
     client.text_document_did_open(types.DidOpenTextDocumentParams(
         text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1,
                                              text=text)))
+
+
+def did_change(client: Any, uri: str, version: int, start: tuple[int, int],
+               end: tuple[int, int], text: str) -> None:
+    """One incremental didChange: `text` replaces the range from `start` to `end`, each
+    (line, character) in the negotiated encoding's units."""
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=start[0], character=start[1]),
+                              end=types.Position(line=end[0], character=end[1])),
+            text=text)]))

@@ -64,7 +64,7 @@ class Typist:
 async def type_along(model: str, options: dict[str, Any], document: Path, rate: float,
                      seconds: float, seed: int, ready: Start) -> tuple[Typist, dict]:
     """One editor: starts its server, waits for the others, types for `seconds`."""
-    from fimlsp.lspclient import editor_client, initialize_and_open
+    from fimlsp.lspclient import did_change, editor_client, initialize_and_open
 
     client, loaded, _shown = editor_client(f"fimlsp-remote-{seed}")
     await client.start_io(sys.executable, "-m", "fimlsp", "serve", "--model", model,
@@ -82,11 +82,7 @@ async def type_along(model: str, options: dict[str, Any], document: Path, rate: 
         while time.perf_counter() - start < seconds:
             line, a, line_end, b, new = next(edits)
             version += 1
-            client.text_document_did_change(t.DidChangeTextDocumentParams(
-                text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                content_changes=[t.TextDocumentContentChangePartial(
-                    range=t.Range(start=t.Position(line=line, character=a),
-                                  end=t.Position(line=line_end, character=b)), text=new)]))
+            did_change(client, uri, version, (line, a), (line_end, b), new)
             typist.sent += 1
             sent = time.perf_counter()
             try:

@@ -55,6 +55,7 @@ from typing import Any
 from lsprotocol import types as t
 
 from fimlsp.bench._plot import pyplot, save
+from fimlsp.lspclient import did_change
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_FUNCTION = "_match_argument"
@@ -204,12 +205,8 @@ class Server:
     def change(self, line: int, character: int, end_line: int, end_character: int,
                text: str) -> None:
         self.version += 1
-        self.client.text_document_did_change(t.DidChangeTextDocumentParams(
-            text_document=t.VersionedTextDocumentIdentifier(uri=self.uri, version=self.version),
-            content_changes=[t.TextDocumentContentChangePartial(
-                range=t.Range(start=t.Position(line=line, character=character),
-                              end=t.Position(line=end_line, character=end_character)),
-                text=text)]))
+        did_change(self.client, self.uri, self.version, (line, character),
+                   (end_line, end_character), text)
 
     async def complete(self, keystroke: int, line: int, character: int,
                        sent: float | None = None) -> Sample:

@@ -114,7 +114,7 @@ def keystrokes(text: str, seed: int) -> Iterator[tuple[int, int, int, int, str]]
 
 async def storm(model: str, document: Path, rate: float, seconds: float, seed: int,
                 options: dict[str, Any]) -> tuple[Storm, dict[str, Any]]:
-    from fimlsp.lspclient import editor_client, initialize_and_open
+    from fimlsp.lspclient import did_change, editor_client, initialize_and_open
 
     client, loaded, _shown = editor_client("fimlsp-soak", echo=True)
 
@@ -162,11 +162,7 @@ async def storm(model: str, document: Path, rate: float, seconds: float, seed: i
         while (now := time.perf_counter() - start) < seconds:
             line, a, line_end, b, new = next(edits)
             version += 1
-            client.text_document_did_change(t.DidChangeTextDocumentParams(
-                text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                content_changes=[t.TextDocumentContentChangePartial(
-                    range=t.Range(start=t.Position(line=line, character=a),
-                                  end=t.Position(line=line_end, character=b)), text=new)]))
+            did_change(client, uri, version, (line, a), (line_end, b), new)
             task = asyncio.create_task(ask(now, line, a + len(new)))
             pending.add(task)
             task.add_done_callback(pending.discard)

@@ -49,7 +49,7 @@ def cursor_in(text: str) -> tuple[int, int]:
 
 
 async def first_suggestion(model: str, options: dict[str, Any], warm: bool) -> dict[str, Any]:
-    from fimlsp.lspclient import editor_client, initialize_and_open
+    from fimlsp.lspclient import did_change, editor_client, initialize_and_open
 
     client, loaded, _shown = editor_client("fimlsp-bench-warm")
     await client.start_io(sys.executable, "-m", "fimlsp", "serve", "--model", model,
@@ -74,11 +74,7 @@ async def first_suggestion(model: str, options: dict[str, Any], warm: bool) -> d
             while (await stats()).get("warmed", 0) < 1:  # the user reads; the model prefills
                 await asyncio.sleep(0.05)  # poll interval of a status endpoint
             warm_s = time.perf_counter() - started
-        client.text_document_did_change(t.DidChangeTextDocumentParams(
-            text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=2),
-            content_changes=[t.TextDocumentContentChangePartial(
-                range=t.Range(start=t.Position(line=line, character=character),
-                              end=t.Position(line=line, character=character)), text=" ")]))
+        did_change(client, uri, 2, (line, character), (line, character), " ")
         started = time.perf_counter()
         await client.text_document_inline_completion_async(t.InlineCompletionParams(
             text_document=t.TextDocumentIdentifier(uri=uri),
