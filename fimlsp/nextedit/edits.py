@@ -92,9 +92,15 @@ def minimal_replacements(region: str, rewrite: str) -> list[Replacement]:
     for line in new_lines:
         new_starts.append(new_starts[-1] + len(line))
     out: list[Replacement] = []
+    runs: list[tuple[int, int, int, int]] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             continue
+        if tag == "replace" and i2 - i1 == j2 - j1:  # line for line: each line its own edit
+            runs.extend((i1 + k, i1 + k + 1, j1 + k, j1 + k + 1) for k in range(i2 - i1))
+        else:
+            runs.append((i1, i2, j1, j2))
+    for i1, i2, j1, j2 in runs:
         start, end = old_starts[i1], old_starts[i2]
         old, new = region[start:end], rewrite[new_starts[j1]:new_starts[j2]]
         prefix, suffix = _trim(old, new)

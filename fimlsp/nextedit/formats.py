@@ -240,14 +240,24 @@ def _fit_lines(tokenizer: Tokenizer, doc: Text, line: int, budget: int, path: st
     `line` that fit `budget` tokens. The span starts at a multiple of 32 lines, so the next
     request's prompt starts the same and the engine's cache keeps the whole file part."""
     count = doc.line_count
-    span = count
-    while True:
+
+    def encode(span: int) -> list[int]:
         first = max(0, min(line - span // 2, count - span)) // 32 * 32 if span < count else 0
         last = min(count, first + span)
         end = len(doc) if last == count else doc.line_end(last - 1)  # the file's own end
         text = _lf(doc.slice(doc.line_start(first), end)) if span else ""
-        ids = _encode(tokenizer, f"{path}\n{text}\n{trailer}")
-        if len(ids) <= budget or span == 0:
-            return ids
-        # Shrink by the measured density, and at least by an eighth.
-        span = max(0, min(span - max(1, span // 8), span * budget // max(1, len(ids))))
+        return _encode(tokenizer, f"{path}\n{text}\n{trailer}")
+
+    fits, fails = 0, count + 1  # spans known to fit / not to fit
+    span, best = count, None
+    for _ in range(24):  # density guesses, then bisection: a few encodings of the window
+        ids = encode(span)
+        if len(ids) <= budget:
+            fits, best = span, ids
+        else:
+            fails = span
+        if fails - fits <= max(1, fits // 64):
+            break
+        guess = span * budget // max(1, len(ids))
+        span = guess if fits < guess < fails else (fits + fails) // 2
+    return best if best is not None else encode(0)
