@@ -467,7 +467,10 @@ def create_server(settings: Settings) -> FimServer:
 
     @server.command(CMD_STATS)
     def stats(ls: FimServer, *_args: Any) -> dict[str, Any]:
-        return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None}
+        return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None,
+                "next_edits": {**ls.history.sizes(), "answers": len(ls.next_edits.last),
+                               "shown": ls.next_edits.shown,
+                               "accepted": ls.next_edits.accepted}}
 
     @server.command(CMD_PROMPT)
     async def show_prompt(ls: FimServer, uri: str, position: types.Position) -> Any:
