@@ -36,7 +36,10 @@ each optional piece can be dropped or cut knowing its exact cost.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from tokenizers import Tokenizer
 
@@ -45,6 +48,12 @@ from fimlsp.errors import ErrorKind, FimError
 from fimlsp.nextedit.history import HunkLines
 
 CURSOR = "<|cursor|>"
+# The file part of recent prompts, by (version, place, budget, ...): a 3,000-line file costs tens
+# of milliseconds to encode, and it is the same from one request to the next. Versions are
+# immutable, so a key never goes stale; a few are kept, then they and their versions are freed.
+_FILE_PARTS: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
+_FILE_PARTS_KEPT = 8
+_FILE_PARTS_LOCK = threading.Lock()
 MAX_REGION_LINE_CHARS = 1000  # a longer line in the region (minified code): no next edit
 
 
@@ -239,6 +248,13 @@ def _fit_lines(tokenizer: Tokenizer, doc: Text, line: int, budget: int, path: st
     """The encoding of "{path}\\n{lines}\\n{trailer}" with the most whole lines of `doc` around
     `line` that fit `budget` tokens. The span starts at a multiple of 32 lines, so the next
     request's prompt starts the same and the engine's cache keeps the whole file part."""
+    line = line // 32 * 32 + 16  # where the span is centred moves in 32-line steps
+    key = (doc, line, budget, path, trailer, id(tokenizer))
+    with _FILE_PARTS_LOCK:  # a serving engine's requests build prompts on several threads
+        cached = _FILE_PARTS.get(key)
+        if cached is not None:
+            _FILE_PARTS.move_to_end(key)
+            return cached
     count = doc.line_count
 
     def encode(span: int) -> list[int]:
@@ -260,4 +276,9 @@ def _fit_lines(tokenizer: Tokenizer, doc: Text, line: int, budget: int, path: st
             break
         guess = span * budget // max(1, len(ids))
         span = guess if fits < guess < fails else (fits + fails) // 2
-    return best if best is not None else encode(0)
+    ids = best if best is not None else encode(0)
+    with _FILE_PARTS_LOCK:
+        _FILE_PARTS[key] = ids  # the same original and place next time: no encoding at all
+        while len(_FILE_PARTS) > _FILE_PARTS_KEPT:
+            _FILE_PARTS.popitem(last=False)
+    return ids
