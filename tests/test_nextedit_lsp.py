@@ -193,3 +193,50 @@ def test_a_next_edit_yields_to_a_completion_request() -> None:
     with pytest.raises(Cancelled):
         queued.result(WAIT_S)
     scheduler.shutdown()
+
+
+def test_a_cursor_line_edit_is_also_an_inline_completion_with_a_replacing_range() -> None:
+    """The last next edit of the current version, on the cursor's line only, becomes an LSP 3.18
+    inline completion item whose range covers the edit and the cursor; any other is not."""
+    from types import SimpleNamespace
+
+    from lsprotocol import types
+
+    from fimlsp.documents import Documents
+    from fimlsp.nextedit.history import EditHistory
+    from fimlsp.nextedit.lsp import NextEditState, inline_item
+    from fimlsp.nextedit.service import Answer
+
+    documents, history, state = Documents(), EditHistory(), NextEditState()
+    documents.open(URI, SOURCE)
+    history.open(URI, 7)
+    ls = SimpleNamespace(documents=documents, history=history, next_edits=state,
+                         encoding="utf-16")
+
+    def remember(*edits: tuple[int, int, int, str], version: int = 7) -> None:
+        answer = Answer(URI, version, [types.TextEdit(
+            range=types.Range(start=types.Position(line=line, character=a),
+                              end=types.Position(line=line, character=b)), new_text=text)
+            for line, a, b, text in edits])
+        state.remember(6, 8, answer)
+
+    at = types.Position(line=3, character=8)  # "        self.h = h": the cursor before "self"
+    remember((3, 13, 14, "height"))
+    item = inline_item(ls, URI, at)
+    assert item is not None and item.insert_text == "self.height"
+    assert (item.range.start.character, item.range.end.character) == (8, 14)
+    assert apply_text(SOURCE, 3, item) == SOURCE.replace("self.h = h", "self.height = h")
+    remember((3, 13, 14, "height"), (4, 0, 0, "x"))  # two edits: not one line's
+    assert inline_item(ls, URI, at) is None
+    remember((2, 13, 14, "width"))  # another line
+    assert inline_item(ls, URI, at) is None
+    remember((3, 13, 14, "height"), version=6)  # an older version
+    assert inline_item(ls, URI, at) is None
+
+
+def apply_text(text: str, line: int, item: Any) -> str:
+    lines = text.split("\n")
+    row = lines[line]
+    lines[line] = row[:item.range.start.character] + item.insert_text + \
+        row[item.range.end.character:]
+    return "\n".join(lines)

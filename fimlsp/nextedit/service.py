@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
 
@@ -110,7 +111,7 @@ def compute(completer: Completer, request: Request, token: CancelToken) -> Answe
         raise FimError(ErrorKind.UNSUPPORTED, f"model {completer.settings.model} has no "
                        "next-edit format (Sweep's next-edit models, Qwen2.5-Coder family)")
     tokenizer = completer.tokenizer
-    key = request.uri.split("#")[0] + SESSION_SUFFIX
+    key = _key(request.uri) + SESSION_SUFFIX  # beside the document's completion session
     prompt = build_sweep(tokenizer, fmt, request.doc, request.cursor, _key(request.uri),
                          display_path(request.uri), request.edits, request.original,
                          request.viewed, completer.window,
@@ -156,6 +157,4 @@ def edits_from_rewrite(region: str, first_line: int, rewrite: str, encoding: str
 
 
 def _key(uri: str) -> str:
-    from urllib.parse import unquote
-
-    return unquote(uri)
+    return unquote(uri)  # as the documents and the engine's sessions are keyed
