@@ -7,7 +7,9 @@ didChange would apply it (through `Documents.change` and `EditHistory`, spaced p
 pause, so each is one hunk of history), and a next edit is asked for at the end of the last one
 applied. Reported: exact next-edit rate (the edits applied give the file with the real last hunk
 applied), location accuracy (an edit overlaps the real hunk's lines, among answers with edits),
-latency p50/p95, tokens per forward (generated tokens / forwards after the prefill).
+latency p50/p95, tokens per forward (generated tokens / forwards after the prefill), and
+`oracle_tokens_per_forward`: the forwards prompt-lookup speculation would need to write the
+real next region (what it gives a model that is right; model-free, so real with any weights).
 
 **Big file** (`--big-file`): a 3,000-line file (the standard library's source, joined), a rename
 typed on one line, and next-edit requests at the next lines, each after a one-line edit: p50
@@ -34,6 +36,8 @@ from typing import Any
 
 from fimlsp.config import Settings
 from fimlsp.documents import Documents
+from fimlsp.engine.local import SPECULATE, draft_tokens
+from fimlsp.nextedit.formats import build_sweep
 from fimlsp.nextedit.history import COALESCE_S, EditHistory
 from fimlsp.nextedit.service import Answer, capture, compute, format_for
 from fimlsp.scheduler import CancelToken
@@ -125,7 +129,25 @@ def cases(repo: str, commits: int, max_chars: int) -> list[tuple[str, str, str]]
     return out
 
 
-def replay(completer: Any, path: str, old: str, new: str) -> tuple[Answer, bool, bool]:
+def oracle_forwards(context: list[int], target: list[int], k: int) -> int:
+    """Forwards that greedy decoding with prompt-lookup drafts of `k` tokens needs to write
+    `target` after `context`, for a model that writes exactly `target`: each forward yields its
+    own token plus the drafts that match. What speculation can give a model that is right."""
+    context, done, forwards = list(context), 0, 0
+    while done < len(target):
+        forwards += 1
+        context.append(target[done])
+        done += 1
+        for token in draft_tokens(context, min(k, len(target) - done)):
+            if token != target[done]:
+                break
+            context.append(token)
+            done += 1
+    return forwards
+
+
+def replay(completer: Any, path: str, old: str, new: str
+           ) -> tuple[Answer, bool, bool, tuple[int, int]]:
     """(answer, exact, located) for one file's change: all hunks but the last as history."""
     uri = f"file:///replay/{path}"
     clock = Clock()
@@ -151,6 +173,19 @@ def replay(completer: Any, path: str, old: str, new: str) -> tuple[Answer, bool,
     start, end, text = hunks[-1]
     current = str(doc)
     truth = current[:start + shift] + text + current[end + shift:]
+    # The rewrite a right model would write, and the forwards speculation would need for it.
+    fmt = format_for(completer)
+    prompt = build_sweep(completer.tokenizer, fmt, doc, request.cursor, uri, path, request.edits,
+                         request.original, request.viewed, completer.window,
+                         completer.settings.next_edit_max_tokens, request.paths)
+    low, high = prompt.region_start, prompt.region_start + len(prompt.region)
+    region = prompt.region
+    if low <= start + shift and end + shift <= high:
+        region = truth[low:high + len(text) - (end - start)]
+    wanted = region.replace("\r\n", "\n")[len(prompt.prefill):]
+    end_id = completer.tokenizer.token_to_id(fmt.file_sep)
+    target = [*completer.tokenizer.encode(wanted, add_special_tokens=False).ids, end_id]
+    oracle = (len(target), oracle_forwards(prompt.ids, target, SPECULATE))
     got = current
     spans = []
     for edit in answer.edits:
@@ -162,7 +197,7 @@ def replay(completer: Any, path: str, old: str, new: str) -> tuple[Answer, bool,
     first, last = doc.line_of(start + shift), doc.line_of(end + shift)
     located = any(e.range.start.line <= last and e.range.end.line >= first
                   for e in answer.edits)
-    return answer, bool(answer.edits) and got == truth, located
+    return answer, bool(answer.edits) and got == truth, located, oracle
 
 
 def _summary(answers: list[Answer]) -> dict[str, Any]:
@@ -242,9 +277,11 @@ def main(argv: list[str]) -> int:
                               "random_weights": not args.model}
     if args.repo:
         found = cases(args.repo, args.commits, args.max_chars)[:args.max_cases]
-        answers, exact, located, with_edits = [], 0, 0, 0
+        answers, exact, located, with_edits, oracle = [], 0, 0, 0, [0, 0]
         for path, old, new in found:
-            answer, is_exact, is_located = replay(completer, path, old, new)
+            answer, is_exact, is_located, (tokens, forwards) = replay(completer, path, old, new)
+            oracle[0] += tokens
+            oracle[1] += forwards
             answers.append(answer)
             exact += is_exact
             located += is_located
@@ -255,6 +292,8 @@ def main(argv: list[str]) -> int:
                             "answers_with_edits": with_edits,
                             "location_accuracy": round(located / with_edits, 3)
                             if with_edits else None,
+                            "oracle_tokens_per_forward": round(oracle[0] / oracle[1], 2)
+                            if oracle[1] else None,
                             **(_summary(answers) if answers else {})}
     if args.big_file:
         report["big_file"] = big_file(completer, args.lines, args.requests)
