@@ -262,6 +262,7 @@ class FimServer(LanguageServer):
             return False
         completer = self.completer
         cursor = self.cursor(uri, position, None)
+        self.history.viewed(uri, position.line)  # where the user looks: next edits' context
         future, _token = self.scheduler.submit_background(
             lambda token: completer.warm(uri, cursor, token))
 
