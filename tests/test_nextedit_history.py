@@ -171,3 +171,17 @@ def test_no_room_is_a_clear_error(qwen: tuple[Tokenizer, Tokenizer]) -> None:
     history.open(URI, 1)
     with pytest.raises(FimError, match="window leaves"):
         sweep_prompt(qwen[0], Text(SOURCE), history, 0, window=120)
+
+
+def test_a_big_file_shows_sweeps_300_line_chunk_when_it_fits(
+        qwen: tuple[Tokenizer, Tokenizer]) -> None:
+    """Over 800 lines, Sweep's builder shows the 300-line chunk (at a multiple of 150) whose
+    centre is nearest the cursor: so does ours, when the window has room for it."""
+    lines = [f"value_{i} = compute({i})\n" for i in range(3000)]
+    doc = Text("".join(lines))
+    history = EditHistory()
+    history.open(URI, 1)
+    prompt = sweep_prompt(qwen[0], doc, history, doc.offset(1501, 3), 16384)
+    body = prompt.text.split("<|file_sep|>")[1].split("\n", 1)[1]
+    assert body == "".join(lines[1350:1650]) + "\n"  # its lines, then the format's two breaks
+    assert qwen[1].encode(prompt.text, add_special_tokens=False).ids == prompt.ids

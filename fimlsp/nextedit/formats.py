@@ -21,9 +21,10 @@ and `e` = s + the region's line count (their numbering, kept as trained). `prefi
 region's first line when the cursor is below it (their `changes_above_cursor`, which their
 extension sets), else the first line up to the cursor: the model's rewrite starts from it.
 
-Differences from theirs, all at the edges: the file part is cut by tokens around the cursor on
-whole lines (theirs: whole file up to 800 lines, else a 300-line stride chunk; then a character
-estimate), so the prompt fits the window exactly; leading blank lines are not skipped past the
+The file part is theirs (the whole file up to 800 lines, else the 300-line chunk at a multiple
+of 150 lines nearest the cursor); where the window has no room for it, it is cut by tokens around
+the cursor on whole lines (theirs: a character estimate), so the prompt fits the window exactly.
+Differences from theirs, all at the edges: leading blank lines are not skipped past the
 cursor's own line (theirs could leave the cursor outside the region); CRLF files are shown with
 \\n (the rewrite gets the file's line breaks back, `edits.match_line_breaks`).
 
@@ -54,6 +55,8 @@ CURSOR = "<|cursor|>"
 _FILE_PARTS: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
 _FILE_PARTS_KEPT = 8
 _FILE_PARTS_LOCK = threading.Lock()
+WHOLE_FILE_LINES = 800  # Sweep's builder shows a file this long whole,
+FILE_CHUNK_LINES = 300  # else this many lines around the cursor, at a multiple of half that
 MAX_REGION_LINE_CHARS = 1000  # a longer line in the region (minified code): no next edit
 
 
@@ -245,27 +248,36 @@ def _count_lines(old: str, new: str) -> int:
 
 def _fit_lines(tokenizer: Tokenizer, doc: Text, line: int, budget: int, path: str,
                trailer: str) -> list[int]:
-    """The encoding of "{path}\\n{lines}\\n{trailer}" with the most whole lines of `doc` around
-    `line` that fit `budget` tokens. The span starts at a multiple of 32 lines, so the next
-    request's prompt starts the same and the engine's cache keeps the whole file part."""
-    line = line // 32 * 32 + 16  # where the span is centred moves in 32-line steps
-    key = (doc, line, budget, path, trailer, id(tokenizer))
+    """The encoding of "{path}\\n{lines}\\n{trailer}": the lines Sweep's builder shows (the
+    whole file up to `WHOLE_FILE_LINES` lines, else the `FILE_CHUNK_LINES`-line chunk at a
+    multiple of half that whose centre is nearest the cursor), or, when those do not fit
+    `budget` tokens, the most whole lines around `line` that do. The span starts at a multiple of
+    32 lines, so the next request's prompt starts the same and the engine's cache keeps it."""
+    total = doc.line_count
+    top, bottom = 0, total
+    if total > WHOLE_FILE_LINES:
+        stride = FILE_CHUNK_LINES // 2
+        top = max(0, round((line - stride) / stride)) * stride
+        bottom = min(total, top + FILE_CHUNK_LINES)
+    centre = line // 32 * 32 + 16  # where a cut span is centred moves in 32-line steps
+    key = (doc, top, centre, budget, path, trailer, id(tokenizer))
     with _FILE_PARTS_LOCK:  # a serving engine's requests build prompts on several threads
         cached = _FILE_PARTS.get(key)
         if cached is not None:
             _FILE_PARTS.move_to_end(key)
             return cached
-    count = doc.line_count
+    lines = bottom - top  # the most lines shown
 
     def encode(span: int) -> list[int]:
-        first = max(0, min(line - span // 2, count - span)) // 32 * 32 if span < count else 0
-        last = min(count, first + span)
-        end = len(doc) if last == count else doc.line_end(last - 1)  # the file's own end
+        first = top if span >= lines else \
+            top + max(0, min(centre - top - span // 2, lines - span)) // 32 * 32
+        last = min(bottom, first + span)
+        end = len(doc) if last == total else doc.line_end(last - 1)  # the file's own end
         text = _lf(doc.slice(doc.line_start(first), end)) if span else ""
         return _encode(tokenizer, f"{path}\n{text}\n{trailer}")
 
-    fits, fails = 0, count + 1  # spans known to fit / not to fit
-    span, best = count, None
+    fits, fails = 0, lines + 1  # spans known to fit / not to fit
+    span, best = lines, None
     for _ in range(24):  # density guesses, then bisection: a few encodings of the window
         ids = encode(span)
         if len(ids) <= budget:
