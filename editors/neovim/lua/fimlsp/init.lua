@@ -75,7 +75,8 @@ M.defaults = {
   -- FimlspNextEditAdd lines below it. :FimlspNextEdit asks, :FimlspNextEditJump goes there,
   -- :FimlspNextEditApply applies, :FimlspNextEditDismiss hides; any change hides it.
   next_edit = {
-    auto = true, -- ask when the cursor rests in normal mode (CursorHold) after a change
+    auto = true, -- ask when the cursor rests in normal mode (CursorHold) after a change, and
+                 -- after a whole suggestion is accepted
   },
   ghost = {
     hl_group = 'FimlspGhost', -- like Comment, grey italic in terminals where Comment has no colour
@@ -500,10 +501,20 @@ local function accept(what)
   if not set_up then
     return false
   end
+  local accepted
   if use_builtin then
-    return builtin.accept(0, what, execute)
+    accepted = builtin.accept(0, what, execute)
+  else
+    accepted = ghost.accept(0, what)
   end
-  return ghost.accept(0, what)
+  if accepted and what == 'all' and M.config.next_edit.auto then
+    -- An accepted suggestion is a pause worth a next edit (it yields to the next completion).
+    local buf = api.nvim_get_current_buf()
+    vim.schedule(function()
+      nextedit.request(buf)
+    end)
+  end
+  return accepted
 end
 
 function M.accept()
