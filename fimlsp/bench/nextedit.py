@@ -116,7 +116,10 @@ def cases(repo: str, commits: int, max_chars: int) -> list[tuple[str, str, str]]
     """(path, parent text, child text) of text files changed with 2+ hunks."""
     out = []
     for sha in _git(repo, "rev-list", "--no-merges", f"-{commits}", "HEAD").split():
-        names = _git(repo, "diff", "--name-only", "--diff-filter=M", f"{sha}^", sha).split()
+        try:
+            names = _git(repo, "diff", "--name-only", "--diff-filter=M", f"{sha}^", sha).split()
+        except subprocess.CalledProcessError:
+            continue  # the root commit: no parent to diff against
         for name in names:
             try:
                 old = _git(repo, "show", f"{sha}^:{name}")
