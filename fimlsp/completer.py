@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from tokenizers import Tokenizer
 
-from fimlsp import __version__, postprocess
+from fimlsp import __version__, healing, postprocess
 from fimlsp.cache import RecentCompletions, TypingThrough
 from fimlsp.config import Settings
 from fimlsp.context import (
@@ -103,6 +103,7 @@ class Stats:
     partially_accepted: int = 0
     warmed: int = 0  # warm starts that prefilled their whole prompt
     warm_interrupted: int = 0  # ... and those a real request stopped first
+    healed: int = 0  # model requests whose prompt was backed off to a token boundary
     last: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -120,7 +121,7 @@ class Stats:
         with self._lock:
             return Stats(self.requests, self.answered_from_cache, self.cancelled, self.errors,
                          self.accepted, self.accepted_chars, self.partially_accepted,
-                         self.warmed, self.warm_interrupted, dict(self.last))
+                         self.warmed, self.warm_interrupted, self.healed, dict(self.last))
 
     @property
     def cache_share(self) -> float:
@@ -260,7 +261,8 @@ class Completer:
         assert self.tokenizer is not None and self.spec is not None
         if key is None:
             return build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
-                                self.window, self.settings.max_new_tokens)
+                                self.window, self.settings.max_new_tokens,
+                                heal=self.heals)
         with self._documents_lock:
             edges = self._edges.pop(key, None) or Edges()
             self._edges[key] = edges  # most recent last; the oldest go first
@@ -268,7 +270,22 @@ class Completer:
             return build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
                                 self.window, self.settings.max_new_tokens, edges,
                                 self._snippets_for(key, cursor), display_path(key),
-                                self.settings.neighbour_share)
+                                self.settings.neighbour_share, heal=self.heals)
+
+    @property
+    def heals(self) -> bool:
+        """Token healing is on: the setting, and an engine that can constrain its first tokens
+        (the in-process one; serving engines take no per-step constraint here)."""
+        return self.settings.token_healing and self.settings.engine == "local"
+
+    @property
+    def healing_status(self) -> str:
+        """Token healing as `fimlsp.stats` reports it, with why when it is off."""
+        if not self.settings.token_healing:
+            return "off (tokenHealing setting)"
+        if self.settings.engine != "local":
+            return f"off (the {self.settings.engine} engine cannot constrain the first tokens)"
+        return "on"
 
     @property
     def order(self) -> str:
@@ -328,7 +345,10 @@ class Completer:
         self._count(cache=False)
         prompt = self.prompt_for(cursor, key)
         mode = postprocess.mode_for(cursor, self.settings.multiline, key)
-        key_parts = (prompt.ids, mode, *self.answer_settings)  # settings: part of the answer
+        # Settings and a healed prompt's removed text are part of the answer: `self.re|` and
+        # `self.req|` back off to the same ids.
+        key_parts = (prompt.ids, prompt.heal.text if prompt.heal else None, mode,
+                     *self.answer_settings)
         identity = hashlib.blake2b(repr(key_parts).encode(), digest_size=16).hexdigest()
         with self._documents_lock:  # several worker threads with a serving engine
             recent = self._recent.get(identity)
@@ -338,7 +358,8 @@ class Completer:
                                 prompt_tokens=len(prompt.ids), stop_reason="cache")
         else:
             generation = self._generate(key, cursor, prompt, mode, token or CancelToken())
-            text = self._decode(generation.ids)
+            self.stats.add(healed=int(prompt.heal is not None))
+            text = healing.strip(self._decode(generation.ids), prompt.heal)
             text = raw_text(text) if self.settings.policy == "raw" else postprocess.clean(
                 text, cursor, mode, key)
             result = Completion(text, request_id, "model", len(prompt.ids),
@@ -378,16 +399,27 @@ class Completer:
 
         raw = self.settings.policy == "raw"
 
+        heal = prompt.heal
+
         def on_token(token_id: int) -> bool:
             generated.append(token_id)
             if raw:  # no policy: only the stop ids and max_new_tokens end it
                 return False
-            return postprocess.wants_stop(self._decode(generated), mode, cursor, key)
+            return postprocess.wants_stop(healing.strip(self._decode(generated), heal), mode,
+                                          cursor, key)
 
         s = self.settings
+        if heal is None:
+            return self.engine.generate(key, prompt.ids, max_new_tokens=s.max_new_tokens,
+                                        stop_ids=stop_ids, should_stop=token,
+                                        temperature=s.temperature, top_p=s.top_p,
+                                        on_token=on_token)
+        assert isinstance(self.engine, LocalEngine)  # `heals`: only the local engine heals
         return self.engine.generate(key, prompt.ids, max_new_tokens=s.max_new_tokens,
                                     stop_ids=stop_ids, should_stop=token,
-                                    temperature=s.temperature, top_p=s.top_p, on_token=on_token)
+                                    temperature=s.temperature, top_p=s.top_p,
+                                    on_token=on_token,
+                                    constraint=healing.Constraint(self.tokenizer, heal))
 
     def _decode(self, ids: list[int]) -> str:
         assert self.tokenizer is not None
@@ -423,7 +455,8 @@ class Completer:
     def answer_settings(self) -> tuple[Any, ...]:
         """The settings that make an answer what it is (not how long it may take)."""
         s = self.settings
-        return (s.max_new_tokens, s.temperature, s.top_p, s.multiline, s.policy)
+        return (s.max_new_tokens, s.temperature, s.top_p, s.multiline, s.policy,
+                s.token_healing)
 
     # -- what the user did with it ----------------------------------------------------------
 
@@ -442,6 +475,7 @@ class Completer:
                 "accepted": s.accepted, "partially_accepted": s.partially_accepted,
                 "accepted_chars": s.accepted_chars,
                 "warmed": s.warmed, "warm_interrupted": s.warm_interrupted,
+                "healed": s.healed, "token_healing": self.healing_status,
                 "model": self.spec.name if self.spec else self.settings.model,
                 "ready": self.ready, "window": self.window, "version": __version__,
                 "document_state": self.document_state(),

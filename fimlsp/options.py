@@ -51,6 +51,10 @@ HELP: dict[str, str] = {
               "removed (a baseline for `fimlsp bench quality`)",
     "typing_through": "while the user types what the suggestion on screen says, answer with its "
                       "rest without the model; off asks the model on every keystroke",
+    "token_healing": "at a cursor inside a word (or after a space), back the prompt off to the "
+                     "token boundary before it and let the model write the word's start again, "
+                     "constrained to what is there; the in-process engine only (`fimlsp.stats` "
+                     "says why it is off); off: the prompt ends at the cursor",
     "engine": "where the model runs: `local` (in this process), or a serving engine: `openai` "
               "(vLLM and other OpenAI-compatible `/v1/completions`), `llamacpp` (llama.cpp "
               "server), `tgi`, `ollama` (docs/deploy.md); `model` still gives the tokenizer, "

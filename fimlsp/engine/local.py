@@ -27,6 +27,7 @@ from fimlsp.config import Settings
 from fimlsp.engine import Generation, StopCheck, TokenCallback, TokenChecks
 from fimlsp.engine.lean import lean_enabled, lean_for
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.healing import Constraint
 from fimlsp.models import (
     WEIGHT_FILES,
     ModelSpec,
@@ -408,8 +409,10 @@ class LocalEngine:
     def generate(self, key: str, prompt: list[int], *, max_new_tokens: int,
                  stop_ids: set[int], should_stop: StopCheck = lambda: None,
                  temperature: float = 0.0, top_p: float = 1.0,
-                 on_token: TokenCallback | None = None) -> Generation:
-        """Greedy (or sampled) continuation of `prompt`, reusing the document's cache."""
+                 on_token: TokenCallback | None = None,
+                 constraint: Constraint | None = None) -> Generation:
+        """Greedy (or sampled) continuation of `prompt`, reusing the document's cache.
+        `constraint` (token healing) limits the first tokens to those it allows."""
         if not prompt:
             raise ValueError("empty prompt")
         session, result, logits, reason = self._resume(key, prompt, 1, should_stop)  # ≥1 to feed
@@ -419,13 +422,14 @@ class LocalEngine:
 
         started = time.perf_counter()
         result.stop_reason = self._decode(session, logits, result, max_new_tokens, stop_ids,
-                                          should_stop, temperature, top_p, on_token)
+                                          should_stop, temperature, top_p, on_token, constraint)
         result.decode_ms = (time.perf_counter() - started) * 1000
         return result
 
     def _decode(self, session: Session, logits: torch.Tensor, result: Generation,
                 max_new_tokens: int, stop_ids: set[int], should_stop: StopCheck,
-                temperature: float, top_p: float, on_token: TokenCallback | None) -> str:
+                temperature: float, top_p: float, on_token: TokenCallback | None,
+                constraint: Constraint | None = None) -> str:
         """Samples up to `max_new_tokens` into `result.ids`; returns why it stopped.
 
         Greedy decoding speculates: the tokens that followed the text's tail where it occurred
@@ -437,7 +441,9 @@ class LocalEngine:
         """
         out = result.ids
         base = len(session.ids)  # the prompt: what plain decoding has fed when it starts
-        speculate = self.speculate if temperature <= 0 else 0
+        # No drafts under a constraint: a draft is checked against the model's argmax, not
+        # against what the constraint allows.
+        speculate = self.speculate if temperature <= 0 and constraint is None else 0
 
         emit = TokenChecks(out, stop_ids, max_new_tokens, should_stop, on_token).emit
 
@@ -448,7 +454,11 @@ class LocalEngine:
             return reason
 
         while True:
-            token = sample(logits, temperature, top_p)
+            healing = constraint if constraint is not None and constraint.active else None
+            token = sample(logits if healing is None else healing.mask(logits), temperature,
+                           top_p)
+            if healing is not None:
+                healing.feed(token)
             reason = emit(token)
             if reason:
                 return settle(reason)
