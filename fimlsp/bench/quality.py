@@ -804,6 +804,20 @@ def _save(path: Path, model: str, args: argparse.Namespace, base: dict[str, Any]
                                 "runs": runs}, indent=1))
 
 
+def _base_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The server options every variant starts from: quiet logs, `--threads`, each `--set`."""
+    base: dict[str, Any] = {"logLevel": "warning"}
+    if args.threads:
+        base["threads"] = args.threads
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            base[key] = json.loads(value)
+        except json.JSONDecodeError:
+            base[key] = value
+    return base
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="fimlsp bench quality",
                                      description=__doc__.split("\n")[0])
@@ -830,6 +844,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--json", type=Path, help="write every span's result here")
     parser.add_argument("--plot", type=Path, help="write the PNG plot here (needs matplotlib)")
+    parser.add_argument("--mid-word", type=int, default=0, metavar="N",
+                        help="instead of retyping: N cursors inside identifiers, token healing "
+                        "off and on side by side, and the word-start reference (bench/midword.py)")
     parser.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
                         help="no run: the table (and --plot) from earlier --json files, merged")
     args = parser.parse_args(argv)
@@ -847,18 +864,15 @@ def main(argv: list[str]) -> int:
         files = held_out_files(args.stdlib)
     if not files:
         raise SystemExit("fimlsp bench quality: no files to retype")
+    if args.mid_word:
+        from fimlsp.bench import midword
+
+        return midword.main(model, files, args.mid_word, args.seed, _base_options(args),
+                            args.json)
     picked = sample(files, args.files, args.per_file, args.seed)
     neighbours = neighbours_for(picked, files, args.seed)
     order = [str(p) for p in picked]
-    base: dict[str, Any] = {"logLevel": "warning"}
-    if args.threads:
-        base["threads"] = args.threads
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            base[key] = json.loads(value)
-        except json.JSONDecodeError:
-            base[key] = value
+    base = _base_options(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     spans = sum(len(s) for s in picked.values())
     chars = sum(len(s.target) for v in picked.values() for s in v)
