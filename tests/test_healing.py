@@ -348,3 +348,34 @@ def test_the_completer_heals_mid_word_and_says_so(tiny_model: Path) -> None:
     remote = Completer(Settings(model=str(tiny_model), engine="openai"))
     assert remote.stats_report()["token_healing"].startswith("off (the openai engine")
     assert remote.prompt_for(cursor).heal is None
+
+
+# -- through the server, over stdio ---------------------------------------------------------------
+
+
+async def test_the_server_heals_mid_word_and_the_setting_turns_it_off(
+        trained_model: Path, tmp_path: Path) -> None:
+    """The real server in a subprocess: a mid-word request is healed (its prompt ends before
+    the word, `fimlsp.stats` counts it), and `tokenHealing: false` from the client turns it off
+    and says so."""
+    from test_lsp import Doc, position_of, running, uri_for
+
+    options = {"contextWindow": 384, "maxNewTokens": 12, "threads": 1, "typingThrough": False}
+    async with running(trained_model, tmp_path, options) as client:
+        assert (await client.wait_loaded())["state"] == "ready"
+        cut = CODE.index("self.session.get") + len("self.sess")
+        doc = Doc(client, uri_for(tmp_path, "client.py"), CODE[:cut] + CODE[CODE.index(
+            "\n", cut):])
+        at = position_of(doc.text, cut)
+        prompt = await client.prompt(doc.uri, at)
+        assert prompt["healed"] and CODE[:cut].endswith(prompt["healed"])
+        await client.inline(doc.uri, at)
+        stats = await client.stats()
+        assert stats["token_healing"] == "on" and stats["healed"] == 1
+        assert stats["source"] == "model"
+
+        client.configure(**options, tokenHealing=False)
+        assert (await client.prompt(doc.uri, at))["healed"] == ""
+        await client.inline(doc.uri, position_of(doc.text, cut))
+        stats = await client.stats()
+        assert stats["token_healing"] == "off (tokenHealing setting)" and stats["healed"] == 1
