@@ -240,6 +240,7 @@ def test_a_tiny_run_through_the_real_server_with_the_trained_model(
         for r in results:
             assert r.accepted <= r.shown and r.fully_accepted <= r.accepted
             assert r.model_calls >= 1 and r.late == 0
+            assert len(r.fed) == r.model_calls and all(f >= 1 for f in r.fed)
         runs.append([(r.accepted_chars, r.typed_units, r.shown) for r in results])
     assert runs[0] == runs[1]
     # No time at all: every model answer is late, nothing is seen, and the server, told that

@@ -68,6 +68,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "multiline always": {"multiline": "always"},
     "multiline never": {"multiline": "never"},
     "no typing-through": {"typingThrough": False},
+    "no token healing": {"tokenHealing": False},
 }
 
 
@@ -263,6 +264,7 @@ class Answer:
     request_id: int | None
     latency_ms: float  # the request's round trip, measured by the client
     source: str = "model"  # "model", "cache" (recent prompt) or "typed" (typing-through)
+    fed: int | None = None  # prompt tokens the model's cache did not hold (model answers)
 
 
 class Editor(Protocol):
@@ -296,6 +298,7 @@ class SpanResult:
     model_calls: int = 0
     late: int = 0  # model answers that arrived after the next keystroke (real time)
     latencies_ms: list[float] = field(default_factory=list)  # of model calls
+    fed: list[int] = field(default_factory=list)  # tokens re-evaluated, per model call
 
 
 async def retype(target: str, editor: Editor, typing_ms: float | None, path: str = "",
@@ -321,6 +324,8 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
         if answer.source == "model":
             result.model_calls += 1
             result.latencies_ms.append(answer.latency_ms)
+            if answer.fed is not None:
+                result.fed.append(answer.fed)
         rest = target[at:]
         continues = bool(screen) and answer.text == screen
         if not answer.text:
@@ -454,7 +459,10 @@ class LspEditor:
         source = (stats or {}).get("source") or "model"
         if source == "cache" and not (stats or {}).get("prompt_tokens"):
             source = "typed"
-        return Answer(text, request_id, latency, source)
+        fed = None
+        if source == "model" and isinstance((stats or {}).get("reused_tokens"), int):
+            fed = stats["prompt_tokens"] - stats["reused_tokens"]
+        return Answer(text, request_id, latency, source, fed)
 
     async def command(self, name: str, *args: Any) -> None:
         from lsprotocol import types
@@ -604,6 +612,9 @@ def summarize(results: Sequence[SpanResult], boot: int = 2000, seed: int = 0,
     for name in ("chars", "accepted_chars", "shown", "accepted", "fully_accepted", "requests",
                  "model_calls", "late", "typed_units", "accept_actions"):
         out[name] = int(total[col[name]])
+    fed = sorted(x for r in results for x in r.fed)
+    if fed:  # tokens re-evaluated per model call: what KV reuse left to feed
+        out["fed_tokens"] = {"median": fed[len(fed) // 2], "mean": sum(fed) / len(fed)}
     latencies = sorted(x for r in results for x in r.latencies_ms)
     if latencies:
         out["latency_ms"] = {"median": latencies[len(latencies) // 2],
@@ -900,6 +911,7 @@ def main(argv: list[str]) -> int:
             print(f"  {name:<20} {mode:<8} chars saved {_pct(summary['chars_saved'])} % "
                   f"acceptance {_pct(summary['acceptance'])} % shown {summary['shown']} "
                   f"model calls {summary['model_calls']} late {summary['late']} "
+                  f"fed tokens {summary.get('fed_tokens', {}).get('mean', 0):.1f} "
                   f"({summary['seconds']:.0f}s)", file=sys.stderr)
         rows.append(row)
     info = machine()
