@@ -359,7 +359,7 @@ class Completer:
         else:
             generation = self._generate(key, cursor, prompt, mode, token or CancelToken())
             self.stats.add(healed=int(prompt.heal is not None))
-            text = healing.strip(self._decode(generation.ids), prompt.heal)
+            text = healing.suggestion(self.tokenizer, generation.ids, prompt.heal)
             text = raw_text(text) if self.settings.policy == "raw" else postprocess.clean(
                 text, cursor, mode, key)
             result = Completion(text, request_id, "model", len(prompt.ids),
@@ -405,8 +405,8 @@ class Completer:
             generated.append(token_id)
             if raw:  # no policy: only the stop ids and max_new_tokens end it
                 return False
-            return postprocess.wants_stop(healing.strip(self._decode(generated), heal), mode,
-                                          cursor, key)
+            return postprocess.wants_stop(healing.suggestion(self.tokenizer, generated, heal),
+                                          mode, cursor, key)
 
         s = self.settings
         if heal is None:

@@ -262,3 +262,18 @@ def strip(text: str, heal: Heal | None) -> str:
     if heal is None:
         return text
     return text[len(heal.text):] if text.startswith(heal.text) else ""
+
+
+def suggestion(tokenizer: Tokenizer, ids: list[int], heal: Heal | None) -> str:
+    """The text of generated `ids` without the re-written text. Decoded by the tokenizer, as
+    without healing; where that does not start with the removed text although the tokens do —
+    SentencePiece decoders drop the first token's `▁` (a removed ` foo` decodes as `foo`) —
+    from the tokens' bytes."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if heal is None or text.startswith(heal.text):
+        return strip(text, heal)
+    pieces = index_for(tokenizer).pieces
+    data = b"".join(pieces[i] for i in ids if 0 <= i < len(pieces))
+    if not data.startswith(heal.data):
+        return ""
+    return data[len(heal.data):].decode("utf-8", "replace")

@@ -26,7 +26,15 @@ from fimlsp.completer import Completer
 from fimlsp.config import Settings
 from fimlsp.context import Cursor
 from fimlsp.engine.local import LocalEngine
-from fimlsp.healing import MAX_TOKENS, Constraint, back_off, index_for, strip, token_bytes
+from fimlsp.healing import (
+    MAX_TOKENS,
+    Constraint,
+    back_off,
+    index_for,
+    strip,
+    suggestion,
+    token_bytes,
+)
 from fimlsp.models import TEMPLATES, load_tokenizer, resolve_model
 from fimlsp.prompt import build_prompt
 
@@ -201,6 +209,25 @@ def test_what_is_backed_off(shared: Path) -> None:
     assert removed("f(") is None and removed("x\n") is None
     assert removed("def f():\n    ") is None  # indentation alone stays
     assert removed("x") is None  # nothing would be left before it
+
+
+def test_the_suggestion_drops_the_rewritten_text_even_where_the_decoder_drops_a_space() -> None:
+    """A SentencePiece decoder strips the first token's `▁`: the removed ` req` comes back
+    decoded as `req…`, and the suggestion is still what follows it."""
+    tokenizer = sentencepiece_tokenizer()
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("\u2581", " "),
+                                           decoders.ByteFallback(), decoders.Fuse(),
+                                           decoders.Strip(" ", 1, 0)])
+    prefix = "x = 1\nimport req"
+    ids = tokenizer.encode(prefix, add_special_tokens=False).ids
+    heal = back_off(tokenizer, ids, prefix)
+    assert heal is not None and heal.text.startswith(" ")
+    written = tokenizer.encode(" requests.Session,", add_special_tokens=False).ids
+    if tokenizer.decode(written).startswith(" "):
+        pytest.skip("this tokenizers version keeps the space")
+    assert suggestion(tokenizer, written, heal) == " requests.Session,"[len(heal.text):]
+    assert suggestion(tokenizer, written[:0], heal) == ""  # nothing written yet
+    assert suggestion(tokenizer, written, None) == tokenizer.decode(written)
 
 
 # -- the constrained decode -----------------------------------------------------------------------
