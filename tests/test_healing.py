@@ -347,7 +347,8 @@ def _completer(model: Path, **options: object) -> Completer:
 
 
 def test_a_cursor_at_a_token_boundary_gives_exactly_todays_answer(tiny_model: Path) -> None:
-    on, off = _completer(tiny_model), _completer(tiny_model, token_healing=False)
+    on = _completer(tiny_model, max_new_tokens=16)
+    off = _completer(tiny_model, max_new_tokens=16, token_healing=False)
     boundaries = [m.end() for m in re.finditer(r"[(.:\n\"=]", CODE)][:12]
     for cut in boundaries:
         cursor = Cursor(CODE[:cut], CODE[cut:], 0, 0)
