@@ -147,6 +147,33 @@ def test_consistent_tokens_equal_a_scan_of_the_vocabulary(named: tuple[str, Toke
     assert sorted(allowed.tolist()) == scan
 
 
+@_FAST
+@given(cut=st.integers(1, len(CODE) - 1), seed=st.integers(0, 2**16))
+def test_masked_decoding_writes_the_removed_bytes_first(named: tuple[str, Tokenizer], cut: int,
+                                                        seed: int) -> None:
+    """Without a model: random logits, pushed toward random tokens, go through the mask step by
+    step on every tokenizer; the tokens sampled spell the removed bytes and then go on."""
+    _, tokenizer = named
+    prefix = CODE[:cut]
+    heal = back_off(tokenizer, tokenizer.encode(prefix, add_special_tokens=False).ids, prefix)
+    if heal is None:
+        return
+    generator = torch.Generator().manual_seed(seed)
+    size = tokenizer.get_vocab_size() + 64  # padded embedding rows, as some models have
+    constraint = Constraint(tokenizer, heal)
+    pieces = index_for(tokenizer).pieces
+    written = b""
+    for _ in range(len(heal.data)):
+        if not constraint.active:
+            break
+        logits = torch.randn(size, generator=generator) * 10
+        token = int(torch.argmax(constraint.mask(logits)))
+        constraint.feed(token)
+        written += pieces[token]
+    assert not constraint.active and not constraint.failed
+    assert written.startswith(heal.data)
+
+
 def test_the_index_is_built_once_per_tokenizer(shared: Path) -> None:
     tokenizer = load_tokenizer(str(shared / "tokenizers" / "starcoder"))
     assert index_for(tokenizer) is index_for(tokenizer)
