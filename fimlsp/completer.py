@@ -186,8 +186,9 @@ class Completer:
             self.engine = self._remote_engine()
         else:
             self.engine = LocalEngine.load(self.spec, self.settings)
-        if self.heals:  # built here, with the model, not on the first keystroke
-            healing.index_for(self.tokenizer)
+        if self.heals and isinstance(self.engine, LocalEngine):
+            # Built here, with the model, not on the first keystroke.
+            healing.index_for(self.tokenizer).prepare(self.engine.device)
         config = getattr(self.engine.model, "config", None)
         if config is not None:  # the loaded checkpoint's own limit is the one that counts
             self._config = config.to_dict()

@@ -157,13 +157,20 @@ class VocabIndex:
         low, high = self.starting_with(rest)
         return sorted([*self.order[low:high], *self.prefixes_of(rest)])
 
+    def prepare(self, device: torch.device) -> None:
+        """Puts the sorted ids on `device` now (tens of milliseconds on a busy CPU), so that
+        the first healed request does not pay for it."""
+        import torch
+
+        if self._order_tensor is None or self._order_tensor.device != device:
+            self._order_tensor = torch.tensor(self.order, dtype=torch.long, device=device)
+
     def allowed_tensor(self, rest: bytes, device: torch.device) -> torch.Tensor:
         """`consistent(rest)` as a tensor of ids, from a slice of the sorted order (no list of
         thousands of ids built per step when `rest` is one space)."""
         import torch
 
-        if self._order_tensor is None or self._order_tensor.device != device:
-            self._order_tensor = torch.tensor(self.order, dtype=torch.long, device=device)
+        self.prepare(device)
         low, high = self.starting_with(rest)
         extra = self.prefixes_of(rest)
         ids = self._order_tensor[low:high]
