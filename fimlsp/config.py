@@ -58,6 +58,11 @@ class Settings:
     # Back a prompt that ends inside a word off to a token boundary and have the model write the
     # word's start again (healing.py); the in-process engine only.
     token_healing: bool = True
+    # In idle time, compute the suggestion that follows accepting the one on screen.
+    prefetch: bool = True
+    # Prompt-lookup draft tokens per forward in greedy decoding: None measures at load whether
+    # drafting pays on this machine (engine/local.py), 0 is off.
+    speculate: int | None = None
     # Where the forward passes run: in this process, or a serving engine (engine/remote.py).
     # `model` still names the tokenizer, template and window; the engine serves the weights.
     engine: str = "local"
@@ -98,6 +103,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "neighbour_share": (0.0, 0.5),
     "connect_timeout_ms": (1, 600_000),
     "retries": (0, 10),
+    "speculate": (0, 16),
 }
 # Spellings clients commonly use for the same thing.
 _ALIASES = {"max_tokens": "max_new_tokens", "quantize": "quantization", "window": "context_window",
