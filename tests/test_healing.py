@@ -284,7 +284,7 @@ def forced(tiny_model: Path) -> tuple[Forced, Tokenizer]:
 def _loaded(spec):  # type: ignore[no-untyped-def]
     from fimlsp.engine.local import load_model
 
-    return load_model(spec, Settings(device="cpu"))
+    return load_model(spec, Settings(device="cpu", quantization="none"))
 
 
 def _cuts(count: int, seed: int) -> list[int]:
@@ -368,7 +368,8 @@ def test_rewriting_the_removed_tokens_gives_exactly_the_unhealed_answer(
 
 
 def _completer(model: Path, **options: object) -> Completer:
-    completer = Completer(Settings(model=str(model), device="cpu", **options))  # type: ignore[arg-type]
+    completer = Completer(Settings(model=str(model), device="cpu", quantization="none",
+                                   **options))  # type: ignore[arg-type]
     completer.load()
     return completer
 
