@@ -435,3 +435,27 @@ async def test_the_server_heals_mid_word_and_the_setting_turns_it_off(
         await client.inline(doc.uri, position_of(doc.text, cut))
         stats = await client.stats()
         assert stats["token_healing"] == "off (tokenHealing setting)" and stats["healed"] == 1
+
+
+def test_speculation_after_the_constraint_gives_the_same_healed_answer(
+        forced: tuple[Forced, Tokenizer]) -> None:
+    """Drafts are off while the constraint is active and on after it: the healed answer is the
+    same with prompt-lookup speculation as without."""
+    model, tokenizer = forced[0].model, forced[1]
+    plain = LocalEngine(model, torch.device("cpu"), speculate=0)
+    drafting = LocalEngine(model, torch.device("cpu"), speculate=6)
+    checked = drafted = 0
+    for cut in _cuts(8, seed=4):
+        cursor = Cursor(CODE[:cut], CODE[cut:], 0, 0)
+        prompt = build_prompt(tokenizer, TEMPLATES["starcoder"], "spm", cursor, 2048, 16,
+                              heal=True)
+        if prompt.heal is None:
+            continue
+        answers = [engine.generate("doc", prompt.ids, max_new_tokens=24, stop_ids=set(),
+                                   constraint=Constraint(tokenizer, prompt.heal))
+                   for engine in (plain, drafting)]
+        assert answers[0].ids == answers[1].ids
+        assert tokenizer.decode(answers[0].ids).startswith(prompt.heal.text)
+        drafted += answers[1].drafted
+        checked += 1
+    assert checked >= 4 and drafted > 0  # the drafts ran

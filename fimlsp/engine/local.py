@@ -476,9 +476,7 @@ class LocalEngine:
         """
         out = result.ids
         base = len(session.ids)  # the prompt: what plain decoding has fed when it starts
-        # No drafts under a constraint: a draft is checked against the model's argmax, not
-        # against what the constraint allows.
-        speculate = self.speculate if temperature <= 0 and constraint is None else 0
+        speculate = self.speculate if temperature <= 0 else 0
 
         emit = TokenChecks(out, stop_ids, max_new_tokens, should_stop, on_token).emit
 
@@ -497,8 +495,11 @@ class LocalEngine:
             reason = emit(token)
             if reason:
                 return settle(reason)
+            # No drafts while a constraint is active: a draft is checked against the model's
+            # argmax, not against what the constraint allows.
+            drafting = speculate and (constraint is None or not constraint.active)
             draft = draft_tokens([*session.ids, token], min(speculate, max_new_tokens - len(out)
-                                                              - 1)) if speculate else []
+                                                              - 1)) if drafting else []
             result.decode_forwards += 1
             if not draft:
                 logits = self._forward(session, [token])
