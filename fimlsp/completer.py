@@ -344,10 +344,11 @@ class Completer:
         _bound(self._neighbours)
         return snippets
 
-    def forget(self, key: str) -> None:
+    def forget(self, key: str, *session_suffixes: str) -> None:
         """Drops everything kept for document `key`, which was closed: window edges, neighbour
-        snippets and windows, recent answers, the suggestion on screen, the engine's cache.
-        On the model's thread (the engine's cache is its); `typing` is the event loop's."""
+        snippets and windows, recent answers, the suggestion on screen, the engine's cache
+        (and its other sessions, `key` + each suffix: next edits'). On the model's thread (the
+        engine's cache is its); `typing` is the event loop's."""
         with self._documents_lock:
             for name in {key, unquote(key)}:
                 self._edges.pop(name, None)
@@ -357,6 +358,8 @@ class Completer:
                 self.ahead.forget(name)
                 if self.engine is not None:
                     self.engine.drop_session(name)
+                    for suffix in session_suffixes:
+                        self.engine.drop_session(name + suffix)
 
     def document_state(self) -> dict[str, int]:
         """How many documents each per-document store holds: all bounded, closed ones gone."""

@@ -22,6 +22,7 @@ LOG_LEVELS = ("error", "warning", "info", "debug")
 ORDERS = ("auto", "psm", "spm")
 POLICIES = ("structure", "raw")
 ENGINES = ("local", "openai", "llamacpp", "tgi", "ollama")
+NEXT_EDIT_FORMATS = ("auto", "sweep", "off")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class Settings:
     connect_timeout_ms: int = 3000
     tls_verify: bool = True
     retries: int = 2  # connection errors only; a request the engine refused is not retried
+    # Next-edit suggestions (fimlsp/nextedit): the prompt format, and the rewrite's length cap.
+    next_edit_format: str = "auto"
+    next_edit_max_tokens: int = 384
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -92,6 +96,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "order": ORDERS,
     "policy": POLICIES,
     "engine": ENGINES,
+    "next_edit_format": NEXT_EDIT_FORMATS,
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "threads": (1, 1024),
@@ -104,6 +109,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "connect_timeout_ms": (1, 600_000),
     "retries": (0, 10),
     "speculate": (0, 16),
+    "next_edit_max_tokens": (16, 4096),
 }
 # Spellings clients commonly use for the same thing.
 _ALIASES = {"max_tokens": "max_new_tokens", "quantize": "quantization", "window": "context_window",

@@ -56,7 +56,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -223,6 +223,16 @@ class Text:
         start, match = self._break(line)
         return start + match.end()
 
+    def line_of(self, offset: int) -> int:
+        """The line holding `offset` (its line break's line for an offset just before it): next
+        edits number their hunks by line without joining the text."""
+        offset = max(0, min(offset, len(self)))
+        if not self._chunks:
+            return 0
+        index, start = self._chunk_at(offset)
+        before = self._sums("breaks")[index - 1] if index else 0
+        return before + len(_LINE_BREAK.findall(self._chunks[index], 0, offset - start))
+
     def line_end(self, line: int) -> int:
         """Offset just after the last character of `line`, before its line break."""
         if line >= self.line_count - 1:
@@ -364,14 +374,20 @@ class Documents:
         return _View({k: v for k, v in snapshot.items() if len(v) <= MAX_DOCUMENT_CHARS})
 
     def change(self, uri: str, changes: Sequence[types.TextDocumentContentChangeEvent],
-               encoding: str) -> None:
-        """Applies content changes in order, each relative to the text the previous one left."""
+               encoding: str,
+               observer: Callable[[types.TextDocumentContentChangeEvent, Text, Text], None]
+               | None = None) -> None:
+        """Applies content changes in order, each relative to the text the previous one left.
+        `observer` sees each change with the versions before and after it (edit history)."""
         key = _key(uri)
         version = self._texts.get(key)
         if version is None:
             return  # never opened: nothing to keep in step with
         for change in changes:
-            version = version.apply(change, encoding)
+            after = version.apply(change, encoding)
+            if observer is not None:
+                observer(change, version, after)
+            version = after
         self._texts[key] = version
 
 

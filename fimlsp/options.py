@@ -78,6 +78,11 @@ HELP: dict[str, str] = {
                   "`SSL_CERT_FILE`)",
     "retries": "attempts after a connection error to the serving engine, with backoff from "
                "0.2 s; a request the engine refused is not retried",
+    "next_edit_format": "prompt format of next-edit suggestions (`textDocument/copilotInlineEdit`)"
+                        ": `auto` (`sweep` for a model with Qwen2.5-Coder's tokenizer, such as "
+                        "Sweep's next-edit models; none for other families), `sweep`, `off`",
+    "next_edit_max_tokens": "longest rewrite of the editable region a next edit may generate, in "
+                            "tokens (it is also capped at twice the region's own length)",
 }
 # What a default of None means, in words.
 UNSET: dict[str, str] = {

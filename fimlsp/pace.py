@@ -18,7 +18,7 @@ from collections import OrderedDict, deque
 
 BURST_GAP_S = 2.0  # a gap longer than this is a pause, not typing: not one of the intervals
 PACE_FACTOR = 6.0  # an answer may take this many usual keystroke intervals while typing
-MIN_BUDGET_MS = 400.0  # ... but never less: a first line needs a prefill and a few tokens
+MIN_BUDGET_MS = 1000.0  # ... but never less: a first line needs a prefill and some tokens
 TYPING_WITHIN = 3.0  # the user is typing when the last keystroke came within this many intervals
 INTERVALS = 16  # recent intervals kept per document
 

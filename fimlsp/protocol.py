@@ -74,6 +74,9 @@ log = logging.getLogger("fimlsp.protocol")
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
+# Methods outside LSP that are notifications (lsprotocol only knows LSP's own); the handlers'
+# modules add theirs (fimlsp/nextedit/lsp.py: Copilot's next-edit notifications).
+CUSTOM_NOTIFICATIONS: set[str] = set()
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 SERVER_NOT_INITIALIZED = -32002
@@ -216,7 +219,7 @@ class FimProtocol(DocumentSync):
 
     def _kind(self, method: str) -> str | None:
         """'request' | 'notification' | None (nothing handles it)."""
-        if method == types.CANCEL_REQUEST:
+        if method == types.CANCEL_REQUEST or method in CUSTOM_NOTIFICATIONS:
             return "notification"
         if method not in self.fm.builtin_features and method not in self.fm.features:
             return None

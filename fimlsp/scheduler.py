@@ -54,6 +54,7 @@ class Scheduler:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fimlsp-model")
         self._latest: dict[str, CancelToken] = {}
         self._background: set[CancelToken] = set()  # warm starts: any real request stops them
+        self._yielding: set[CancelToken] = set()  # next edits: any completion request stops them
         self._lock = threading.Lock()
 
     def set_workers(self, workers: int) -> None:
@@ -65,12 +66,20 @@ class Scheduler:
         old.shutdown(wait=False)
 
     def submit(self, key: str, job: Callable[[CancelToken], T],
-               time_budget_s: float | None = None) -> tuple[Future[T], CancelToken]:
-        """Queues `job` for document `key`, superseding that document's previous job."""
+               time_budget_s: float | None = None, *, yields: bool = False
+               ) -> tuple[Future[T], CancelToken]:
+        """Queues `job` for document `key`, superseding that document's previous job.
+        `yields`: a job that any later `submit` (without `yields`) cancels, queued or running,
+        so that a long next-edit rewrite never holds up a completion (warm starts do not)."""
         token = CancelToken(time_budget_s)
         with self._lock:
             for waiting in self._background:
                 waiting.cancel("superseded")  # a user waits for this one: it goes first
+            if not yields:
+                for waiting in self._yielding:
+                    waiting.cancel("superseded")
+            else:
+                self._yielding.add(token)
             previous = self._latest.get(key)
             if previous is not None:
                 previous.cancel("superseded")
@@ -86,6 +95,7 @@ class Scheduler:
                 with self._lock:
                     if self._latest.get(key) is token:
                         del self._latest[key]
+                    self._yielding.discard(token)
 
         return self._pool.submit(run), token
 
@@ -118,6 +128,6 @@ class Scheduler:
 
     def shutdown(self) -> None:
         with self._lock:
-            for token in [*self._latest.values(), *self._background]:
+            for token in [*self._latest.values(), *self._background, *self._yielding]:
                 token.cancel("cancelled")
         self._pool.shutdown(wait=False, cancel_futures=True)

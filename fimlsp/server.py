@@ -29,6 +29,8 @@ from fimlsp.context import Cursor, units_len
 from fimlsp.documents import Documents
 from fimlsp.engine import choices
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.nextedit import lsp as nextedit
+from fimlsp.nextedit.history import EditHistory
 from fimlsp.pace import TypingPace
 from fimlsp.protocol import FimProtocol
 from fimlsp.scheduler import Cancelled, Scheduler
@@ -72,6 +74,8 @@ class FimServer(LanguageServer):
         self._told_not_ready = ""  # the not-ready reason last logged: once, not per request
         self._engine_down = ""  # the serving engine's failure last shown: once, not per request
         self.watch_parent_process = True  # off where a client's pid is not ours (transport.py)
+        self.history = EditHistory()  # edits and places viewed, for next edits
+        self.next_edits = nextedit.NextEditState()
 
     def _new_completer(self) -> Completer:
         completer = Completer(self.settings)
@@ -318,6 +322,7 @@ class FimServer(LanguageServer):
             return False
         completer = self.completer
         cursor = self.cursor(uri, position, None)
+        self.history.viewed(uri, position.line)  # where the user looks: next edits' context
         future, _token = self.scheduler.submit_background(
             lambda token: completer.warm(uri, cursor, token))
 
@@ -436,20 +441,27 @@ def create_server(settings: Settings) -> FimServer:
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: FimServer, params: types.DidOpenTextDocumentParams) -> None:
         ls.documents.open(params.text_document.uri, params.text_document.text)
+        ls.history.open(params.text_document.uri, params.text_document.version)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: FimServer, params: types.DidChangeTextDocumentParams) -> None:
-        ls.documents.change(params.text_document.uri, params.content_changes, ls.encoding)
-        ls.pace.keystroke(params.text_document.uri)
+        uri = params.text_document.uri
+        ls.documents.change(uri, params.content_changes, ls.encoding,
+                            ls.history.observer(uri, ls.encoding))
+        ls.history.set_version(uri, params.text_document.version)
+        ls.next_edits.changed(uri)
+        ls.pace.keystroke(uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: FimServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.documents.close(uri)
         ls.pace.forget(uri)
+        ls.history.close(uri)
+        ls.next_edits.forget(uri)
         completer = ls.completer
         completer.typing.forget(uri)  # the event loop's; the rest is the model thread's
-        ls.scheduler.run(lambda: completer.forget(uri))
+        ls.scheduler.run(lambda: completer.forget(uri, nextedit.SESSION_SUFFIX))
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: FimServer, params: types.InlineCompletionParams
@@ -459,15 +471,18 @@ def create_server(settings: Settings) -> FimServer:
             uri = params.text_document.uri
             invoked = params.context is not None and \
                 params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+            ls.history.viewed(uri, params.position.line)
+            edit = nextedit.inline_item(ls, uri, params.position)  # the cursor line's next edit
             result = await ls.complete(uri, ls.cursor(uri, params.position, selected), invoked)
             if result is None:
-                return empty
+                return types.InlineCompletionList(items=[edit] if edit else [])
             at = params.position
             text, rng = result.text, types.Range(start=at, end=at)
             if selected is not None:
                 text, rng = selected.text + text, selected.range
             return types.InlineCompletionList(items=[types.InlineCompletionItem(
-                insert_text=text, range=rng, command=_item_command(result))])
+                insert_text=text, range=rng, command=_item_command(result)),
+                *([edit] if edit else [])])
 
         empty = types.InlineCompletionList(items=[])
         return await ls.guarded(work(), empty)
@@ -515,7 +530,10 @@ def create_server(settings: Settings) -> FimServer:
 
     @server.command(CMD_STATS)
     def stats(ls: FimServer, *_args: Any) -> dict[str, Any]:
-        return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None}
+        return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None,
+                "next_edits": {**ls.history.sizes(), "answers": len(ls.next_edits.last),
+                               "shown": ls.next_edits.shown,
+                               "accepted": ls.next_edits.accepted}}
 
     @server.command(CMD_PROMPT)
     async def show_prompt(ls: FimServer, uri: str, position: types.Position) -> Any:
@@ -543,6 +561,8 @@ def create_server(settings: Settings) -> FimServer:
     def document_text(ls: FimServer, uri: Any = None, *_args: Any) -> str | None:
         """The server's copy of a document (null if not open): for tests and bug reports."""
         return ls.documents.text(uri) if isinstance(uri, str) else None
+
+    nextedit.register(server)
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: FimServer, *_args: Any) -> None:

@@ -639,9 +639,10 @@ async def test_while_loading_invoked_requests_wait_and_automatic_ones_say_why_on
 
 
 async def test_cancel_request_stops_the_generation(tiny_model: Path, workspace: Path) -> None:
-    # fp32: this random model's int8 text ends a block early, and the request must run long.
+    # fp32: this random model's int8 text ends a block early, and the request must run long;
+    # the model's whole window, which 4000 new tokens need.
     options = {"maxNewTokens": 4000, "multiline": "always", "timeBudgetMs": 600000,
-               "quantization": "none"}
+               "quantization": "none", "contextWindow": 8192}
     async with running(tiny_model, workspace, options) as client:
         assert (await client.wait_loaded())["state"] == "ready"
         doc = Doc(client, uri_for(workspace, "cancel.py"), "def long():\n    ")

@@ -20,17 +20,17 @@ def test_a_typist_gets_a_few_keystrokes_and_a_pause_gets_the_setting() -> None:
     pace = TypingPace()
     assert pace.budget_ms("a", 4000, now=0.0) == 4000  # nothing known yet
     for k in range(6):
-        pace.keystroke("a", now=k * 0.15)  # 150 ms a key
-    assert pace.usual_interval("a") == pytest.approx(0.15)
-    typing = pace.budget_ms("a", 4000, now=0.8)
-    assert typing == pytest.approx(PACE_FACTOR * 150) and typing < 4000
+        pace.keystroke("a", now=k * 0.25)  # 250 ms a key
+    assert pace.usual_interval("a") == pytest.approx(0.25)
+    typing = pace.budget_ms("a", 4000, now=1.3)
+    assert typing == pytest.approx(PACE_FACTOR * 250) and typing < 4000
     assert pace.budget_ms("a", 4000, now=5.0) == 4000  # paused: the block is worth waiting for
-    assert pace.budget_ms("a", 500, now=0.8) == 500  # never more than the setting
+    assert pace.budget_ms("a", 500, now=1.3) == 500  # never more than the setting
     for k in range(6):
         pace.keystroke("b", now=k * 0.01)  # a paste or a fast burst
     assert pace.budget_ms("b", 4000, now=0.06) == MIN_BUDGET_MS
     pace.keystroke("a", now=60.0)  # a long gap is a pause, not an interval
-    assert pace.usual_interval("a") == pytest.approx(0.15)
+    assert pace.usual_interval("a") == pytest.approx(0.25)
     pace.forget("a")
     assert pace.usual_interval("a") is None
 

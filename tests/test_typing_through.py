@@ -114,7 +114,8 @@ async def test_typing_through_does_not_wait_for_a_running_generation(
         tiny_model: Path, workspace: Path) -> None:
     """A generation that runs for long on the model's thread: the typed-through answer for
     another document comes at once, while it still runs."""
-    options = {"maxNewTokens": 4000, "multiline": "always", "timeBudgetMs": 300}
+    options = {"maxNewTokens": 4000, "multiline": "always", "timeBudgetMs": 300,
+               "contextWindow": 8192}  # the whole window: 4000 new tokens need it
     async with running(tiny_model, workspace, options) as client:
         assert (await client.wait_loaded())["state"] == "ready"
         a = Doc(client, uri_for(workspace, "shown.py"), "def area(radius):\n    return math.pi")

@@ -222,6 +222,18 @@ instead of the whole window.  Any real request stops it.  Default: t."
   '((t :inherit shadow))
   "Face of the suggestion (ghost text) shown after point.")
 
+(defface fimlsp-next-edit-delete-face
+  '((((class color) (background dark)) :background "#5f2f2f" :strike-through t)
+    (((class color)) :background "#ffdddd" :strike-through t)
+    (t :strike-through t))
+  "Face of the text a next edit would replace.")
+
+(defface fimlsp-next-edit-add-face
+  '((((class color) (background dark)) :background "#2f5f2f")
+    (((class color)) :background "#ddffdd")
+    (t :underline t))
+  "Face of the text a next edit would put in its place.")
+
 ;;;; State
 
 (defvar fimlsp-mode)
@@ -248,6 +260,10 @@ taken with `fimlsp-accept-line' so far.")
   "Non-nil while ghost text is shown; activates `fimlsp-suggestion-map'.")
 
 ;; The server's copy of the buffer.
+(defvar-local fimlsp--next-edit nil
+  "The next edit on show: plist :edit, :version, :overlays; or nil.")
+(defvar-local fimlsp-next-edit-last nil
+  "The last `textDocument/copilotInlineEdit' answer for this buffer.")
 (defvar-local fimlsp--opened nil
   "The connection this buffer was opened on (`didOpen'), or nil.")
 (defvar-local fimlsp--uri nil "The buffer's URI, as sent in `didOpen'.")
@@ -547,6 +563,7 @@ It starts again with the next buffer in `fimlsp-mode'."
 
 (defun fimlsp--after-change (beg end pre-change-length)
   "Record the change of BEG..END (formerly PRE-CHANGE-LENGTH long)."
+  (when fimlsp--next-edit (fimlsp-next-edit-dismiss)) ; made for the text before the change
   (when fimlsp--opened
     (let ((before fimlsp--before-change))
       (setq fimlsp--before-change nil)
@@ -953,6 +970,97 @@ the language server's completions stay first."
         (fimlsp--schedule-warm))
       (setq fimlsp--last-tick tick
             fimlsp--last-point (point)))))
+
+;;;; Next edits
+
+(defun fimlsp-next-edit ()
+  "Ask the server for the next edit at point and show it as an overlay diff.
+The text it would replace is shown in `fimlsp-next-edit-delete-face', the
+new text right after it in `fimlsp-next-edit-add-face'.  The edit is for
+the buffer's text as it is now: any change hides it.  Needs a next-edit
+model on the server (see its README).  Returns non-nil if a request was
+sent."
+  (interactive)
+  (let ((connection (fimlsp--ready-connection)))
+    (when connection
+      (fimlsp--flush-changes)
+      (let ((buffer (current-buffer))
+            (version fimlsp--doc-version))
+        (fimlsp--async-request
+         connection :textDocument/copilotInlineEdit
+         (list :textDocument (list :uri fimlsp--uri :version version)
+               :position (fimlsp--position))
+         (lambda (result)
+           (when (buffer-live-p buffer)
+             (with-current-buffer buffer
+               (setq fimlsp-next-edit-last result)
+               (let ((edits (plist-get result :edits)))
+                 ;; Shown only for the text it was made for.
+                 (when (and (> (length edits) 0) (eql version fimlsp--doc-version)
+                            (null fimlsp--changes))
+                   (fimlsp--show-next-edit (elt edits 0) version))))))
+         (lambda (error)
+           (when (buffer-live-p buffer)
+             (with-current-buffer buffer
+               (setq fimlsp-next-edit-last (list :error error)))))
+         (lambda ()
+           (when (buffer-live-p buffer)
+             (with-current-buffer buffer
+               (setq fimlsp-next-edit-last (list :timeout fimlsp-request-timeout))))))
+        t))))
+
+(defun fimlsp--show-next-edit (edit version)
+  "Show EDIT, made for document VERSION, as overlays."
+  (fimlsp-next-edit-dismiss)
+  (let* ((range (plist-get edit :range))
+         (start (fimlsp--point (plist-get range :start)))
+         (end (fimlsp--point (plist-get range :end)))
+         (old (make-overlay start end nil t nil))
+         (new (make-overlay end end nil t nil)))
+    (overlay-put old 'face 'fimlsp-next-edit-delete-face)
+    (overlay-put new 'after-string
+                 (propertize (or (plist-get edit :text) "") 'face 'fimlsp-next-edit-add-face))
+    (setq fimlsp--next-edit (list :edit edit :version version :overlays (list old new)))))
+
+(defun fimlsp-next-edit-dismiss ()
+  "Hide the next edit on show; non-nil if there was one."
+  (interactive)
+  (when fimlsp--next-edit
+    (mapc #'delete-overlay (plist-get fimlsp--next-edit :overlays))
+    (setq fimlsp--next-edit nil)
+    t))
+
+(defun fimlsp-next-edit-jump ()
+  "Move point to the start of the next edit on show; non-nil if it moved."
+  (interactive)
+  (when fimlsp--next-edit
+    (let ((start (overlay-start (car (plist-get fimlsp--next-edit :overlays)))))
+      (when (and start (/= start (point)))
+        (goto-char start)
+        t))))
+
+(defun fimlsp-next-edit-apply ()
+  "Apply the next edit on show, if the buffer is still as it was made for.
+Returns non-nil if it was applied."
+  (interactive)
+  (let ((shown fimlsp--next-edit))
+    (fimlsp-next-edit-dismiss)
+    (when (and shown (eql (plist-get shown :version) fimlsp--doc-version)
+               (null fimlsp--changes))
+      (let* ((edit (plist-get shown :edit))
+             (range (plist-get edit :range))
+             (start (fimlsp--point (plist-get range :start)))
+             (end (fimlsp--point (plist-get range :end)))
+             (command (plist-get edit :command))
+             (connection (fimlsp--ready-connection)))
+        (save-excursion
+          (goto-char start)
+          (delete-region start end)
+          (insert (or (plist-get edit :text) "")))
+        (when (and command connection)
+          (fimlsp--execute connection (plist-get command :command)
+                           (or (plist-get command :arguments) [])))
+        t))))
 
 ;;;; Keymaps and minor modes
 

@@ -445,9 +445,12 @@ class LocalEngine:
                  stop_ids: set[int], should_stop: StopCheck = lambda: None,
                  temperature: float = 0.0, top_p: float = 1.0,
                  on_token: TokenCallback | None = None,
+                 speculate: int | None = None,
                  constraint: Constraint | None = None) -> Generation:
         """Greedy (or sampled) continuation of `prompt`, reusing the document's cache.
-        `constraint` (token healing) limits the first tokens to those it allows."""
+        `speculate`: draft tokens for this request (next edits, which copy their prompt), instead
+        of the engine's setting. `constraint` (token healing) limits the first tokens to those
+        it allows."""
         if not prompt:
             raise ValueError("empty prompt")
         session, result, logits, reason = self._resume(key, prompt, 1, should_stop)  # ≥1 to feed
@@ -457,14 +460,15 @@ class LocalEngine:
 
         started = time.perf_counter()
         result.stop_reason = self._decode(session, logits, result, max_new_tokens, stop_ids,
-                                          should_stop, temperature, top_p, on_token, constraint)
+                                          should_stop, temperature, top_p, on_token, speculate,
+                                          constraint)
         result.decode_ms = (time.perf_counter() - started) * 1000
         return result
 
     def _decode(self, session: Session, logits: torch.Tensor, result: Generation,
                 max_new_tokens: int, stop_ids: set[int], should_stop: StopCheck,
                 temperature: float, top_p: float, on_token: TokenCallback | None,
-                constraint: Constraint | None = None) -> str:
+                speculate: int | None = None, constraint: Constraint | None = None) -> str:
         """Samples up to `max_new_tokens` into `result.ids`; returns why it stopped.
 
         Greedy decoding speculates: the tokens that followed the text's tail where it occurred
@@ -476,7 +480,8 @@ class LocalEngine:
         """
         out = result.ids
         base = len(session.ids)  # the prompt: what plain decoding has fed when it starts
-        speculate = self.speculate if temperature <= 0 else 0
+        speculate = (self.speculate if speculate is None else speculate) if temperature <= 0 \
+            else 0
 
         emit = TokenChecks(out, stop_ids, max_new_tokens, should_stop, on_token).emit
 

@@ -230,3 +230,39 @@ def test_package_vc_install_from_a_git_repository(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert re.search(rf"LOADED 0\.1\.0 {re.escape(str(elpa))}/fimlsp/", output), output
+
+
+@pytest.fixture(scope="module")
+def qwen_server_command(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> list[str]:
+    """The server with a tiny random-weight Qwen2 (real Qwen2.5 tokenizer): a next-edit model."""
+    from test_engine_archs import build_arch_model
+
+    folder = build_arch_model(tmp_path_factory.mktemp("emacs-qwen2"), "qwen2", shared)
+    return [sys.executable, "-m", "fimlsp", "serve", "--model", str(folder)]
+
+
+def test_next_edit(emacs: tuple[str, str, list[str]], qwen_server_command: list[str],
+                   tmp_path: Path) -> None:
+    """fimlsp-next-edit asks the real server after a rename and gets edits for the buffer's
+    version; a known edit shows as an overlay diff (the replaced text in the delete face, the
+    new text after it), jump goes there, apply applies it; a change hides it, apply refuses."""
+    _name, executable, _load_path = emacs
+    results = tmp_path / "results.json"
+    env = {**os.environ, "FIMLSP_TEST_SERVER": json.dumps(qwen_server_command),
+           "FIMLSP_TEST_DIR": str(tmp_path), "FIMLSP_TEST_RESULTS": str(results),
+           "HF_HUB_OFFLINE": "1"}
+    result = _run([executable, "--batch", "-Q", "-L", str(EMACS_DIR), "-l",
+                   str(EMACS_DIR / "test" / "fimlsp-nextedit-test.el")], 300, env)
+    assert results.exists(), result.stdout + result.stderr
+    r = json.loads(results.read_text(encoding="utf-8"))
+    assert "crash" not in r and result.returncode == 0, (r, result.stderr[-2000:])
+    assert r["state"] == "ready" and r["asked"] is True and r["answered"] is True, r
+    assert r["error"] is None and r["server_text_is_buffer"] is True, r
+    assert all(version == r["version"] for version in r["versions"]), r
+    assert (r["replaced"], r["replaced_face"], r["shown"]) == (
+        "h = h", "fimlsp-next-edit-delete-face", "height = height"), r
+    assert r["jumped"] is True and r["point"] == [4, 13], r
+    assert r["applied"] is True and r["line4"] == "        self.height = height", r
+    assert r["overlays_after_apply"] == 0, r
+    assert r["hidden_by_change"] is True and not r["stale_applied"], r  # nil: refused
+    assert r["line1"] == "class Box:", r

@@ -507,3 +507,50 @@ def test_warm_start_on_ready_and_cursor_hold(kind: str, tmp_path: Path,
     assert first["prompt_tokens"] > 1000, first
     # Typing "x" where the cursor rested: only the prompt's last tokens are new.
     assert first["reused_tokens"] >= first["prompt_tokens"] - 3, first
+
+
+NEXTEDIT = PLUGIN / "tests" / "nextedit.lua"
+SHAPES = ("class Box:\n    def __init__(self, w, h):\n        self.w = w\n        self.h = h\n\n"
+          "    def area(self):\n        return self.w * self.h\n")
+
+
+@pytest.fixture(scope="module")
+def qwen_server_command(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> list[str]:
+    """The server with a tiny random-weight Qwen2 (the real Qwen2.5 tokenizer): a model with a
+    next-edit format, unlike the tiny StarCoder the other tests use."""
+    import sys
+
+    from test_engine_archs import build_arch_model
+
+    folder = build_arch_model(tmp_path_factory.mktemp("nvim-qwen2"), "qwen2", shared)
+    return [sys.executable, "-m", "fimlsp", "serve", "--model", str(folder)]
+
+
+@pytest.mark.parametrize("kind", list(NEOVIMS))
+def test_next_edit(kind: str, tmp_path: Path, qwen_server_command: list[str]) -> None:
+    """The plugin asks for the next edit after a change and gets Copilot's shape back, for the
+    buffer's version; a known edit shows as a diff preview (highlight over the old text, the new
+    line below it), jump goes to it, apply applies it; a change hides it and apply refuses."""
+    nvim = neovim(kind)
+    source = tmp_path / "shapes.py"
+    source.write_text(SHAPES, encoding="utf-8")
+    r = run_script(nvim, NEXTEDIT, {"cmd": qwen_server_command,
+                                    "server": {"timeBudgetMs": 60000}, "file": str(source)},
+                   tmp_path, timeout=240)
+    assert not r.get("error"), r["error"]
+    assert r["state"] == "ready" and not r["timeouts"], r
+    edited = SHAPES.replace("w, h):", "w, height):")
+    assert r["buffer"] == edited.rstrip("\n") and r["server_text"] == edited
+    assert r["asked"] is True and isinstance(r["answer"]["edits"], list)
+    for edit in r["answer"]["edits"]:
+        assert edit["textDocument"]["version"] == r["version"]
+        assert {"text", "range", "textDocument", "command"} <= set(edit)
+    (delete, add) = sorted(r["marks"], key=lambda m: m.get("hl") is None)
+    assert (delete["row"], delete["col"], delete["end_row"], delete["end_col"]) == (3, 13, 3, 18)
+    assert delete["hl"] == "FimlspNextEditDelete"
+    assert add["row"] == 3 and add["virt_lines"] == ["        self.height = height"]
+    assert r["jumped"] is True and r["cursor"] == [4, 13]
+    assert r["applied"] is True and r["marks_after_apply"] == []
+    assert r["after_apply"] == edited.replace("self.h = h", "self.height = height").rstrip("\n")
+    assert r["marks_after_change"] == [] and r["stale_applied"] is False
+    assert r["final"].split("\n")[5] == "# typed     def area(self):"

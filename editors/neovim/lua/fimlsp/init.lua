@@ -10,6 +10,7 @@
 local compat = require('fimlsp.compat')
 local ghost = require('fimlsp.ghost')
 local builtin = require('fimlsp.builtin')
+local nextedit = require('fimlsp.nextedit')
 
 local api = vim.api
 local M = {}
@@ -68,6 +69,14 @@ M.defaults = {
     accept_line = '<M-C-Right>', -- the rest of its current line
     dismiss = '<C-]>',           -- hide it (and cancel the request in flight)
     trigger = '<M-\\>',          -- ask now, even with auto_trigger = false (ghost)
+  },
+  -- Next-edit suggestions (the server's textDocument/copilotInlineEdit; they need a next-edit
+  -- model such as Sweep's): a diff preview, FimlspNextEditDelete over the old text and
+  -- FimlspNextEditAdd lines below it. :FimlspNextEdit asks, :FimlspNextEditJump goes there,
+  -- :FimlspNextEditApply applies, :FimlspNextEditDismiss hides; any change hides it.
+  next_edit = {
+    auto = true, -- ask when the cursor rests in normal mode (CursorHold) after a change, and
+                 -- after a whole suggestion is accepted
   },
   ghost = {
     hl_group = 'FimlspGhost', -- like Comment, grey italic in terminals where Comment has no colour
@@ -290,6 +299,7 @@ end
 local function on_attach(client, buf)
   attached[buf] = true
   map_keys(buf)
+  nextedit.attach(buf, M.config.next_edit.auto)
   local warming = api.nvim_create_augroup('fimlsp_warm_' .. buf, { clear = true })
   api.nvim_create_autocmd({ 'BufEnter', 'CursorHold' }, { group = warming, buffer = buf,
     callback = function()
@@ -417,6 +427,7 @@ end
 --- for 'termguicolors' only) ghost text would look exactly like typed text in a terminal, so it
 --- gets grey italics there and keeps Comment's GUI colour.
 function M.define_highlight()
+  nextedit.define_highlight()
   local comment = vim.fn.synIDtrans(vim.fn.hlID('Comment'))
   if comment ~= 0 and vim.fn.synIDattr(comment, 'fg', 'cterm') ~= '' then
     vim.cmd('highlight default link FimlspGhost Comment')
@@ -437,6 +448,7 @@ function M.setup(user)
     use_builtin = c.builtin == true and builtin.available()
   end
   ghost.configure({ config = c, client_for = M.client, execute = execute })
+  nextedit.configure({ client_for = M.client, execute = execute })
   group = api.nvim_create_augroup('fimlsp', { clear = true })
   M.define_highlight()
   api.nvim_create_autocmd('ColorScheme', { group = group, callback = M.define_highlight })
@@ -460,6 +472,23 @@ end
 
 -- Actions: each returns true when it did something, so custom mappings can fall back.
 
+--- Next edits: ask at the cursor, jump to the one shown, apply it, hide it.
+function M.next_edit()
+  return set_up and M.config.enabled and nextedit.request(0) or false
+end
+
+function M.next_edit_jump()
+  return nextedit.jump(0)
+end
+
+function M.next_edit_apply()
+  return nextedit.apply(0)
+end
+
+function M.next_edit_dismiss()
+  return nextedit.dismiss(0)
+end
+
 function M.trigger()
   if not set_up or use_builtin or not M.config.enabled then
     return false
@@ -472,10 +501,20 @@ local function accept(what)
   if not set_up then
     return false
   end
+  local accepted
   if use_builtin then
-    return builtin.accept(0, what, execute)
+    accepted = builtin.accept(0, what, execute)
+  else
+    accepted = ghost.accept(0, what)
   end
-  return ghost.accept(0, what)
+  if accepted and what == 'all' and M.config.next_edit.auto then
+    -- An accepted suggestion is a pause worth a next edit (it yields to the next completion).
+    local buf = api.nvim_get_current_buf()
+    vim.schedule(function()
+      nextedit.request(buf)
+    end)
+  end
+  return accepted
 end
 
 function M.accept()
