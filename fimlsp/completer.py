@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 from tokenizers import Tokenizer
 
-from fimlsp import __version__, postprocess
+from fimlsp import __version__, healing, postprocess
 from fimlsp.cache import Prefetched, RecentCompletions, TypingThrough
 from fimlsp.config import Settings
 from fimlsp.context import (
@@ -73,7 +73,8 @@ class Completion:
     total_ms: float = 0.0
     # An answer the time budget cut short: (prompt ids, ids generated so far, mode), so the rest
     # can be generated after it was shown (`Completer.finish`). Not part of the timings.
-    unfinished: tuple[list[int], list[int], str] | None = field(default=None, repr=False)
+    unfinished: tuple[list[int], list[int], str, healing.Heal | None] | None = field(
+        default=None, repr=False)
 
     def timings(self) -> dict[str, Any]:
         fields = asdict(self)
@@ -109,6 +110,7 @@ class Stats:
     partially_accepted: int = 0
     warmed: int = 0  # warm starts that prefilled their whole prompt
     warm_interrupted: int = 0  # ... and those a real request stopped first
+    healed: int = 0  # model requests whose prompt was backed off to a token boundary
     prefetched: int = 0  # suggestions computed ahead, for after an accept
     prefetch_used: int = 0  # ... of which a request was answered with
     prefetch_interrupted: int = 0  # ... stopped by a real request before they finished
@@ -201,6 +203,9 @@ class Completer:
             self.engine = self._remote_engine()
         else:
             self.engine = LocalEngine.load(self.spec, self.settings)
+        if self.heals and isinstance(self.engine, LocalEngine):
+            # Built here, with the model, not on the first keystroke.
+            healing.index_for(self.tokenizer).prepare(self.engine.device)
         config = getattr(self.engine.model, "config", None)
         if config is not None:  # the loaded checkpoint's own limit is the one that counts
             self._config = config.to_dict()
@@ -284,7 +289,8 @@ class Completer:
         assert self.tokenizer is not None and self.spec is not None
         if key is None:
             return build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
-                                self.window, self.settings.max_new_tokens)
+                                self.window, self.settings.max_new_tokens,
+                                heal=self.heals)
         with self._documents_lock:
             edges = self._edges.pop(key, None) or Edges()
             self._edges[key] = edges  # most recent last; the oldest go first
@@ -292,7 +298,22 @@ class Completer:
             return build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
                                 self.window, self.settings.max_new_tokens, edges,
                                 self._snippets_for(key, cursor), display_path(key),
-                                self.settings.neighbour_share)
+                                self.settings.neighbour_share, heal=self.heals)
+
+    @property
+    def heals(self) -> bool:
+        """Token healing is on: the setting, and an engine that can constrain its first tokens
+        (the in-process one; serving engines take no per-step constraint here)."""
+        return self.settings.token_healing and self.settings.engine == "local"
+
+    @property
+    def healing_status(self) -> str:
+        """Token healing as `fimlsp.stats` reports it, with why when it is off."""
+        if not self.settings.token_healing:
+            return "off (tokenHealing setting)"
+        if self.settings.engine != "local":
+            return f"off (the {self.settings.engine} engine cannot constrain the first tokens)"
+        return "on"
 
     @property
     def order(self) -> str:
@@ -357,7 +378,10 @@ class Completer:
         self._count(cache=False, request=count)
         prompt = self.prompt_for(cursor, key)
         mode = postprocess.mode_for(cursor, self.settings.multiline, key)
-        key_parts = (prompt.ids, mode, *self.answer_settings)  # settings: part of the answer
+        # Settings and a healed prompt's removed text are part of the answer: `self.re|` and
+        # `self.req|` back off to the same ids.
+        key_parts = (prompt.ids, prompt.heal.text if prompt.heal else None, mode,
+                     *self.answer_settings)
         identity = hashlib.blake2b(repr(key_parts).encode(), digest_size=16).hexdigest()
         with self._documents_lock:  # several worker threads with a serving engine
             recent = self._recent.get(identity)
@@ -366,8 +390,10 @@ class Completer:
             result = Completion(recent, request_id, "cache",
                                 prompt_tokens=len(prompt.ids), stop_reason="cache")
         else:
-            generation = self._generate(key, cursor, prompt.ids, mode, token or CancelToken())
-            text = self._decode(generation.ids)
+            generation = self._generate(key, cursor, prompt.ids, mode,
+                                        token or CancelToken(), heal=prompt.heal)
+            self.stats.add(healed=int(prompt.heal is not None))
+            text = healing.suggestion(self.tokenizer, generation.ids, prompt.heal)
             cut = generation.stop_reason == "time" and mode == "block" and \
                 self.settings.policy != "raw"
             if cut:  # the line being written could still be cut once it ends: not shown
@@ -378,7 +404,7 @@ class Completer:
                                 generation.reused_tokens, generation.prefill_ms,
                                 generation.decode_ms, len(generation.ids), generation.stop_reason)
             if cut and text:
-                result.unfinished = (prompt.ids, generation.ids, mode)
+                result.unfinished = (prompt.ids, generation.ids, mode, prompt.heal)
             self.stats.add(generated=len(generation.ids),
                            forwards=generation.decode_forwards + bool(generation.ids),
                            drafted=generation.drafted, drafts_accepted=generation.accepted)
@@ -449,17 +475,21 @@ class Completer:
         time. The full text, cleaned, or None when stopped or when it no longer starts with
         what was shown."""
         assert shown.unfinished is not None
-        ids, generated, mode = shown.unfinished
-        generation = self._generate(key, cursor, ids, mode, token, generated)
+        ids, generated, mode, heal = shown.unfinished
+        generation = self._generate(key, cursor, ids, mode, token, generated, heal)
         if generation.interrupted or generation.stop_reason == "time":
             return None
-        text = postprocess.clean(self._decode([*generated, *generation.ids]), cursor, mode, key)
+        text = postprocess.clean(healing.suggestion(self.tokenizer, [*generated,
+                                                                     *generation.ids], heal),
+                                 cursor, mode, key)
         return text if text.startswith(shown.text) else None
 
     def _generate(self, key: str, cursor: Cursor, prompt: list[int], mode: str,
-                  token: CancelToken, already: list[int] | None = None) -> Generation:
+                  token: CancelToken, already: list[int] | None = None,
+                  heal: healing.Heal | None = None) -> Generation:
         """`already`: tokens generated before (a cut answer going on): they follow the prompt,
-        and the policy and the length limit count them."""
+        and the policy and the length limit count them. `heal`: what token healing backed off
+        the prompt (`prompt.Prompt.heal`): the first tokens must write it again."""
         assert self.engine is not None and self.tokenizer is not None and self.spec is not None
         stop_ids = {i for t in self.spec.template.stop
                     if (i := self.tokenizer.token_to_id(t)) is not None}
@@ -472,13 +502,27 @@ class Completer:
             generated.append(token_id)
             if raw:  # no policy: only the stop ids and max_new_tokens end it
                 return False
-            return postprocess.wants_stop(self._decode(generated), mode, cursor, key)
+            return postprocess.wants_stop(healing.suggestion(self.tokenizer, generated, heal),
+                                          mode, cursor, key)
 
+        constraint = None
+        if heal is not None:
+            constraint = healing.Constraint(self.tokenizer, heal)
+            for token_id in already:  # a cut answer going on: what it already wrote counts
+                constraint.feed(token_id)
         s = self.settings
+        if constraint is None or not constraint.active:
+            return self.engine.generate(key, [*prompt, *already],
+                                        max_new_tokens=max(1, s.max_new_tokens - len(already)),
+                                        stop_ids=stop_ids, should_stop=token,
+                                        temperature=s.temperature, top_p=s.top_p,
+                                        on_token=on_token)
+        assert isinstance(self.engine, LocalEngine)  # `heals`: only the local engine heals
         return self.engine.generate(key, [*prompt, *already],
                                     max_new_tokens=max(1, s.max_new_tokens - len(already)),
                                     stop_ids=stop_ids, should_stop=token,
-                                    temperature=s.temperature, top_p=s.top_p, on_token=on_token)
+                                    temperature=s.temperature, top_p=s.top_p,
+                                    on_token=on_token, constraint=constraint)
 
     def _decode(self, ids: list[int]) -> str:
         assert self.tokenizer is not None
@@ -514,7 +558,8 @@ class Completer:
     def answer_settings(self) -> tuple[Any, ...]:
         """The settings that make an answer what it is (not how long it may take)."""
         s = self.settings
-        return (s.max_new_tokens, s.temperature, s.top_p, s.multiline, s.policy)
+        return (s.max_new_tokens, s.temperature, s.top_p, s.multiline, s.policy,
+                s.token_healing)
 
     # -- what the user did with it ----------------------------------------------------------
 
@@ -533,6 +578,7 @@ class Completer:
                 "accepted": s.accepted, "partially_accepted": s.partially_accepted,
                 "accepted_chars": s.accepted_chars,
                 "warmed": s.warmed, "warm_interrupted": s.warm_interrupted,
+                "healed": s.healed, "token_healing": self.healing_status,
                 "prefetched": s.prefetched, "prefetch_used": s.prefetch_used,
                 "prefetch_interrupted": s.prefetch_interrupted,
                 "prefetch_ms": round(s.prefetch_ms, 1),

@@ -56,6 +56,9 @@ class Settings:
     order: str = "auto"  # FIM order: the preset's (else the template's) or psm / spm
     policy: str = "structure"  # "raw": the model's text as generated, special tokens removed
     typing_through: bool = True  # answer from the suggestion on screen while the user types it
+    # Back a prompt that ends inside a word off to a token boundary and have the model write the
+    # word's start again (healing.py); the in-process engine only.
+    token_healing: bool = True
     # In idle time, compute the suggestion that follows accepting the one on screen.
     prefetch: bool = True
     # Prompt-lookup draft tokens per forward in greedy decoding: None measures at load whether

@@ -53,6 +53,10 @@ HELP: dict[str, str] = {
               "removed (a baseline for `fimlsp bench quality`)",
     "typing_through": "while the user types what the suggestion on screen says, answer with its "
                       "rest without the model; off asks the model on every keystroke",
+    "token_healing": "at a cursor inside a word (or after a space), back the prompt off to the "
+                     "token boundary before it and let the model write the word's start again, "
+                     "constrained to what is there; the in-process engine only (`fimlsp.stats` "
+                     "says why it is off); off: the prompt ends at the cursor",
     "prefetch": "while a suggestion is on screen and the model is idle, compute the one that "
                 "follows accepting it, so that after an accept the next is there at once "
                 "(any keystroke stops it); the in-process engine only: a serving engine's time "

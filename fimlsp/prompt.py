@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from fimlsp.context import Cursor, Snippet
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.healing import Heal, back_off
 from fimlsp.models import FimTemplate
 
 PREFIX_SHARE = 0.75  # of the budget, when both sides want more than they can have
@@ -37,6 +38,8 @@ class Prompt:
     prefix_chars: int  # how much of the document's prefix made it into the prompt
     suffix_chars: int
     neighbour_tokens: int = 0  # snippets of other open documents, before the FIM part
+    # Token healing: the tokens backed off the prefix's end, which the answer writes again.
+    heal: Heal | None = None
     # Decoding 8k ids costs more than building them; only `fimlsp prompt` and logs want text.
     decode: Callable[[list[int]], str] = field(default=str, repr=False, compare=False)
 
@@ -48,7 +51,8 @@ class Prompt:
     def accounting(self) -> dict[str, object]:
         return {"format": self.format, "window": self.window, "reserved": self.reserved,
                 "prompt_tokens": len(self.ids), "prefix_tokens": self.prefix_tokens,
-                "suffix_tokens": self.suffix_tokens, "neighbour_tokens": self.neighbour_tokens}
+                "suffix_tokens": self.suffix_tokens, "neighbour_tokens": self.neighbour_tokens,
+                "healed": self.heal.text if self.heal is not None else ""}
 
 
 def special_id(tokenizer: Tokenizer, token: str) -> int:
@@ -391,12 +395,14 @@ def neighbour_ids(tokenizer: Tokenizer, template: FimTemplate, snippets: Sequenc
 def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor: Cursor,
                  window: int, reserved: int, edges: Edges | None = None,
                  snippets: Sequence[Snippet] = (), path: str | None = None,
-                 neighbour_share: float = 0.0) -> Prompt:
+                 neighbour_share: float = 0.0, heal: bool = False) -> Prompt:
     """The prompt for `cursor`, using at most `window - reserved` tokens.
 
     With `edges` (kept per document by the caller) the cut points are sticky, and `edges` is
     updated to this prompt's cuts. `snippets` of other documents take at most `neighbour_share`
-    of the budget and go first, where they stay cached while the user types.
+    of the budget and go first, where they stay cached while the user types. With `heal`, a
+    prefix that ends inside a word is backed off to the token boundary before it
+    (`healing.back_off`; the prompt's `heal` says what the answer must write again).
     """
     if order not in template.orders:
         raise FimError(ErrorKind.CONFIG,
@@ -439,6 +445,9 @@ def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor
         edges.suffix_anchor = cursor.suffix[max(0, suffix_end - _ANCHOR):suffix_end]
         edges.prefix_window, edges.prefix_text = prefix_window, cursor.prefix
         edges.suffix_window, edges.suffix_text = suffix_window, cursor.suffix
+    healed = back_off(tokenizer, prefix_ids, cursor.prefix) if heal else None
+    if healed is not None:
+        prefix_ids = prefix_ids[:len(prefix_ids) - len(healed.ids)]
     if order == "psm":
         ids = [*bos, *context, pre, *prefix_ids, suf, *suffix_ids, mid]
     elif template.spm_style == "neox":
@@ -456,4 +465,5 @@ def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor
         prefix_chars=len(cursor.prefix) - prefix_start,
         suffix_chars=suffix_end,
         neighbour_tokens=len(context),
+        heal=healed,
     )

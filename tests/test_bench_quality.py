@@ -240,6 +240,7 @@ def test_a_tiny_run_through_the_real_server_with_the_trained_model(
         for r in results:
             assert r.accepted <= r.shown and r.fully_accepted <= r.accepted
             assert r.model_calls >= 1 and r.late == 0
+            assert len(r.fed) == r.model_calls and all(f >= 1 for f in r.fed)
         runs.append([(r.accepted_chars, r.typed_units, r.shown) for r in results])
     assert runs[0] == runs[1]
     # No time at all: every model answer is late, nothing is seen, and the server, told that
@@ -249,3 +250,56 @@ def test_a_tiny_run_through_the_real_server_with_the_trained_model(
     for r in results:
         assert r.shown == r.accepted_chars == 0 and r.typed_units == r.chars
         assert r.late == r.model_calls == r.requests
+
+
+# -- --mid-word (token healing) ----------------------------------------------------------------
+
+MIDWORD_SOURCE = ("import os\n\n\ndef join_all(parts, separator):\n    result = []\n"
+                  "    for part in parts:\n        result.append(os.path.join(part, separator))\n"
+                  "    return separator.join(result)\n")
+
+
+def test_mid_word_cursors_sit_inside_identifiers_seen_earlier_in_the_file() -> None:
+    from fimlsp.bench.midword import MIN_LENGTH, cursors_in
+
+    picked = cursors_in("code.py", MIDWORD_SOURCE, random.Random(0), limit=50)
+    assert picked and picked == cursors_in("code.py", MIDWORD_SOURCE, random.Random(0), 50)
+    for c in picked:
+        name = MIDWORD_SOURCE[c.start:c.end]
+        assert name.isidentifier() and len(name) >= MIN_LENGTH and c.start < c.cut < c.end
+        line_start = MIDWORD_SOURCE.rfind("\n", 0, c.start) + 1
+        assert name in MIDWORD_SOURCE[:line_start]  # the model has seen it in this file
+        assert MIDWORD_SOURCE[c.line_end] == "\n"
+    assert "join_all" not in {MIDWORD_SOURCE[c.start:c.end] for c in picked}  # first use
+
+
+def test_mid_word_scores() -> None:
+    from fimlsp.bench.midword import Outcome, summarize
+
+    outcomes = [Outcome("ult", "ult.append(x)", 10, "model"),  # finished
+                Outcome("ult", "ultimate", 20, "model"),  # matched 3, not finished
+                Outcome("arator", " = 1", 30, "model"),  # does not go on with the word
+                Outcome("arts", "", 40, "model", reevaluated=3)]
+    s = summarize(outcomes)
+    assert s["finished"] == 0.25 and s["goes_on"] == 0.5 and s["empty"] == 0.25
+    assert s["chars_matched"] == pytest.approx(6 / 16)
+    assert s["reevaluated_mean"] == 3 and s["p50_ms"] == 30
+
+
+def test_a_tiny_mid_word_run_through_two_real_servers(trained_model: Path,
+                                                      tmp_path: Path) -> None:
+    from fimlsp.bench.midword import VARIANTS, Cursor, run
+
+    source = tmp_path / "code.py"
+    source.write_text(MIDWORD_SOURCE)
+    at = MIDWORD_SOURCE.index("separator.join")
+    line_end = MIDWORD_SOURCE.index("\n", at)
+    cursors = [Cursor(str(source), at, at + 3, at + len("separator"), line_end)]
+    results = asyncio.run(run(str(trained_model), {"maxNewTokens": 8, "threads": 1}, cursors))
+    assert set(results) == set(VARIANTS)  # and `run` checked each server's token_healing
+    for (kind, _), outcomes in results.items():
+        (outcome,) = outcomes
+        assert outcome.rest == ("arator" if kind == "mid-word" else "separator")
+        assert outcome.source == "model"
+        assert (outcome.reevaluated is not None) == (kind == "mid-word")
+    assert source.read_text() == MIDWORD_SOURCE

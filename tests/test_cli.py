@@ -103,12 +103,13 @@ def test_prompt_json(runs: dict) -> None:
     assert {"text", "ids", "format", "window", "reserved", "prefix_tokens",
             "suffix_tokens"} <= set(result)
     assert set(result) <= {"text", "ids", "format", "window", "reserved", "prefix_tokens",
-                           "suffix_tokens", "prompt_tokens", "neighbour_tokens"}
+                           "suffix_tokens", "prompt_tokens", "neighbour_tokens", "healed"}
     assert result["format"] == "starcoder/spm"
     assert result["ids"][:2] == [1, 3]  # <fim_prefix><fim_suffix>
     assert result["ids"].count(2) == 1  # one <fim_middle>, between suffix and prefix
     assert result["text"] == ("<fim_prefix><fim_suffix>a + b\n\n\nprint(add(1, 2))\n"
-                              "<fim_middle>def add(a, b):\n    return ")
+                              "<fim_middle>def add(a, b):\n    return")
+    assert result["healed"] == " "  # token healing: the model writes the space again
     assert result["prompt_tokens"] == len(result["ids"])
     assert result["prefix_tokens"] + result["suffix_tokens"] + 3 == len(result["ids"])
     # The model's 8192, or the CPU's default window where no GPU is (engine/choices.py).

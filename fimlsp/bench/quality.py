@@ -70,6 +70,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "multiline always": {"multiline": "always"},
     "multiline never": {"multiline": "never"},
     "no typing-through": {"typingThrough": False},
+    "no token healing": {"tokenHealing": False},
 }
 
 
@@ -265,6 +266,7 @@ class Answer:
     request_id: int | None
     latency_ms: float  # the request's round trip, measured by the client
     source: str = "model"  # "model", "cache" (recent prompt) or "typed" (typing-through)
+    fed: int | None = None  # prompt tokens the model's cache did not hold (model answers)
 
 
 class Editor(Protocol):
@@ -298,6 +300,7 @@ class SpanResult:
     model_calls: int = 0
     late: int = 0  # model answers that arrived after the next keystroke (real time)
     latencies_ms: list[float] = field(default_factory=list)  # of model calls
+    fed: list[int] = field(default_factory=list)  # tokens re-evaluated, per model call
     after_accept: int = 0  # answers asked for right after a whole suggestion was accepted
     after_accept_prefetched: int = 0  # ... that had been computed ahead (`prefetch`)
     prefetched_ms: list[float] = field(default_factory=list)  # their round trips
@@ -328,6 +331,8 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
         if answer.source == "model":
             result.model_calls += 1
             result.latencies_ms.append(answer.latency_ms)
+            if answer.fed is not None:
+                result.fed.append(answer.fed)
         if accepted_whole:
             result.after_accept += 1
             if answer.source == "prefetch":
@@ -470,7 +475,10 @@ class LspEditor:
         source = (stats or {}).get("source") or "model"
         if source == "cache" and not (stats or {}).get("prompt_tokens"):
             source = "typed"
-        return Answer(text, request_id, latency, source)
+        fed = None
+        if source == "model" and isinstance((stats or {}).get("reused_tokens"), int):
+            fed = stats["prompt_tokens"] - stats["reused_tokens"]
+        return Answer(text, request_id, latency, source, fed)
 
     async def command(self, name: str, *args: Any) -> None:
         from lsprotocol import types
@@ -620,6 +628,9 @@ def summarize(results: Sequence[SpanResult], boot: int = 2000, seed: int = 0,
     for name in ("chars", "accepted_chars", "shown", "accepted", "fully_accepted", "requests",
                  "model_calls", "late", "typed_units", "accept_actions"):
         out[name] = int(total[col[name]])
+    fed = sorted(x for r in results for x in r.fed)
+    if fed:  # tokens re-evaluated per model call: what KV reuse left to feed
+        out["fed_tokens"] = {"median": fed[len(fed) // 2], "mean": sum(fed) / len(fed)}
     out["after_accept"] = sum(r.after_accept for r in results)
     out["after_accept_prefetched"] = sum(r.after_accept_prefetched for r in results)
     for name, values in (("latency_ms", [x for r in results for x in r.latencies_ms]),
@@ -850,6 +861,20 @@ def _save(path: Path, model: str, args: argparse.Namespace, base: dict[str, Any]
                                 "runs": runs}, indent=1))
 
 
+def _base_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The server options every variant starts from: quiet logs, `--threads`, each `--set`."""
+    base: dict[str, Any] = {"logLevel": "warning"}
+    if args.threads:
+        base["threads"] = args.threads
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            base[key] = json.loads(value)
+        except json.JSONDecodeError:
+            base[key] = value
+    return base
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="fimlsp bench quality",
                                      description=__doc__.split("\n")[0])
@@ -881,6 +906,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--json", type=Path, help="write every span's result here")
     parser.add_argument("--plot", type=Path, help="write the PNG plot here (needs matplotlib)")
+    parser.add_argument("--mid-word", type=int, default=0, metavar="N",
+                        help="instead of retyping: N cursors inside identifiers, token healing "
+                        "off and on side by side, and the word-start reference (bench/midword.py)")
     parser.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
                         help="no run: the table (and --plot) from earlier --json files, merged")
     args = parser.parse_args(argv)
@@ -898,18 +926,15 @@ def main(argv: list[str]) -> int:
         files = held_out_files(args.stdlib)
     if not files:
         raise SystemExit("fimlsp bench quality: no files to retype")
+    if args.mid_word:
+        from fimlsp.bench import midword
+
+        return midword.main(model, files, args.mid_word, args.seed, _base_options(args),
+                            args.json)
     picked = sample(files, args.files, args.per_file, args.seed)
     neighbours = neighbours_for(picked, files, args.seed)
     order = [str(p) for p in picked]
-    base: dict[str, Any] = {"logLevel": "warning"}
-    if args.threads:
-        base["threads"] = args.threads
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            base[key] = json.loads(value)
-        except json.JSONDecodeError:
-            base[key] = value
+    base = _base_options(args)
     modes = parse_modes(args.modes)
     spans = sum(len(s) for s in picked.values())
     chars = sum(len(s.target) for v in picked.values() for s in v)
@@ -937,6 +962,7 @@ def main(argv: list[str]) -> int:
             print(f"  {name:<20} {mode:<8} chars saved {_pct(summary['chars_saved'])} % "
                   f"acceptance {_pct(summary['acceptance'])} % shown {summary['shown']} "
                   f"model calls {summary['model_calls']} late {summary['late']} "
+                  f"fed tokens {summary.get('fed_tokens', {}).get('mean', 0):.1f} "
                   f"({summary['seconds']:.0f}s)", file=sys.stderr)
         rows.append(row)
     info = machine()

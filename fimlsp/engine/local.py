@@ -28,6 +28,7 @@ from fimlsp.config import Settings
 from fimlsp.engine import Generation, StopCheck, TokenCallback, TokenChecks, choices
 from fimlsp.engine.lean import lean_enabled, lean_for
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.healing import Constraint
 from fimlsp.models import (
     WEIGHT_FILES,
     ModelSpec,
@@ -448,10 +449,12 @@ class LocalEngine:
                  stop_ids: set[int], should_stop: StopCheck = lambda: None,
                  temperature: float = 0.0, top_p: float = 1.0,
                  on_token: TokenCallback | None = None,
-                 speculate: int | None = None) -> Generation:
+                 speculate: int | None = None,
+                 constraint: Constraint | None = None) -> Generation:
         """Greedy (or sampled) continuation of `prompt`, reusing the document's cache.
         `speculate`: draft tokens for this request (next edits, which copy their prompt), instead
-        of the engine's setting."""
+        of the engine's setting. `constraint` (token healing) limits the first tokens to those
+        it allows."""
         if not prompt:
             raise ValueError("empty prompt")
         session, result, logits, reason = self._resume(key, prompt, 1, should_stop)  # ≥1 to feed
@@ -461,14 +464,15 @@ class LocalEngine:
 
         started = time.perf_counter()
         result.stop_reason = self._decode(session, logits, result, max_new_tokens, stop_ids,
-                                          should_stop, temperature, top_p, on_token, speculate)
+                                          should_stop, temperature, top_p, on_token, speculate,
+                                          constraint)
         result.decode_ms = (time.perf_counter() - started) * 1000
         return result
 
     def _decode(self, session: Session, logits: torch.Tensor, result: Generation,
                 max_new_tokens: int, stop_ids: set[int], should_stop: StopCheck,
                 temperature: float, top_p: float, on_token: TokenCallback | None,
-                speculate: int | None = None) -> str:
+                speculate: int | None = None, constraint: Constraint | None = None) -> str:
         """Samples up to `max_new_tokens` into `result.ids`; returns why it stopped.
 
         Greedy decoding speculates: the tokens that followed the text's tail where it occurred
@@ -492,12 +496,19 @@ class LocalEngine:
             return reason
 
         while True:
-            token = sample(logits, temperature, top_p)
+            healing = constraint if constraint is not None and constraint.active else None
+            token = sample(logits if healing is None else healing.mask(logits), temperature,
+                           top_p)
+            if healing is not None:
+                healing.feed(token)
             reason = emit(token)
             if reason:
                 return settle(reason)
+            # No drafts while a constraint is active: a draft is checked against the model's
+            # argmax, not against what the constraint allows.
+            drafting = speculate and (constraint is None or not constraint.active)
             draft = draft_tokens([*session.ids, token], min(speculate, max_new_tokens - len(out)
-                                                              - 1)) if speculate else []
+                                                              - 1)) if drafting else []
             result.decode_forwards += 1
             if not draft:
                 logits = self._forward(session, [token])
