@@ -67,7 +67,7 @@ def quantization(name: str, spec: ModelSpec, device: torch.device) -> Choice:
 
 
 # Measured with `fimlsp bench agreement` on the trained fixture (docs/benchmarks.md).
-INT8_AGREEMENT = "same suggestion as fp32 at 93 % of held-out cursors on the trained fixture"
+INT8_AGREEMENT = "the fp32 suggestion at 83 % of held-out cursors on the trained fixture"
 
 
 def dtype(name: str, device: torch.device) -> Choice:
