@@ -29,6 +29,7 @@ from fimlsp.context import Cursor, units_len
 from fimlsp.documents import Documents
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.protocol import FimProtocol
+from fimlsp.repo.service import WorkspaceIndexer
 from fimlsp.scheduler import Cancelled, Scheduler
 from fimlsp.validation import strict_converter
 
@@ -58,6 +59,7 @@ class FimServer(LanguageServer):
                          converter_factory=strict_converter)
         self.settings = settings
         self.documents = Documents()
+        self.repo = WorkspaceIndexer(self)  # the workspace index (fimlsp/repo)
         self.completer = self._new_completer()
         self.scheduler = Scheduler(workers_for(settings))
         self.state = "idle"  # idle | loading | ready | failed
@@ -73,6 +75,7 @@ class FimServer(LanguageServer):
     def _new_completer(self) -> Completer:
         completer = Completer(self.settings)
         completer.documents = self.documents.all
+        completer.repo_index = lambda: self.repo.index
         return completer
 
     # -- messages to the user ---------------------------------------------------------------
@@ -121,6 +124,7 @@ class FimServer(LanguageServer):
                 self._loading = asyncio.ensure_future(self.load_model())
         else:
             self.completer.update_settings(self.settings)
+        self.repo.update_settings(self.settings)
 
     async def load_model(self) -> None:
         """Loads on the worker thread with work-done progress; requests meanwhile get nothing."""
@@ -360,7 +364,19 @@ def create_server(settings: Settings) -> FimServer:
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: FimServer, _params: types.InitializedParams) -> None:
+        ls.repo.start(ls.settings)  # in the background, never before the model
         await ls.load_model()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    def did_change_workspace_folders(ls: FimServer,
+                                     params: types.DidChangeWorkspaceFoldersParams) -> None:
+        ls.repo.remove_folders([f.uri for f in params.event.removed or []])
+        ls.repo.add_folders([f.uri for f in params.event.added or []])
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    def did_change_watched_files(ls: FimServer,
+                                 params: types.DidChangeWatchedFilesParams) -> None:
+        ls.repo.files_changed(list(params.changes or []))
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: FimServer,
@@ -453,7 +469,8 @@ def create_server(settings: Settings) -> FimServer:
 
     @server.command(CMD_STATS)
     def stats(ls: FimServer, *_args: Any) -> dict[str, Any]:
-        return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None}
+        return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None,
+                "repo_index": ls.repo.report()}
 
     @server.command(CMD_PROMPT)
     async def show_prompt(ls: FimServer, uri: str, position: types.Position) -> Any:
@@ -461,8 +478,9 @@ def create_server(settings: Settings) -> FimServer:
         The protocol checks the arguments against these annotations (-32602 if they differ)."""
 
         async def work() -> dict[str, Any]:
-            prompt = ls.completer.prompt_for(ls.cursor(uri, position, None))
-            return {"text": prompt.text, "ids": prompt.ids, **prompt.accounting()}
+            prompt, chosen = ls.completer.prompt_report(uri, ls.cursor(uri, position, None))
+            return {"text": prompt.text, "ids": prompt.ids, **prompt.accounting(),
+                    "snippets": chosen}
 
         return await ls.guarded(work())
 
@@ -485,6 +503,7 @@ def create_server(settings: Settings) -> FimServer:
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: FimServer, *_args: Any) -> None:
         ls.scheduler.shutdown()
+        ls.repo.stop()
 
     return server
 

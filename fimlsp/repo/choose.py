@@ -1,0 +1,331 @@
+"""Per request: which parts of the workspace index go into the prompt, and why.
+
+Two sources, both cheap enough for every keystroke (dict look-ups and one BM25 query):
+
+- definitions of the identifiers around the cursor (the cursor's line first, then the lines
+  above, nearest first, then a few below), resolved through the index by name; where several
+  files define the name, the one the current file imports it from wins (Python's `from a.b import
+  X` / `import a.b as m; m.X`, JavaScript's `import {X} from './a/b'`), then top-level over
+  methods (unless the use is `.name`), then the one nearest the current file;
+- chunks most like the code above the cursor (BM25), for what no identifier names.
+
+Stability is the point of the rest: the snippets open the prompt, so any change re-prefills the
+whole window, which on a CPU is the cost of a completion. So the choice per document is a list
+that only grows at its end (a newly used identifier adds its definition) and loses its oldest
+entries when it outgrows its budget; identifiers still being typed (the word at the cursor) are
+never looked up; the BM25 part is chosen again only when the cursor has moved `RESEARCH_LINES`
+lines, as the open-document neighbours are. Whatever the current file or the open documents'
+snippets already hold is left out.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlparse
+
+from fimlsp.context import Cursor, Snippet
+from fimlsp.repo.index import FileEntry, RepoIndex, terms
+from fimlsp.repo.parse import Definition
+
+MAX_DEFINITIONS = 8  # definitions looked up per request (nearest identifiers first)
+LINES_ABOVE = 30  # lines above the cursor whose identifiers are looked up
+LINES_BELOW = 3
+QUERY_LINES = 16  # lines above the cursor that make the BM25 query
+SIMILAR = 2  # BM25 chunks per request
+RESEARCH_LINES = 8  # the cursor moves this far before the BM25 chunks are chosen again
+MIN_SCORE = 4.0  # BM25 below this is chance, not similarity
+_DOCUMENTS = 64  # documents whose choice is remembered (LRU)
+_WORD = re.compile(r"[A-Za-z_$][\w$]*")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_PY_FROM = re.compile(r"^\s*from\s+(\.*[\w.]*)\s+import\s+\(?([^)#\n]*(?:\n[^)#]*)?)", re.M)
+_PY_IMPORT = re.compile(r"^\s*import\s+([\w.]+)(?:\s+as\s+(\w+))?", re.M)
+_JS_IMPORT = re.compile(
+    r"import\s+(?:type\s+)?(?:(\w+)\s*,?\s*)?(?:\{([^}]*)\}|\*\s+as\s+(\w+))?\s*from\s*['\"]"
+    r"([^'\"]+)['\"]|(?:const|let|var)\s+(?:\{([^}]*)\}|(\w+))\s*=\s*require\(\s*['\"]"
+    r"([^'\"]+)['\"]\s*\)")
+_LOCAL_DEF = re.compile(
+    r"(?:def|class|function|func|fn|struct|interface|trait|enum|type|const|let|var)\s+"
+    r"\*?([A-Za-z_$][\w$]*)")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One snippet from the index, as the prompt will show it."""
+
+    key: tuple[str, int]  # (file, first line): one snippet per place
+    snippet: Snippet
+    kind: str  # "definition" | "similar"
+    version: int  # of its file's index entry: a re-indexed file refreshes it
+    name: str = ""  # the identifier, for a definition
+
+
+@dataclass
+class _State:
+    chosen: list[Choice] = field(default_factory=list)  # prompt order: oldest first
+    similar: list[Choice] = field(default_factory=list)
+    similar_line: int = -(1 << 30)
+    generation: int = -1  # the index's, when `similar` was chosen
+
+
+def uri_path(uri: str) -> Path | None:
+    """The local path of a `file:` URI (resolved), else None."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return None
+    try:
+        return Path(unquote(parsed.path)).resolve()
+    except OSError:
+        return None
+
+
+def _identifiers(cursor: Cursor) -> list[tuple[str, bool, int]]:
+    """(identifier, used as `.name`, distance in lines) around the cursor, nearest first, once
+    each. The word touching the cursor is left out: it is still being typed."""
+    line = cursor.line_prefix
+    partial = re.search(r"[\w$]+$", line)
+    if partial:
+        line = line[:partial.start()]
+    above = _LINE_BREAK.split(cursor.prefix)[:-1][-LINES_ABOVE:]
+    below = _LINE_BREAK.split(cursor.suffix)[1:1 + LINES_BELOW]
+    seen: set[str] = set()
+    out: list[tuple[str, bool, int]] = []
+
+    def take(text: str, distance: int) -> None:
+        for match in reversed(list(_WORD.finditer(text))):
+            word = match.group(0)
+            if len(word) < 3 or word in seen:
+                continue
+            seen.add(word)
+            dotted = match.start() > 0 and text[match.start() - 1] == "."
+            out.append((word, dotted, distance))
+
+    take(line, 0)
+    for distance, text in enumerate(reversed(above), 1):
+        take(text, distance)
+    for distance, text in enumerate(below, 1):
+        take(text, distance)
+    return out
+
+
+def _module_path(spec: str) -> str:
+    """A module as a path suffix: `..a.b` → `a/b`, `./a/b.js` → `a/b`."""
+    if "/" in spec:
+        parts = [p for p in spec.split("/") if p not in (".", "..", "")]
+        path = "/".join(parts)
+        return re.sub(r"\.(js|jsx|ts|tsx|mjs|cjs|mts|cts)$", "", path)
+    return spec.lstrip(".").replace(".", "/")
+
+
+def imports(text: str) -> dict[str, str]:
+    """Names the file imports → the module path they come from (a suffix to match)."""
+    found: dict[str, str] = {}
+    for match in _PY_FROM.finditer(text):
+        module = _module_path(match.group(1))
+        for item in match.group(2).split(","):
+            words = item.split()
+            if words:
+                found[words[-1]] = module
+                found.setdefault(words[0], module)
+    for match in _PY_IMPORT.finditer(text):
+        module = _module_path(match.group(1))
+        found[match.group(2) or match.group(1).split(".")[0]] = module
+    for match in _JS_IMPORT.finditer(text):
+        module = _module_path(match.group(4) or match.group(7) or "")
+        names = [match.group(1), match.group(3), match.group(6)]
+        for group in (match.group(2), match.group(5)):
+            for item in (group or "").split(","):
+                words = item.replace(":", " as ").split()
+                names += [words[0], words[-1]] if words else []
+        for name in names:
+            if name:
+                found[name] = module
+    return found
+
+
+def _matches_module(rel: str, module: str) -> bool:
+    if not module:
+        return False
+    stem = str(PurePosixPath(rel).with_suffix(""))
+    return stem == module or stem.endswith("/" + module) or \
+        stem in (module + "/__init__", module + "/index") or \
+        stem.endswith("/" + module + "/__init__") or stem.endswith("/" + module + "/index")
+
+
+class RepoContext:
+    """The snippets of the index chosen for each document, kept stable across keystrokes."""
+
+    def __init__(self) -> None:
+        self._states: OrderedDict[str, _State] = OrderedDict()
+        self.last: dict[str, list[dict[str, object]]] = {}  # key → why, for `fimlsp.prompt`
+
+    def forget(self, key: str) -> None:
+        self._states.pop(key, None)
+        self.last.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def choose(self, index: RepoIndex, key: str, cursor: Cursor, max_chars: int,
+               held: list[Snippet] = ()) -> list[Snippet]:  # type: ignore[assignment]
+        """The index's snippets for a prompt at `cursor` in document `key`, oldest first (the
+        order they open the prompt in), at most `max_chars` of text; `held` are the snippets of
+        open documents the prompt already has."""
+        started = time.perf_counter()
+        state = self._states.pop(key, None) or _State()
+        self._states[key] = state
+        while len(self._states) > _DOCUMENTS:
+            self._states.popitem(last=False)
+        here = uri_path(key)
+        window = cursor.prefix[-16384:] + cursor.suffix[:4096]
+        local = set(_LOCAL_DEF.findall(window))
+        imported = imports(cursor.prefix[:16384])
+        wanted = self._definitions(index, cursor, here, local, imported, window, held)
+        if abs(cursor.line - state.similar_line) >= RESEARCH_LINES or \
+                not self._current(index, state.similar):
+            state.similar = self._similar(index, cursor, here, held, wanted)
+            state.similar_line = cursor.line
+        wanted += [c for c in state.similar if c.key not in {w.key for w in wanted}]
+        state.chosen = self._merge(index, state.chosen, wanted, max_chars)
+        counters = index.counters
+        counters.requests += 1
+        counters.requests_with_context += int(bool(state.chosen))
+        index.count_query((time.perf_counter() - started) * 1000)
+        self.last[key] = [{"path": c.snippet.path, "line": c.snippet.line + 1, "kind": c.kind,
+                           "reason": c.snippet.reason, "score": round(c.snippet.score, 2),
+                           "chars": len(c.snippet.text)} for c in state.chosen]
+        return [c.snippet for c in state.chosen]
+
+    # -- the two sources --------------------------------------------------------------------
+
+    def _definitions(self, index: RepoIndex, cursor: Cursor, here: Path | None,
+                     local: set[str], imported: dict[str, str], window: str,
+                     held: list[Snippet]) -> list[Choice]:
+        out: list[Choice] = []
+        counters = index.counters
+        for word, dotted, distance in _identifiers(cursor):
+            if word in local:
+                continue  # defined in this file: the prompt holds it, or its window does
+            found = index.definitions(word)
+            counters.definition_lookups += 1
+            best = _best(found, word, dotted, here, imported)
+            if best is None:
+                continue
+            entry, definition = best
+            first = definition.text.split("\n", 1)[0].strip()
+            if first and first in window:
+                continue  # already in the prompt (a copy, or the current file's own text)
+            if any(s.uri and uri_path(s.uri) == entry.path and
+                   s.line <= definition.line < s.line + s.text.count("\n") for s in held):
+                continue  # an open document's snippet shows it already
+            counters.definition_hits += 1
+            where = "the cursor's line" if distance == 0 else f"{distance} lines away"
+            via = f", imported from {imported[word]}" if word in imported else ""
+            reason = f"definition of {word} (used on {where}{via})"
+            snippet = Snippet(entry.rel, definition.text, 100.0 - distance, definition.line,
+                              entry.path.as_uri(), reason)
+            out.append(Choice((entry.rel, definition.line), snippet, "definition",
+                              entry.version, word))
+            if len(out) == MAX_DEFINITIONS:
+                break
+        return out
+
+    def _similar(self, index: RepoIndex, cursor: Cursor, here: Path | None,
+                 held: list[Snippet], wanted: list[Choice]) -> list[Choice]:
+        above = _LINE_BREAK.split(cursor.prefix)[:-1][-QUERY_LINES:]
+        query = terms("\n".join(above))
+        index.counters.searches += 1
+        exclude = {here} if here is not None else set()
+        exclude |= {p for s in held if s.uri and (p := uri_path(s.uri)) is not None}
+        out = []
+        for hit in index.search(query, exclude, SIMILAR + len(wanted)):
+            if hit.score < MIN_SCORE:
+                break
+            chunk = hit.chunk
+            if any(w.key[0] == hit.entry.rel and chunk.line <= w.snippet.line < chunk.end_line
+                   for w in wanted):
+                continue  # its definition is chosen already
+            reason = f"similar to the lines above (BM25 {hit.score:.1f}: " + \
+                ", ".join(hit.matched[:6]) + ")"
+            snippet = Snippet(hit.entry.rel, chunk.text, hit.score, chunk.line,
+                              hit.entry.path.as_uri(), reason)
+            out.append(Choice((hit.entry.rel, chunk.line), snippet, "similar",
+                              hit.entry.version))
+            if len(out) == SIMILAR:
+                break
+        index.counters.search_hits += int(bool(out))
+        return out
+
+    # -- keeping it stable ------------------------------------------------------------------
+
+    @staticmethod
+    def _current(index: RepoIndex, choices: list[Choice]) -> bool:
+        for choice in choices:
+            path = uri_path(choice.snippet.uri)
+            entry = index.entry(path) if path is not None else None
+            if entry is None or entry.version != choice.version:
+                return False
+        return True
+
+    @staticmethod
+    def _merge(index: RepoIndex, chosen: list[Choice], wanted: list[Choice],
+               max_chars: int) -> list[Choice]:
+        """The previous choice, its stale entries refreshed or dropped, then what is newly
+        wanted at the end; the oldest unwanted, then the oldest wanted entries go first when
+        it is over `max_chars`."""
+        fresh = {c.key: c for c in wanted}
+        kept: list[Choice] = []
+        for choice in chosen:
+            if choice.key in fresh:
+                kept.append(fresh.pop(choice.key))  # the same place, maybe a newer version
+                continue
+            path = uri_path(choice.snippet.uri)
+            entry = index.entry(path) if path is not None else None
+            if entry is not None and entry.version == choice.version:
+                kept.append(choice)
+        wanted_keys = {c.key for c in wanted}
+        kept += [c for c in wanted if c.key in fresh]
+        size = sum(len(c.snippet.text) for c in kept)
+        for keep_wanted in (False, True):
+            i = 0
+            while size > max_chars and i < len(kept):
+                if (kept[i].key in wanted_keys) == keep_wanted:
+                    size -= len(kept[i].snippet.text)
+                    del kept[i]
+                else:
+                    i += 1
+        return kept
+
+
+def _best(found: list[tuple[FileEntry, Definition]], word: str, dotted: bool,
+          here: Path | None, imported: dict[str, str]
+          ) -> tuple[FileEntry, Definition] | None:
+    """The definition `word` most likely means, or None (not defined elsewhere, or so many
+    places define it that a guess would mostly be wrong)."""
+    candidates = [(e, d) for e, d in found if e.path != here]
+    if not candidates:
+        return None
+    module = imported.get(word, "")
+
+    def rank(item: tuple[FileEntry, Definition]) -> tuple[int, int, int, str, int]:
+        entry, definition = item
+        score = 0
+        if module and _matches_module(entry.rel, module):
+            score += 8
+        if dotted == bool(definition.container):
+            score += 2
+        if definition.kind == "class":
+            score += 1
+        near = 0
+        if here is not None:
+            near = len(set(entry.path.parent.parts) & set(here.parent.parts))
+        return (score, near, -len(entry.rel), entry.rel, -definition.line)
+
+    ranked = sorted(candidates, key=rank, reverse=True)
+    top = rank(ranked[0])
+    if top[0] < 8 and len(ranked) > 3 and rank(ranked[3])[:2] == top[:2]:
+        return None  # four equally likely places: `get`, `run`, `__init__`
+    return ranked[0]
