@@ -150,7 +150,7 @@ class WorkspaceIndexer:
         loop = asyncio.get_running_loop()
         progress = index.progress
         progress.state, progress.started = "indexing", time.perf_counter()
-        token = await self._begin(f"indexing {', '.join(r.name for r in roots)}")
+        token: str | None = None
         try:
             found = await loop.run_in_executor(index.executor, index.candidates, roots)
             progress.total += len(found)
@@ -164,6 +164,11 @@ class WorkspaceIndexer:
                 batch = found[start:start + BATCH]
                 await loop.run_in_executor(index.executor, _index_batch, index, batch)
                 progress.done += len(batch)
+                if token is None and self._model_settled() and progress.done < progress.total:
+                    # Only once the model's load has ended: clients that wait for "the" progress
+                    # end to know the model is ready must not take the index's for it.
+                    token = await self._begin(f"indexing {', '.join(r.name for r in roots)}")
+                    token = token or ""
                 if token and time.perf_counter() - last_report > 0.25:
                     last_report = time.perf_counter()
                     self._report(token, progress.done, progress.total)
@@ -177,6 +182,10 @@ class WorkspaceIndexer:
             if token:
                 self.server.work_done_progress.end(token, types.WorkDoneProgressEnd(
                     message=message))
+
+    def _model_settled(self) -> bool:
+        settled = getattr(self.server, "settled", None)
+        return settled is None or settled().is_set()
 
     async def _begin(self, message: str) -> str | None:
         capabilities = getattr(self.server, "client_capabilities", None)
