@@ -39,6 +39,8 @@ SIMILAR = 2  # BM25 chunks per request
 RESEARCH_LINES = 8  # the cursor moves this far before the BM25 chunks are chosen again
 MIN_SCORE = 4.0  # BM25 below this is chance, not similarity
 _DOCUMENTS = 64  # documents whose choice is remembered (LRU)
+_LOCAL_CHARS = 8192  # text around the cursor scanned for definitions of its own
+_HEAD_CHARS = 8192  # start of the document scanned for imports
 _WORD = re.compile(r"[A-Za-z_$][\w$]*")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _PY_FROM = re.compile(r"^\s*from\s+(\.*[\w.]*)\s+import\s+\(?([^)#\n]*(?:\n[^)#]*)?)", re.M)
@@ -48,7 +50,7 @@ _JS_IMPORT = re.compile(
     r"([^'\"]+)['\"]|(?:const|let|var)\s+(?:\{([^}]*)\}|(\w+))\s*=\s*require\(\s*['\"]"
     r"([^'\"]+)['\"]\s*\)")
 _LOCAL_DEF = re.compile(
-    r"(?:def|class|function|func|fn|struct|interface|trait|enum|type|const|let|var)\s+"
+    r"\b(?:def|class|function|func|fn|struct|interface|trait|enum|type|const|let|var)\s+"
     r"\*?([A-Za-z_$][\w$]*)")
 
 
@@ -65,10 +67,11 @@ class Choice:
 
 @dataclass
 class _State:
-    chosen: list[Choice] = field(default_factory=list)  # prompt order: oldest first
-    similar: list[Choice] = field(default_factory=list)
+    definitions: list[Choice] = field(default_factory=list)  # prompt order: oldest first
+    similar: list[Choice] = field(default_factory=list)  # best first
     similar_line: int = -(1 << 30)
-    generation: int = -1  # the index's, when `similar` was chosen
+    head: str = ""  # the start of the document, where its imports are ...
+    imports: dict[str, str] = field(default_factory=dict)  # ... and what they import
 
 
 def uri_path(uri: str) -> Path | None:
@@ -89,8 +92,8 @@ def _identifiers(cursor: Cursor) -> list[tuple[str, bool, int]]:
     partial = re.search(r"[\w$]+$", line)
     if partial:
         line = line[:partial.start()]
-    above = _LINE_BREAK.split(cursor.prefix)[:-1][-LINES_ABOVE:]
-    below = _LINE_BREAK.split(cursor.suffix)[1:1 + LINES_BELOW]
+    above = _LINE_BREAK.split(cursor.prefix[-LINES_ABOVE * 200:])[:-1][-LINES_ABOVE:]
+    below = _LINE_BREAK.split(cursor.suffix[:LINES_BELOW * 400])[1:1 + LINES_BELOW]
     seen: set[str] = set()
     out: list[tuple[str, bool, int]] = []
 
@@ -180,24 +183,40 @@ class RepoContext:
         while len(self._states) > _DOCUMENTS:
             self._states.popitem(last=False)
         here = uri_path(key)
-        window = cursor.prefix[-16384:] + cursor.suffix[:4096]
+        window = cursor.prefix[-_LOCAL_CHARS:] + cursor.suffix[:_LOCAL_CHARS // 4]
         local = set(_LOCAL_DEF.findall(window))
-        imported = imports(cursor.prefix[:16384])
-        wanted = self._definitions(index, cursor, here, local, imported, window, held)
+        entry = index.entry(here) if here is not None else None
+        if entry is not None:  # the file as indexed (saved): its definitions are its own
+            local |= {d.name for d in entry.definitions}
+        head = cursor.prefix[:_HEAD_CHARS]
+        if head != state.head:  # imports are parsed again only when the head changes
+            state.head, state.imports = head, imports(head)
+        wanted = self._definitions(index, cursor, here, local, state.imports, window, held)
+        state.definitions = self._merge(index, state.definitions, wanted, max_chars)
         if abs(cursor.line - state.similar_line) >= RESEARCH_LINES or \
                 not self._current(index, state.similar):
             state.similar = self._similar(index, cursor, here, held, wanted)
             state.similar_line = cursor.line
-        wanted += [c for c in state.similar if c.key not in {w.key for w in wanted}]
-        state.chosen = self._merge(index, state.chosen, wanted, max_chars)
+        # The chunks get what the definitions leave; they go first, the definitions (the
+        # surer context) next to the code.
+        room = max_chars - sum(len(c.snippet.text) for c in state.definitions)
+        similar = []
+        for choice in state.similar:
+            if len(choice.snippet.text) <= room and all(
+                    choice.key[0] != d.key[0] or not (choice.snippet.line <= d.snippet.line <
+                                                      choice.snippet.line + _lines(choice))
+                    for d in state.definitions):
+                similar.append(choice)
+                room -= len(choice.snippet.text)
+        chosen = [*similar[::-1], *state.definitions]
         counters = index.counters
         counters.requests += 1
-        counters.requests_with_context += int(bool(state.chosen))
+        counters.requests_with_context += int(bool(chosen))
         index.count_query((time.perf_counter() - started) * 1000)
         self.last[key] = [{"path": c.snippet.path, "line": c.snippet.line + 1, "kind": c.kind,
                            "reason": c.snippet.reason, "score": round(c.snippet.score, 2),
-                           "chars": len(c.snippet.text)} for c in state.chosen]
-        return [c.snippet for c in state.chosen]
+                           "chars": len(c.snippet.text)} for c in chosen]
+        return [c.snippet for c in chosen]
 
     # -- the two sources --------------------------------------------------------------------
 
@@ -235,7 +254,7 @@ class RepoContext:
 
     def _similar(self, index: RepoIndex, cursor: Cursor, here: Path | None,
                  held: list[Snippet], wanted: list[Choice]) -> list[Choice]:
-        above = _LINE_BREAK.split(cursor.prefix)[:-1][-QUERY_LINES:]
+        above = _LINE_BREAK.split(cursor.prefix[-QUERY_LINES * 200:])[:-1][-QUERY_LINES:]
         query = terms("\n".join(above))
         index.counters.searches += 1
         exclude = {here} if here is not None else set()
@@ -273,9 +292,9 @@ class RepoContext:
     @staticmethod
     def _merge(index: RepoIndex, chosen: list[Choice], wanted: list[Choice],
                max_chars: int) -> list[Choice]:
-        """The previous choice, its stale entries refreshed or dropped, then what is newly
-        wanted at the end; the oldest unwanted, then the oldest wanted entries go first when
-        it is over `max_chars`."""
+        """The previous definitions, stale ones refreshed or dropped, then the newly wanted at
+        the end; over `max_chars`, the oldest no longer wanted go first, then the wanted ones
+        farthest from the cursor."""
         fresh = {c.key: c for c in wanted}
         kept: list[Choice] = []
         for choice in chosen:
@@ -286,18 +305,20 @@ class RepoContext:
             entry = index.entry(path) if path is not None else None
             if entry is not None and entry.version == choice.version:
                 kept.append(choice)
-        wanted_keys = {c.key for c in wanted}
+        rank = {c.key: i for i, c in enumerate(wanted)}  # nearest first
         kept += [c for c in wanted if c.key in fresh]
         size = sum(len(c.snippet.text) for c in kept)
-        for keep_wanted in (False, True):
-            i = 0
-            while size > max_chars and i < len(kept):
-                if (kept[i].key in wanted_keys) == keep_wanted:
-                    size -= len(kept[i].snippet.text)
-                    del kept[i]
-                else:
-                    i += 1
+        while size > max_chars and kept:
+            unwanted = [i for i, c in enumerate(kept) if c.key not in rank]
+            drop = unwanted[0] if unwanted else max(range(len(kept)),
+                                                    key=lambda i: rank[kept[i].key])
+            size -= len(kept[drop].snippet.text)
+            del kept[drop]
         return kept
+
+
+def _lines(choice: Choice) -> int:
+    return choice.snippet.text.count("\n")
 
 
 def _best(found: list[tuple[FileEntry, Definition]], word: str, dotted: bool,

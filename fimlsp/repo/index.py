@@ -17,14 +17,17 @@ definition texts held (about the size of the indexed source) plus the postings.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
+import multiprocessing
+import os
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +37,8 @@ from fimlsp.repo import files as repo_files
 from fimlsp.repo.parse import Chunk, Definition, parse
 
 K1, B = 1.2, 0.75
-COMMON_SHARE = 0.2  # a term in more than this share of the chunks says little: not scored
+COMMON_SHARE = 0.05  # a term in more than this share of the chunks says little: not scored
+MAX_POSTINGS = 6000  # postings scored per query, rarest terms first: bounds a query's time
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _STOP = frozenset("""  # keywords and words every file has: no signal
@@ -67,6 +71,28 @@ def terms(text: str) -> Counter[str]:
         if len(identifier) >= 3:
             counts.update(_split(identifier))
     return counts
+
+
+# What the worker sends back for one file: parser, definitions, chunks with their terms.
+Analysis = tuple[str, list[Definition], list[tuple[Chunk, dict[str, int]]]]
+
+
+def analyse(path: str) -> Analysis | None:
+    """Reads and parses one file: the CPU-heavy part of indexing, run in the worker process
+    so that it never holds the server's GIL (the event loop and the model's thread need it).
+    None when the file is not indexable source (binary, too large, generated)."""
+    file = Path(path)
+    text = repo_files.read_source(file)
+    if text is None:
+        return None
+    parsed = parse(text, repo_files.extension(file.name))
+    return parsed.parser, parsed.definitions, [(c, dict(terms(c.text))) for c in parsed.chunks]
+
+
+def _lower_priority() -> None:
+    """The worker yields the CPU to the editor and the model: indexing can wait."""
+    with contextlib.suppress(OSError):
+        os.nice(19)
 
 
 @dataclass
@@ -137,6 +163,9 @@ class RepoIndex:
         self.counters = Counters()
         self.progress = Progress()
         self._cancel = threading.Event()
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_failed = False
+        self.use_worker = True
 
     # -- building (on the executor) ---------------------------------------------------------
 
@@ -163,6 +192,32 @@ class RepoIndex:
                 total += candidate.size
         return found
 
+    def index_files(self, batch: list[tuple[Path, repo_files.Candidate]]) -> None:
+        """Indexes a batch of files found by `candidates`: analysed in the worker process when
+        there is one (several files: worth the trip), merged here."""
+        todo = []
+        for root, candidate in batch:
+            held = self.files.get(candidate.path)
+            if held is None or held.mtime_ns != candidate.mtime_ns or held.size != candidate.size:
+                todo.append((root, candidate))
+        if not todo:
+            return
+        pool = self._worker() if len(todo) > 2 else None
+        paths = [str(c.path) for _r, c in todo]
+        results: Iterable[Analysis | None]
+        if pool is not None:
+            try:
+                results = list(pool.map(analyse, paths, chunksize=4))
+            except Exception:  # the worker died (killed, out of memory): here, then
+                self._pool_failed = True
+                results = map(analyse, paths)
+        else:
+            results = map(analyse, paths)
+        for (root, candidate), result in zip(todo, results, strict=True):
+            if self._cancel.is_set():
+                return
+            self._merge(root, candidate.path, candidate.size, candidate.mtime_ns, result)
+
     def index_file(self, root: Path, path: Path, size: int = -1, mtime_ns: int = -1) -> bool:
         """Reads, parses and merges one file (replacing what was held for it); False when it
         is no longer indexable (gone, binary, too large): then it is dropped."""
@@ -176,13 +231,15 @@ class RepoIndex:
         held = self.files.get(path)
         if held is not None and held.mtime_ns == mtime_ns and held.size == size:
             return True
-        text = repo_files.read_source(path)
-        if text is None:
+        return self._merge(root, path, size, mtime_ns, analyse(str(path)))
+
+    def _merge(self, root: Path, path: Path, size: int, mtime_ns: int,
+               result: Analysis | None) -> bool:
+        if result is None:
             self.progress.skipped["unreadable"] += 1
             self.remove_file(path)
             return False
-        parsed = parse(text, repo_files.extension(path.name))
-        chunk_terms = [(chunk, terms(chunk.text)) for chunk in parsed.chunks]
+        parser, definitions, chunk_terms = result
         rel = path.relative_to(root).as_posix()
         with self._lock:
             self._drop(path)
@@ -198,10 +255,10 @@ class RepoIndex:
                 for term, count in counts.items():
                     self._postings.setdefault(term, {})[cid] = count
                 ids.append(cid)
-            for definition in parsed.definitions:
+            for definition in definitions:
                 self._definitions.setdefault(definition.name, []).append((path, definition))
-            self.files[path] = FileEntry(path, root, rel, mtime_ns, size, parsed.parser,
-                                         parsed.definitions, ids, self._versions)
+            self.files[path] = FileEntry(path, root, rel, mtime_ns, size, parser,
+                                         definitions, ids, self._versions)
             self._bytes += size
             self.generation += 1
         return True
@@ -253,7 +310,26 @@ class RepoIndex:
 
     def close(self) -> None:
         self.cancel()
+        self.release_worker()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def _worker(self) -> ProcessPoolExecutor | None:
+        """The process that parses files, started on first use; None where one cannot be
+        started (then files are parsed on the index thread)."""
+        if self._pool is None and not self._pool_failed and self.use_worker:
+            try:
+                self._pool = ProcessPoolExecutor(
+                    1, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_lower_priority)
+            except (OSError, ValueError, NotImplementedError):
+                self._pool_failed = True
+        return self._pool
+
+    def release_worker(self) -> None:
+        """Ends the parsing process (after the first index: single saved files are cheap)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # -- queries (any thread) ---------------------------------------------------------------
 
@@ -278,11 +354,13 @@ class RepoIndex:
             common = max(32, int(n * COMMON_SHARE))
             scores: dict[int, float] = {}
             matched: dict[int, list[str]] = {}
-            for term in query:
-                posting = self._postings.get(term)
-                if not posting or len(posting) > common:
-                    continue
-                df = len(posting)
+            postings = sorted((len(p), t, p) for t in query
+                              if (p := self._postings.get(t)) and len(p) <= common)
+            visited = 0
+            for df, term, posting in postings:
+                visited += df
+                if visited > MAX_POSTINGS:
+                    break
                 idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
                 for cid, tf in posting.items():
                     length = self._chunks[cid][2]

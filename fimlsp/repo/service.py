@@ -26,7 +26,7 @@ from fimlsp.repo.index import RepoIndex
 
 log = logging.getLogger("fimlsp")
 
-BATCH = 16  # files indexed per executor job: progress and cancellation points
+BATCH = 32  # files indexed per executor job: progress and cancellation points
 _WATCHED = "**/*.{" + ",".join(sorted(repo_files.SOURCE_EXTENSIONS)) + "}"
 
 
@@ -173,6 +173,7 @@ class WorkspaceIndexer:
                     last_report = time.perf_counter()
                     self._report(token, progress.done, progress.total)
         finally:
+            loop.run_in_executor(index.executor, index.release_worker)
             progress.seconds = time.perf_counter() - progress.started
             progress.state = "ready" if self.index is index else "off"
             files = len(index.files)
@@ -231,6 +232,11 @@ class WorkspaceIndexer:
 
 
 def _index_batch(index: RepoIndex, batch: list[tuple[Path, repo_files.Candidate]]) -> None:
+    try:
+        index.index_files(batch)
+        return
+    except Exception:  # one odd file: the batch again, file by file, without it
+        log.debug("workspace index: a batch failed", exc_info=True)
     for root, candidate in batch:
         if index.cancelled:
             return
