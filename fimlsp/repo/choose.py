@@ -42,6 +42,7 @@ _DOCUMENTS = 64  # documents whose choice is remembered (LRU)
 _LOCAL_CHARS = 8192  # text around the cursor scanned for definitions of its own
 _HEAD_CHARS = 8192  # start of the document scanned for imports
 _WORD = re.compile(r"[A-Za-z_$][\w$]*")
+_QUALIFIER = re.compile(r"[\w$]+$")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _PY_FROM = re.compile(r"^\s*from\s+(\.*[\w.]*)\s+import\s+\(?([^)#\n]*(?:\n[^)#]*)?)", re.M)
 _PY_IMPORT = re.compile(r"^\s*import\s+([\w.]+)(?:\s+as\s+(\w+))?", re.M)
@@ -85,9 +86,10 @@ def uri_path(uri: str) -> Path | None:
         return None
 
 
-def _identifiers(cursor: Cursor) -> list[tuple[str, bool, int]]:
-    """(identifier, used as `.name`, distance in lines) around the cursor, nearest first, once
-    each. The word touching the cursor is left out: it is still being typed."""
+def _identifiers(cursor: Cursor) -> list[tuple[str, str | None, int]]:
+    """(identifier, what precedes it in `x.name` or None, distance in lines) around the cursor,
+    nearest first, once each. The word touching the cursor is left out: it is still being
+    typed."""
     line = cursor.line_prefix
     partial = re.search(r"[\w$]+$", line)
     if partial:
@@ -95,7 +97,7 @@ def _identifiers(cursor: Cursor) -> list[tuple[str, bool, int]]:
     above = _LINE_BREAK.split(cursor.prefix[-LINES_ABOVE * 200:])[:-1][-LINES_ABOVE:]
     below = _LINE_BREAK.split(cursor.suffix[:LINES_BELOW * 400])[1:1 + LINES_BELOW]
     seen: set[str] = set()
-    out: list[tuple[str, bool, int]] = []
+    out: list[tuple[str, str | None, int]] = []
 
     def take(text: str, distance: int) -> None:
         for match in reversed(list(_WORD.finditer(text))):
@@ -103,8 +105,11 @@ def _identifiers(cursor: Cursor) -> list[tuple[str, bool, int]]:
             if len(word) < 3 or word in seen:
                 continue
             seen.add(word)
-            dotted = match.start() > 0 and text[match.start() - 1] == "."
-            out.append((word, dotted, distance))
+            qualifier = None
+            if match.start() > 0 and text[match.start() - 1] == ".":
+                before = _QUALIFIER.search(text, 0, match.start() - 1)
+                qualifier = before.group(0) if before else ""
+            out.append((word, qualifier, distance))
 
     take(line, 0)
     for distance, text in enumerate(reversed(above), 1):
@@ -225,12 +230,13 @@ class RepoContext:
                      held: list[Snippet]) -> list[Choice]:
         out: list[Choice] = []
         counters = index.counters
-        for word, dotted, distance in _identifiers(cursor):
+        for word, qualifier, distance in _identifiers(cursor):
             if word in local:
                 continue  # defined in this file: the prompt holds it, or its window does
             found = index.definitions(word)
             counters.definition_lookups += 1
-            best = _best(found, word, dotted, here, imported)
+            module = imported.get(word) or imported.get(qualifier or "", "")
+            best = _best(found, word, qualifier is not None, here, module)
             if best is None:
                 continue
             entry, definition = best
@@ -242,7 +248,7 @@ class RepoContext:
                 continue  # an open document's snippet shows it already
             counters.definition_hits += 1
             where = "the cursor's line" if distance == 0 else f"{distance} lines away"
-            via = f", imported from {imported[word]}" if word in imported else ""
+            via = f", imported from {module}" if module else ""
             reason = f"definition of {word} (used on {where}{via})"
             snippet = Snippet(entry.rel, definition.text, 100.0 - distance, definition.line,
                               entry.path.as_uri(), reason)
@@ -322,15 +328,12 @@ def _lines(choice: Choice) -> int:
 
 
 def _best(found: list[tuple[FileEntry, Definition]], word: str, dotted: bool,
-          here: Path | None, imported: dict[str, str]
-          ) -> tuple[FileEntry, Definition] | None:
+          here: Path | None, module: str) -> tuple[FileEntry, Definition] | None:
     """The definition `word` most likely means, or None (not defined elsewhere, or so many
     places define it that a guess would mostly be wrong)."""
     candidates = [(e, d) for e, d in found if e.path != here]
     if not candidates:
         return None
-    module = imported.get(word, "")
-
     def rank(item: tuple[FileEntry, Definition]) -> tuple[int, int, int, str, int]:
         entry, definition = item
         score = 0

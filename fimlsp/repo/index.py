@@ -38,7 +38,7 @@ from fimlsp.repo.parse import Chunk, Definition, parse
 
 K1, B = 1.2, 0.75
 COMMON_SHARE = 0.05  # a term in more than this share of the chunks says little: not scored
-MAX_POSTINGS = 6000  # postings scored per query, rarest terms first: bounds a query's time
+MAX_POSTINGS = 2500  # postings scored per query, rarest terms first: bounds a query's time
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _STOP = frozenset("""  # keywords and words every file has: no signal
@@ -353,27 +353,28 @@ class RepoIndex:
             average = max(self._total_length / n, 1.0)
             common = max(32, int(n * COMMON_SHARE))
             scores: dict[int, float] = {}
-            matched: dict[int, list[str]] = {}
+            chunks = self._chunks
             postings = sorted((len(p), t, p) for t in query
                               if (p := self._postings.get(t)) and len(p) <= common)
             visited = 0
-            for df, term, posting in postings:
+            for df, _term, posting in postings:
                 visited += df
                 if visited > MAX_POSTINGS:
                     break
-                idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+                weight = math.log(1 + (n - df + 0.5) / (df + 0.5)) * (K1 + 1)
+                slope = K1 * B / average
                 for cid, tf in posting.items():
-                    length = self._chunks[cid][2]
-                    gain = idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / average))
+                    gain = weight * tf / (tf + K1 * (1 - B) + slope * chunks[cid][2])
                     scores[cid] = scores.get(cid, 0.0) + gain
-                    matched.setdefault(cid, []).append(term)
-            best = heapq.nlargest(k * 4, scores.items(), key=lambda item: (item[1], -item[0]))
             hits = []
-            for cid, score in best:
+            for cid in heapq.nlargest(k * 4, scores, key=scores.__getitem__):
+                score = scores[cid]
                 path, chunk, _length = self._chunks[cid]
                 if path in exclude:
                     continue
-                hits.append(Hit(self.files[path], chunk, score, tuple(matched[cid])))
+                mine = set(self._terms_of.get(cid, ()))
+                matched = tuple(t for _df, t, _p in postings if t in mine)
+                hits.append(Hit(self.files[path], chunk, score, matched))
                 if len(hits) == k:
                     break
             return hits
