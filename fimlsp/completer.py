@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 CONTEXT_CHARS_PER_TOKEN = 8
 _MIN_CONTEXT_CHARS = 16_384
 _RECENT = 64  # completions kept by prompt identity (undo, moving back and forth)
+MAX_EDITOR_DEFINITIONS = 16  # definitions a client may send per `fimlsp.context`
+MAX_EDITOR_CHARS = 4000  # of each one's text
 
 
 @dataclass
@@ -283,18 +285,52 @@ class Completer:
         """The workspace index's snippets for `cursor` (fimlsp/repo/choose.py), the name of the
         folder (`<repo_name>`) and the current file's path in it, when there are any."""
         index = self.repo_index()
-        if index is None or self.settings.repo_share <= 0 or not self.window:
+        if (index is None and not self._repo.editor(key)) or self.settings.repo_share <= 0 \
+                or not self.window:
             return [], None, None
         max_chars = int(self.window * self.settings.repo_share) * 3  # trimmed by tokens
         snippets = self._repo.choose(index, key, cursor, max_chars, held)
-        if not snippets:
-            return [], None, None
+        if not snippets or index is None:
+            return snippets, None, None
         here = uri_path(key)
         root = index.root_of(here) if here is not None else None
         root = root or next(iter(index.roots), None)
         path = here.relative_to(root).as_posix() if here and root and \
             here.is_relative_to(root) else None
         return snippets, index.roots.get(root) if root else None, path
+
+    def editor_context(self, key: str, definitions: Any) -> int:
+        """`fimlsp.context`: definitions the editor's language server found for the symbols
+        near the cursor of `key` ([{uri, text, line?, name?}], nearest first), used as the
+        best-ranked snippets of the next prompts there. The text comes from the client, so
+        nothing outside the workspace folders is read here. Returns how many were kept."""
+        if not isinstance(definitions, list) or len(definitions) > MAX_EDITOR_DEFINITIONS:
+            raise FimError(ErrorKind.INVALID_PARAMS, "fimlsp.context takes a list of at most "
+                           f"{MAX_EDITOR_DEFINITIONS} definitions {{uri, text, line?, name?}}")
+        index = self.repo_index()
+        snippets = []
+        for number, item in enumerate(definitions):
+            if not isinstance(item, dict) or not isinstance(item.get("uri"), str) or \
+                    not isinstance(item.get("text"), str) or \
+                    not isinstance(item.get("line", 0), int) or \
+                    not isinstance(item.get("name", ""), str):
+                raise FimError(ErrorKind.INVALID_PARAMS,
+                               f"fimlsp.context: definitions[{number}] must be {{uri: string, "
+                               "text: string, line?: integer, name?: string}")
+            if not item["text"].strip():
+                continue
+            path = uri_path(item["uri"])
+            root = index.root_of(path) if index is not None and path is not None else None
+            shown = path.relative_to(root).as_posix() if root and path else \
+                display_path(item["uri"])
+            name = item.get("name") or "a symbol near the cursor"
+            text = item["text"][:MAX_EDITOR_CHARS]
+            snippets.append(Snippet(shown, text if text.endswith("\n") else text + "\n", 200.0,
+                                    max(0, item.get("line", 0)), item["uri"],
+                                    f"definition of {name} from the editor's language server"))
+        with self._documents_lock:
+            self._repo.set_editor(key, snippets)
+        return len(snippets)
 
     def prompt_report(self, key: str, cursor: Cursor) -> tuple[Prompt, list[dict[str, Any]]]:
         """`fimlsp.prompt`: the prompt at `cursor` with the workspace index's snippets (open

@@ -41,6 +41,7 @@ CMD_STATS = "fimlsp.stats"
 CMD_PROMPT = "fimlsp.prompt"
 CMD_DOCUMENT_TEXT = "fimlsp.documentText"
 CMD_WARM = "fimlsp.warm"
+CMD_CONTEXT = "fimlsp.context"
 # Settings that need the model reloaded when they change; the rest apply to the next request.
 _RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads",
                 "allow_download", "engine", "endpoint", "served_model", "api_key_env",
@@ -494,6 +495,17 @@ def create_server(settings: Settings) -> FimServer:
             return ls.warm(uri, position)
 
         return await ls.guarded(work(), False)
+
+    @server.command(CMD_CONTEXT)
+    async def editor_context(ls: FimServer, uri: str, definitions: Any) -> Any:
+        """Definitions of the symbols near the cursor from the editor's own language server
+        (`[{uri, text, line?, name?}]`, nearest first): the best-ranked snippets of the next
+        prompts in `uri`. Answers how many were kept; a malformed list is -32602."""
+
+        async def work() -> int:
+            return ls.completer.editor_context(uri, definitions)
+
+        return await ls.guarded(work())
 
     @server.command(CMD_DOCUMENT_TEXT)
     def document_text(ls: FimServer, uri: Any = None, *_args: Any) -> str | None:

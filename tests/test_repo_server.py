@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from lsprotocol import types as t
-from test_lsp import WAIT_S, Client, Doc, running, uri_for
+from pygls.exceptions import JsonRpcException
+from test_lsp import INVALID_PARAMS, WAIT_S, Client, Doc, running, uri_for
 
 pytestmark = pytest.mark.slow
 
@@ -201,6 +202,28 @@ async def test_typing_keeps_the_chosen_snippets(server: Client, project: Path) -
         prompt = await prompt_at_end(server, doc)
         assert prompt["text"].startswith(head)
         assert [s["path"] for s in prompt["snippets"]] == [s["path"] for s in first["snippets"]]
+
+
+async def test_definitions_sent_by_the_editor_are_the_best_ranked(server: Client,
+                                                                  project: Path) -> None:
+    """Item 3 of the issue, server side: a client asks its own language server for the
+    definitions near the cursor (a library outside the workspace, here) and sends them."""
+    doc = Doc(server, uri_for(project, "editor.py"), "import requests\n\nrequests.get(")
+    signature = "def get(url, params=None, **kwargs):"
+    sent = [{"uri": "file:///usr/lib/python3/site-packages/requests/api.py", "line": 61,
+             "name": "get", "text": signature + "\n    \"\"\"Sends a GET request.\"\"\"\n"}]
+    assert await server.command("fimlsp.context", doc.uri, sent) == 1
+    prompt = await prompt_at_end(server, doc)
+    assert signature in prompt["text"]
+    last = prompt["snippets"][-1]
+    assert last["kind"] == "editor" and last["path"] == "requests/api.py", prompt["snippets"]
+    for bad in ([{"uri": 3, "text": "x"}], "not a list", [{"uri": "file:///a.py"}] * 17):
+        with pytest.raises(JsonRpcException) as raised:
+            await server.command("fimlsp.context", doc.uri, bad)
+        assert raised.value.code == INVALID_PARAMS and "fimlsp.context" in str(raised.value)
+    assert signature in (await prompt_at_end(server, doc))["text"]  # kept; still serving
+    assert await server.command("fimlsp.context", doc.uri, []) == 0
+    assert signature not in (await prompt_at_end(server, doc))["text"]
 
 
 async def test_repo_context_off_by_setting(server: Client, project: Path) -> None:

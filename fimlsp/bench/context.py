@@ -102,7 +102,7 @@ def sites(index: RepoIndex, rng: random.Random, count: int, per_file: int) -> li
     paths = sorted(index.files)
     rng.shuffle(paths)
     for path in paths:
-        if path.suffix != ".py":
+        if path.suffix not in (".py", ".ts", ".tsx", ".js"):
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         own = {d.name for d in index.files[path].definitions}
@@ -113,12 +113,14 @@ def sites(index: RepoIndex, rng: random.Random, count: int, per_file: int) -> li
                 continue
             line_start = text.rfind("\n", 0, match.start()) + 1
             line = text[line_start:match.end()].lstrip()
-            if line.startswith(("#", "from ", "import ", "def ", "class ", "@")) or \
-                    line.count('"') % 2 or line.count("'") % 2:
+            if line.startswith(("#", "from ", "import ", "def ", "class ", "@", "//", "*", "/*",
+                                 "export ", "function ", "async function ")) or \
+                    line.count('"') % 2 or line.count("'") % 2 or line.count("`") % 2:
                 continue
             before = text[:match.start()]
-            if before.count('"""') % 2 or before.count("'''") % 2:
-                continue  # in a docstring
+            if before.count('"""') % 2 or before.count("'''") % 2 or \
+                    before.rfind("/*") > before.rfind("*/"):
+                continue  # in a docstring or a block comment
             found.append(Site(path, match.end(), name, unique[name][1]))
         rng.shuffle(found)
         out += found[:per_file]

@@ -73,6 +73,7 @@ class _State:
     similar_line: int = -(1 << 30)
     head: str = ""  # the start of the document, where its imports are ...
     imports: dict[str, str] = field(default_factory=dict)  # ... and what they import
+    editor: list[Choice] = field(default_factory=list)  # sent by the client (`fimlsp.context`)
 
 
 def uri_path(uri: str) -> Path | None:
@@ -170,6 +171,27 @@ class RepoContext:
         self._states: OrderedDict[str, _State] = OrderedDict()
         self.last: dict[str, list[dict[str, object]]] = {}  # key → why, for `fimlsp.prompt`
 
+    def _state(self, key: str) -> _State:
+        state = self._states.pop(key, None) or _State()
+        self._states[key] = state
+        while len(self._states) > _DOCUMENTS:
+            self._states.popitem(last=False)
+        return state
+
+    def set_editor(self, key: str, snippets: list[Snippet]) -> None:
+        """Definitions the editor's own language server gave for the symbols near the cursor
+        (sent by the client): the best-ranked snippets of `key` until the next call. The same
+        ones sent again change nothing, so the prompt (and its cache) stays."""
+        state = self._state(key)
+        fresh = [Choice((s.path, s.line), s, "editor", 0) for s in snippets]
+        if [(c.key, c.snippet.text) for c in fresh] != \
+                [(c.key, c.snippet.text) for c in state.editor]:
+            state.editor = fresh
+
+    def editor(self, key: str) -> bool:
+        state = self._states.get(key)
+        return bool(state and state.editor)
+
     def forget(self, key: str) -> None:
         self._states.pop(key, None)
         self.last.pop(key, None)
@@ -177,16 +199,23 @@ class RepoContext:
     def __len__(self) -> int:
         return len(self._states)
 
-    def choose(self, index: RepoIndex, key: str, cursor: Cursor, max_chars: int,
+    def choose(self, index: RepoIndex | None, key: str, cursor: Cursor, max_chars: int,
                held: list[Snippet] = ()) -> list[Snippet]:  # type: ignore[assignment]
         """The index's snippets for a prompt at `cursor` in document `key`, oldest first (the
         order they open the prompt in), at most `max_chars` of text; `held` are the snippets of
-        open documents the prompt already has."""
+        open documents the prompt already has. The editor's definitions (`set_editor`) come
+        last, nearest the code, and are the last to go when the budget is short."""
         started = time.perf_counter()
-        state = self._states.pop(key, None) or _State()
-        self._states[key] = state
-        while len(self._states) > _DOCUMENTS:
-            self._states.popitem(last=False)
+        state = self._state(key)
+        editor = []
+        for choice in state.editor:  # they arrive nearest first
+            if len(choice.snippet.text) <= max_chars:
+                editor.insert(0, choice)
+                max_chars -= len(choice.snippet.text)
+        if index is None:
+            self._explain(key, editor)
+            return [c.snippet for c in editor]
+        taken = {c.key for c in editor}
         here = uri_path(key)
         window = cursor.prefix[-_LOCAL_CHARS:] + cursor.suffix[:_LOCAL_CHARS // 4]
         local = set(_LOCAL_DEF.findall(window))
@@ -196,7 +225,8 @@ class RepoContext:
         head = cursor.prefix[:_HEAD_CHARS]
         if head != state.head:  # imports are parsed again only when the head changes
             state.head, state.imports = head, imports(head)
-        wanted = self._definitions(index, cursor, here, local, state.imports, window, held)
+        wanted = [c for c in self._definitions(index, cursor, here, local, state.imports,
+                                               window, held) if c.key not in taken]
         state.definitions = self._merge(index, state.definitions, wanted, max_chars)
         if abs(cursor.line - state.similar_line) >= RESEARCH_LINES or \
                 not self._current(index, state.similar):
@@ -213,15 +243,18 @@ class RepoContext:
                     for d in state.definitions):
                 similar.append(choice)
                 room -= len(choice.snippet.text)
-        chosen = [*similar[::-1], *state.definitions]
+        chosen = [*similar[::-1], *state.definitions, *editor]
         counters = index.counters
         counters.requests += 1
         counters.requests_with_context += int(bool(chosen))
         index.count_query((time.perf_counter() - started) * 1000)
+        self._explain(key, chosen)
+        return [c.snippet for c in chosen]
+
+    def _explain(self, key: str, chosen: list[Choice]) -> None:
         self.last[key] = [{"path": c.snippet.path, "line": c.snippet.line + 1, "kind": c.kind,
                            "reason": c.snippet.reason, "score": round(c.snippet.score, 2),
                            "chars": len(c.snippet.text)} for c in chosen]
-        return [c.snippet for c in chosen]
 
     # -- the two sources --------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import math
 import multiprocessing
 import os
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -250,10 +251,11 @@ class RepoIndex:
                 self._next_chunk += 1
                 length = sum(counts.values())
                 self._chunks[cid] = (path, chunk, length)
-                self._terms_of[cid] = tuple(counts)
+                # Terms arrive as new strings from the worker: interned, each is held once.
+                self._terms_of[cid] = tuple(sys.intern(t) for t in counts)
                 self._total_length += length
                 for term, count in counts.items():
-                    self._postings.setdefault(term, {})[cid] = count
+                    self._postings.setdefault(sys.intern(term), {})[cid] = count
                 ids.append(cid)
             for definition in definitions:
                 self._definitions.setdefault(definition.name, []).append((path, definition))
