@@ -264,7 +264,8 @@ def main(argv: list[str]) -> int:
     for root in repos:
         index, wall, cpu = build(root, args.max_files)
         picked = sites(index, rng, args.sites, 3)
-        row = {"repo": root.name, "files": len(index.files), "chunks": len(index._chunks),
+        name = root.parent.name if root.name == "package" else root.name  # npm's tarballs
+        row = {"repo": name, "files": len(index.files), "chunks": len(index._chunks),
                "definitions": sum(len(e.definitions) for e in index.files.values()),
                "index_s": wall, "index_cpu_s": cpu,
                **recall(index, picked, tok, args.template, args.window, args.share)}

@@ -39,6 +39,8 @@ from fimlsp.repo.parse import Chunk, Definition, parse
 
 K1, B = 1.2, 0.75
 COMMON_SHARE = 0.05  # a term in more than this share of the chunks says little: not scored
+MERGE_SLICE = 16  # chunks merged per hold of the lock (and of the GIL)
+MERGE_PAUSE_S = 0.002  # after each: the index thread holds the GIL a fraction of the time
 MAX_POSTINGS = 2500  # postings scored per query, rarest terms first: bounds a query's time
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
@@ -208,7 +210,7 @@ class RepoIndex:
         results: Iterable[Analysis | None]
         if pool is not None:
             try:
-                results = list(pool.map(analyse, paths, chunksize=4))
+                results = list(pool.map(analyse, paths))  # one file per message: short unpickles
             except Exception:  # the worker died (killed, out of memory): here, then
                 self._pool_failed = True
                 results = map(analyse, paths)
@@ -245,18 +247,25 @@ class RepoIndex:
         with self._lock:
             self._drop(path)
             self._versions += 1
-            ids = []
-            for chunk, counts in chunk_terms:
-                cid = self._next_chunk
-                self._next_chunk += 1
-                length = sum(counts.values())
-                self._chunks[cid] = (path, chunk, length)
-                # Terms arrive as new strings from the worker: interned, each is held once.
-                self._terms_of[cid] = tuple(sys.intern(t) for t in counts)
-                self._total_length += length
-                for term, count in counts.items():
-                    self._postings.setdefault(sys.intern(term), {})[cid] = count
-                ids.append(cid)
+        ids = []
+        # In slices, giving up the lock and the GIL between them: a large file is thousands of
+        # postings, and the event loop or the model's thread may be waiting. Until the entry is
+        # in `files` (below), searches skip its chunks and it has no definitions.
+        for start in range(0, len(chunk_terms), MERGE_SLICE):
+            with self._lock:
+                for chunk, counts in chunk_terms[start:start + MERGE_SLICE]:
+                    cid = self._next_chunk
+                    self._next_chunk += 1
+                    length = sum(counts.values())
+                    self._chunks[cid] = (path, chunk, length)
+                    # Terms arrive as new strings from the worker: interned, held once.
+                    self._terms_of[cid] = tuple(sys.intern(t) for t in counts)
+                    self._total_length += length
+                    for term, count in counts.items():
+                        self._postings.setdefault(sys.intern(term), {})[cid] = count
+                    ids.append(cid)
+            time.sleep(MERGE_PAUSE_S)
+        with self._lock:
             for definition in definitions:
                 self._definitions.setdefault(definition.name, []).append((path, definition))
             self.files[path] = FileEntry(path, root, rel, mtime_ns, size, parser,
@@ -372,7 +381,7 @@ class RepoIndex:
             for cid in heapq.nlargest(k * 4, scores, key=scores.__getitem__):
                 score = scores[cid]
                 path, chunk, _length = self._chunks[cid]
-                if path in exclude:
+                if path in exclude or path not in self.files:  # excluded, or still merging
                     continue
                 mine = set(self._terms_of.get(cid, ()))
                 matched = tuple(t for _df, t, _p in postings if t in mine)
