@@ -40,7 +40,8 @@ from fimlsp.repo.parse import Chunk, Definition, parse
 K1, B = 1.2, 0.75
 COMMON_SHARE = 0.05  # a term in more than this share of the chunks says little: not scored
 MERGE_SLICE = 16  # chunks merged per hold of the lock (and of the GIL)
-MERGE_PAUSE_S = 0.002  # after each: the index thread holds the GIL a fraction of the time
+MERGE_WORK_S = 0.002  # merging this long, the index thread pauses MERGE_PAUSE_S: it holds
+MERGE_PAUSE_S = 0.002  # the GIL about half the time, and small files cost no sleep each
 MAX_POSTINGS = 2500  # postings scored per query, rarest terms first: bounds a query's time
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
@@ -169,6 +170,7 @@ class RepoIndex:
         self._pool: ProcessPoolExecutor | None = None
         self._pool_failed = False
         self.use_worker = True
+        self._since_pause = 0.0
 
     # -- building (on the executor) ---------------------------------------------------------
 
@@ -264,7 +266,9 @@ class RepoIndex:
                     for term, count in counts.items():
                         self._postings.setdefault(sys.intern(term), {})[cid] = count
                     ids.append(cid)
-            time.sleep(MERGE_PAUSE_S)
+            if time.perf_counter() - self._since_pause > MERGE_WORK_S:
+                time.sleep(MERGE_PAUSE_S)
+                self._since_pause = time.perf_counter()
         with self._lock:
             for definition in definitions:
                 self._definitions.setdefault(definition.name, []).append((path, definition))
@@ -336,11 +340,11 @@ class RepoIndex:
                 self._pool_failed = True
         return self._pool
 
-    def release_worker(self) -> None:
+    def release_worker(self, wait: bool = False) -> None:
         """Ends the parsing process (after the first index: single saved files are cheap)."""
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=wait, cancel_futures=True)
 
     # -- queries (any thread) ---------------------------------------------------------------
 
