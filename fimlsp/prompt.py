@@ -12,6 +12,9 @@ size of the file.
 from __future__ import annotations
 
 import bisect
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -349,6 +352,29 @@ def comment_marker(path: str | None) -> str:
     return next((m for m, exts in _LINE_COMMENT.items() if extension in exts), "#")
 
 
+_SNIPPET_IDS: weakref.WeakKeyDictionary[Tokenizer, OrderedDict[str, list[int]]] = \
+    weakref.WeakKeyDictionary()
+_SNIPPET_CACHE = 64  # snippets' ids kept per tokenizer
+_SNIPPET_LOCK = threading.Lock()
+
+
+def _snippet_ids(tokenizer: Tokenizer, text: str) -> list[int]:
+    """The ids of a snippet block: the same snippets open every prompt while the user types, so
+    they are encoded once, not per keystroke."""
+    with _SNIPPET_LOCK:  # the model's threads and the event loop (`fimlsp.prompt`)
+        cache = _SNIPPET_IDS.setdefault(tokenizer, OrderedDict())
+        ids = cache.get(text)
+        if ids is not None:
+            cache.move_to_end(text)
+            return ids
+    ids = _encode(tokenizer, text)[0]
+    with _SNIPPET_LOCK:
+        cache[text] = ids
+        while len(cache) > _SNIPPET_CACHE:
+            cache.popitem(last=False)
+    return ids
+
+
 def neighbour_ids(tokenizer: Tokenizer, template: FimTemplate, snippets: Sequence[Snippet],
                   path: str | None, budget: int, repo_name: str | None = None) -> list[int]:
     """Snippets of other files in the family's repository format, within `budget` tokens.
@@ -381,7 +407,7 @@ def neighbour_ids(tokenizer: Tokenizer, template: FimTemplate, snippets: Sequenc
     room = budget - len(tail) - len(head)
     blocks: list[list[int]] = []
     for text in reversed(texts):  # best first
-        ids = [*lead, *_encode(tokenizer, text)[0]]
+        ids = [*lead, *_snippet_ids(tokenizer, text)]
         if len(ids) > room:
             ids = [*lead, *fit_head(tokenizer, text, room - len(lead))[0]]
             if len(ids) - len(lead) < 16:  # a path and a line or two: not worth it
