@@ -50,8 +50,8 @@ class Settings:
     # The workspace index (fimlsp/repo): definitions and similar code from unopened files.
     repo_context: bool = True  # local folders only: remote schemes are never indexed
     repo_share: float = 0.15  # of the context budget, for the index's snippets
-    repo_max_files: int = 10_000
-    repo_max_bytes: int = 100_000_000  # source bytes indexed, all folders together
+    repo_max_files: int = 5_000
+    repo_max_bytes: int = 20_000_000  # source bytes read, all folders: ~5x that held (memory)
     repo_index_timeout_s: int = 120  # indexing stops there; what was indexed is used
     log_level: str = "info"
     # Fetch a model that is not in the local Hugging Face cache. Off: a language server starts

@@ -66,7 +66,7 @@ def package_dir(name: str) -> Path | None:
 def build(root: Path, max_files: int) -> tuple[RepoIndex, float, float]:
     """The index of `root`, built on this thread; (index, wall s, CPU s of this thread and the
     parsing process together: the cost, whatever the machine's load)."""
-    index = RepoIndex(max_files=max_files)
+    index = RepoIndex(max_files=max_files, max_bytes=1 << 40)  # the files cap only
     index.roots[root] = root.name
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall, cpu = time.perf_counter(), time.thread_time()

@@ -148,7 +148,7 @@ class Progress:
 class RepoIndex:
     """Files of the workspace folders → definitions by name and BM25 over chunks."""
 
-    def __init__(self, max_files: int = 10_000, max_bytes: int = 100_000_000,
+    def __init__(self, max_files: int = 5_000, max_bytes: int = 20_000_000,
                  timeout_s: float = 120.0) -> None:
         self.max_files, self.max_bytes, self.timeout_s = max_files, max_bytes, timeout_s
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="fimlsp-index")
