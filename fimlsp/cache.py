@@ -8,6 +8,9 @@ the remainder. Nothing here touches the model or waits for it, so the server ask
 queues anything on the model's thread. `fimlsp.accept` / `fimlsp.partialAccept` advance the
 suggestion the same way typing does.
 
+Prefetched: the suggestion that will be wanted after the user accepts the one on screen,
+computed in the model's idle time (`Completer.prefetch`) and looked up as typing-through is.
+
 Recent completions: an LRU keyed by prompt identity (the prompt's token ids and the generation
 settings), for the same prompt seen again — after an undo, or moving back to where the user was.
 Building the prompt needs the document's sticky window edges, so this one is asked on the
@@ -16,6 +19,7 @@ model's thread, before generating.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -77,11 +81,80 @@ class TypingThrough:
                     del self._shown[key]
                 return
 
+    def extend(self, key: str, request_id: int, prefix: str, whole: str) -> bool:
+        """Suggestion `request_id`, shown at `prefix` and cut short by the time budget, has been
+        generated to its end, `whole`: if it is still on screen, the rest of `whole` is now what
+        typing-through and accepts go on with. False when it is gone."""
+        shown = self._shown.get(key)
+        if shown is None or shown.request_id != request_id or \
+                not shown.prefix.startswith(prefix):
+            return False
+        taken = shown.prefix[len(prefix):]  # typed or accepted since it was shown
+        if not whole.startswith(taken + shown.text):
+            return False
+        shown.text = whole[len(taken):]
+        return True
+
     def forget(self, key: str) -> None:
         self._shown.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._shown)
+
+
+@dataclass
+class Ahead:
+    """A suggestion computed before it was asked for: at `prefix`/`suffix`, the cursor after
+    the user accepts the suggestion on screen."""
+
+    prefix: str
+    suffix: str
+    text: str
+    settings: Any
+    spent_ms: float  # the model's time on it, for the "wasted" count when nobody asks
+
+
+class Prefetched:
+    """Suggestions for where the cursor will be after an accept, per document.
+
+    Filled from the model's thread (a background job), read on the event loop before anything
+    is queued: a hit costs two string comparisons, however busy the model is. An answer is taken
+    once; a document keeps its few newest, and closing it drops them.
+    """
+
+    def __init__(self, per_document: int = 4, documents: int = 64) -> None:
+        self._items: OrderedDict[str, list[Ahead]] = OrderedDict()
+        self._per_document = per_document
+        self._documents = documents
+        self._lock = threading.Lock()
+
+    def put(self, key: str, cursor: Cursor, text: str, settings: Any, spent_ms: float) -> None:
+        with self._lock:
+            items = [a for a in self._items.pop(key, []) if (a.prefix, a.suffix) != (
+                cursor.prefix, cursor.suffix)]
+            items.insert(0, Ahead(cursor.prefix, cursor.suffix, text, settings, spent_ms))
+            self._items[key] = items[:self._per_document]
+            while len(self._items) > self._documents:
+                self._items.popitem(last=False)
+
+    def take(self, key: str, cursor: Cursor, settings: Any) -> Ahead | None:
+        """The answer computed for exactly this cursor (and these settings), removed."""
+        with self._lock:
+            items = self._items.get(key, [])
+            for index, ahead in enumerate(items):
+                if ahead.settings == settings and ahead.prefix == cursor.prefix \
+                        and ahead.suffix == cursor.suffix:
+                    del items[index]
+                    return ahead
+        return None
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(map(len, self._items.values()))
 
 
 class RecentCompletions:

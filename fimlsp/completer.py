@@ -7,6 +7,7 @@ the same document and position. Everything here runs on the scheduler's worker t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -20,7 +21,7 @@ from urllib.parse import unquote
 from tokenizers import Tokenizer
 
 from fimlsp import __version__, postprocess
-from fimlsp.cache import RecentCompletions, TypingThrough
+from fimlsp.cache import Prefetched, RecentCompletions, TypingThrough
 from fimlsp.config import Settings
 from fimlsp.context import (
     WINDOW_LINES,
@@ -30,9 +31,10 @@ from fimlsp.context import (
     display_path,
     query_words,
     similar_snippets,
+    units_len,
 )
 from fimlsp.documents import MAX_DOCUMENT_CHARS, Text
-from fimlsp.engine import Generation
+from fimlsp.engine import Generation, choices
 from fimlsp.engine.local import LocalEngine
 from fimlsp.engine.remote import RemoteEngine
 from fimlsp.errors import ErrorKind, FimError
@@ -73,9 +75,13 @@ class Completion:
     generated_tokens: int = 0
     stop_reason: str = ""
     total_ms: float = 0.0
+    # An answer the time budget cut short: (prompt ids, ids generated so far, mode), so the rest
+    # can be generated after it was shown (`Completer.finish`). Not part of the timings.
+    unfinished: tuple[list[int], list[int], str] | None = field(default=None, repr=False)
 
     def timings(self) -> dict[str, Any]:
         fields = asdict(self)
+        fields.pop("unfinished")
         fields["prefill_ms"] = round(self.prefill_ms, 1)
         fields["decode_ms"] = round(self.decode_ms, 1)
         fields["total_ms"] = round(self.total_ms, 1)
@@ -107,10 +113,20 @@ class Stats:
     partially_accepted: int = 0
     warmed: int = 0  # warm starts that prefilled their whole prompt
     warm_interrupted: int = 0  # ... and those a real request stopped first
+    prefetched: int = 0  # suggestions computed ahead, for after an accept
+    prefetch_used: int = 0  # ... of which a request was answered with
+    prefetch_interrupted: int = 0  # ... stopped by a real request before they finished
+    prefetch_ms: float = 0.0  # model time spent computing ahead
+    prefetch_used_ms: float = 0.0  # ... on the ones used: the rest is the price of guessing
+    finished: int = 0  # answers the time budget cut, generated to their end after being shown
+    generated: int = 0  # tokens the model generated, over all generations
+    forwards: int = 0  # forward passes that produced them (one per token without drafts)
+    drafted: int = 0  # prompt-lookup draft tokens verified
+    drafts_accepted: int = 0  # ... that the model agreed with
     last: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, **counts: int) -> None:
+    def add(self, **counts: float) -> None:
         with self._lock:
             for name, count in counts.items():
                 setattr(self, name, getattr(self, name) + count)
@@ -122,9 +138,8 @@ class Stats:
     def snapshot(self) -> Stats:
         """A consistent copy, for reports."""
         with self._lock:
-            return Stats(self.requests, self.answered_from_cache, self.cancelled, self.errors,
-                         self.accepted, self.accepted_chars, self.partially_accepted,
-                         self.warmed, self.warm_interrupted, dict(self.last))
+            copy = dataclasses.replace(self, last=dict(self.last))
+        return copy
 
     @property
     def cache_share(self) -> float:
@@ -153,6 +168,7 @@ class Completer:
         self.stats = Stats()
         self._recent = RecentCompletions(_RECENT)  # by prompt identity, on the model's thread
         self.typing = TypingThrough()  # the suggestion on screen per document, on the event loop
+        self.ahead = Prefetched()  # suggestions for after an accept, computed in idle time
         # Per document, bounded (LRU) and dropped when it closes (`forget`): where its prompt was
         # cut, and its neighbour snippets with the cursor line they were chosen at and the
         # documents they came from. The other documents' windows are in `_index`.
@@ -210,11 +226,19 @@ class Completer:
         """New settings that need no reload; the window follows a changed context_window."""
         self.settings = settings
         if self.spec is not None:
+            cap = choices.window_cap(settings.context_window, settings.engine, settings.device)
             self.window, self.window_reason = effective_window(self.spec, self._config,
-                                                               settings.context_window)
+                                                               settings.context_window, cap)
             served = getattr(self.engine, "max_context", None)  # a serving engine's own limit
             if served and served < self.window:
                 self.window, self.window_reason = served, "the serving engine's limit"
+
+    def choices(self) -> dict[str, choices.Choice]:
+        """Each resource setting's value and why (engine/choices.py), with the window's."""
+        made = dict(getattr(self.engine, "choices", {}))
+        if self.window:
+            made["window"] = choices.Choice(self.window, self.window_reason)
+        return made
 
     @property
     def ready(self) -> bool:
@@ -392,6 +416,7 @@ class Completer:
                 self._index.forget(name)
                 self._repo.forget(name)
                 self._recent.forget(name)
+                self.ahead.forget(name)
                 if self.engine is not None:
                     self.engine.drop_session(name)
 
@@ -405,11 +430,12 @@ class Completer:
                     "sessions": self.engine.session_count if self.engine is not None else 0}
 
     def complete(self, key: str, cursor: Cursor, token: CancelToken | None = None,
-                 request_id: int | None = None) -> Completion:
-        """The cleaned suggestion for `cursor`; blocking, on the worker thread."""
+                 request_id: int | None = None, count: bool = True) -> Completion:
+        """The cleaned suggestion for `cursor`; blocking, on the worker thread. `count`: a
+        request of the user's (not one computed ahead), for the stats."""
         started = time.perf_counter()
         request_id = request_id if request_id is not None else self.next_id()
-        self._count(cache=False)
+        self._count(cache=False, request=count)
         prompt = self.prompt_for(cursor, key)
         mode = postprocess.mode_for(cursor, self.settings.multiline, key)
         key_parts = (prompt.ids, mode, *self.answer_settings)  # settings: part of the answer
@@ -417,22 +443,66 @@ class Completer:
         with self._documents_lock:  # several worker threads with a serving engine
             recent = self._recent.get(identity)
         if recent is not None:
-            self._count(cache=True, request=False)
+            self._count(cache=count, request=False)
             result = Completion(recent, request_id, "cache",
                                 prompt_tokens=len(prompt.ids), stop_reason="cache")
         else:
-            generation = self._generate(key, cursor, prompt, mode, token or CancelToken())
+            generation = self._generate(key, cursor, prompt.ids, mode, token or CancelToken())
             text = self._decode(generation.ids)
+            cut = generation.stop_reason == "time" and mode == "block" and \
+                self.settings.policy != "raw"
+            if cut:  # the line being written could still be cut once it ends: not shown
+                text = finished_lines(text)
             text = raw_text(text) if self.settings.policy == "raw" else postprocess.clean(
                 text, cursor, mode, key)
             result = Completion(text, request_id, "model", len(prompt.ids),
                                 generation.reused_tokens, generation.prefill_ms,
                                 generation.decode_ms, len(generation.ids), generation.stop_reason)
+            if cut and text:
+                result.unfinished = (prompt.ids, generation.ids, mode)
+            self.stats.add(generated=len(generation.ids),
+                           forwards=generation.decode_forwards + bool(generation.ids),
+                           drafted=generation.drafted, drafts_accepted=generation.accepted)
             if generation.interrupted:
                 self.stats.add(cancelled=1)
             elif generation.stop_reason != "time":
                 with self._documents_lock:
                     self._recent.put(identity, text, key)
+        result.total_ms = (time.perf_counter() - started) * 1000
+        if count:
+            self.stats.record(result.timings())
+        return result
+
+    # -- computing ahead: the suggestion after an accept ------------------------------------
+
+    def prefetch(self, key: str, cursor: Cursor, shown: str, token: CancelToken) -> None:
+        """Computes, in the model's idle time, the suggestion that will be asked for once the
+        user accepts `shown` at `cursor`, and keeps it where `answer_ahead` finds it: after an
+        accept the next suggestion is there at once (llama.vim's `fim_try_hint`). The same KV
+        session: its prompt is this one plus the accepted text, so only those tokens are new.
+        Any real request stops it between tokens; what it had is then dropped."""
+        if self.engine is None or not shown:
+            return
+        after = cursor_after(cursor, shown)
+        started = time.perf_counter()
+        result = self.complete(key, after, token, count=False)
+        spent = (time.perf_counter() - started) * 1000
+        if result.stop_reason in ("cancelled", "superseded", "time"):
+            self.stats.add(prefetch_interrupted=1, prefetch_ms=spent)
+            return
+        self.stats.add(prefetched=1, prefetch_ms=spent)
+        self.ahead.put(key, after, result.text, self.answer_settings, spent)
+
+    def answer_ahead(self, key: str, cursor: Cursor) -> Completion | None:
+        """The suggestion computed ahead for exactly this cursor; on the event loop, before
+        anything is queued (as `typed_through`)."""
+        started = time.perf_counter()
+        ahead = self.ahead.take(key, cursor, self.answer_settings)
+        if ahead is None:
+            return None
+        self._count(cache=True)
+        self.stats.add(prefetch_used=1, prefetch_used_ms=ahead.spent_ms)
+        result = Completion(ahead.text, self.next_id(), "prefetch", stop_reason="prefetched")
         result.total_ms = (time.perf_counter() - started) * 1000
         self.stats.record(result.timings())
         return result
@@ -453,12 +523,29 @@ class Completer:
                        warm_interrupted=int(generation.interrupted))
         return result
 
-    def _generate(self, key: str, cursor: Cursor, prompt: Prompt, mode: str,
-                  token: CancelToken) -> Generation:
+    def finish(self, key: str, cursor: Cursor, shown: Completion, token: CancelToken
+               ) -> str | None:
+        """The whole answer that `shown` is the first lines of (the time budget cut it): the
+        generation goes on from where it stopped, on the same KV session, in the model's idle
+        time. The full text, cleaned, or None when stopped or when it no longer starts with
+        what was shown."""
+        assert shown.unfinished is not None
+        ids, generated, mode = shown.unfinished
+        generation = self._generate(key, cursor, ids, mode, token, generated)
+        if generation.interrupted or generation.stop_reason == "time":
+            return None
+        text = postprocess.clean(self._decode([*generated, *generation.ids]), cursor, mode, key)
+        return text if text.startswith(shown.text) else None
+
+    def _generate(self, key: str, cursor: Cursor, prompt: list[int], mode: str,
+                  token: CancelToken, already: list[int] | None = None) -> Generation:
+        """`already`: tokens generated before (a cut answer going on): they follow the prompt,
+        and the policy and the length limit count them."""
         assert self.engine is not None and self.tokenizer is not None and self.spec is not None
         stop_ids = {i for t in self.spec.template.stop
                     if (i := self.tokenizer.token_to_id(t)) is not None}
-        generated: list[int] = []
+        already = already or []
+        generated: list[int] = list(already)
 
         raw = self.settings.policy == "raw"
 
@@ -469,7 +556,8 @@ class Completer:
             return postprocess.wants_stop(self._decode(generated), mode, cursor, key)
 
         s = self.settings
-        return self.engine.generate(key, prompt.ids, max_new_tokens=s.max_new_tokens,
+        return self.engine.generate(key, [*prompt, *already],
+                                    max_new_tokens=max(1, s.max_new_tokens - len(already)),
                                     stop_ids=stop_ids, should_stop=token,
                                     temperature=s.temperature, top_p=s.top_p, on_token=on_token)
 
@@ -526,11 +614,38 @@ class Completer:
                 "accepted": s.accepted, "partially_accepted": s.partially_accepted,
                 "accepted_chars": s.accepted_chars,
                 "warmed": s.warmed, "warm_interrupted": s.warm_interrupted,
+                "prefetched": s.prefetched, "prefetch_used": s.prefetch_used,
+                "prefetch_interrupted": s.prefetch_interrupted,
+                "prefetch_ms": round(s.prefetch_ms, 1),
+                "prefetch_wasted_ms": round(s.prefetch_ms - s.prefetch_used_ms, 1),
+                "finished": s.finished, "forwards": s.forwards, "drafted": s.drafted,
+                "drafts_accepted": s.drafts_accepted,
+                "tokens_per_forward": round(s.generated / s.forwards, 3) if s.forwards else None,
                 "model": self.spec.name if self.spec else self.settings.model,
                 "ready": self.ready, "window": self.window, "version": __version__,
+                "choices": {name: {"value": choices.show(c.value), "why": c.why}
+                            for name, c in self.choices().items()},
                 "document_state": self.document_state(),
                 **(self.engine.describe() if self.engine is not None else
                    {"device": None, "dtype": None, "quantization": None})}
+
+
+def finished_lines(text: str) -> str:
+    """`text` up to its last line break: the lines that are complete (all of it when the first
+    line is still being written)."""
+    end = text.rstrip(" \t").rfind("\n")
+    return text[:end] if end > 0 and text[:end].strip() else text
+
+
+def cursor_after(cursor: Cursor, accepted: str, encoding: str = "utf-16") -> Cursor:
+    """Where `cursor` is once the user has accepted `accepted` there: what `cursor_for` gives
+    for the document with that text inserted (the suffix is measured from the cursor, so it does
+    not change; the prefix's start moves only when it crosses a quarter of its bound, and a
+    suggestion computed for a cursor that then differs is simply not found)."""
+    lines = accepted.split("\n")
+    character = (cursor.character if len(lines) == 1 else 0) + units_len(lines[-1], encoding)
+    return Cursor(cursor.prefix + accepted, cursor.suffix, cursor.line + len(lines) - 1,
+                  character, cursor.prefix_cut)
 
 
 def _tokenizable(text: str) -> str:

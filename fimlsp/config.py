@@ -61,6 +61,11 @@ class Settings:
     order: str = "auto"  # FIM order: the preset's (else the template's) or psm / spm
     policy: str = "structure"  # "raw": the model's text as generated, special tokens removed
     typing_through: bool = True  # answer from the suggestion on screen while the user types it
+    # In idle time, compute the suggestion that follows accepting the one on screen.
+    prefetch: bool = True
+    # Prompt-lookup draft tokens per forward in greedy decoding: None measures at load whether
+    # drafting pays on this machine (engine/local.py), 0 is off.
+    speculate: int | None = None
     # Where the forward passes run: in this process, or a serving engine (engine/remote.py).
     # `model` still names the tokenizer, template and window; the engine serves the weights.
     engine: str = "local"
@@ -105,6 +110,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "repo_index_timeout_s": (1, 3600),
     "connect_timeout_ms": (1, 600_000),
     "retries": (0, 10),
+    "speculate": (0, 16),
 }
 # Spellings clients commonly use for the same thing.
 _ALIASES = {"max_tokens": "max_new_tokens", "quantize": "quantization", "window": "context_window",

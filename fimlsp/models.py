@@ -85,8 +85,9 @@ class Preset:
     order: str = "psm"
     params: str = ""
     note: str = ""
-    # What `quantization: auto` picks per device: fp32 / bf16 unless the model would not fit.
-    cpu_quantization: str = "none"
+    # What `quantization: auto` picks per device (engine/choices.py): dynamic int8 on the CPU,
+    # where fp32 is too slow per keystroke; bf16 on CUDA unless the model would not fit.
+    cpu_quantization: str = "int8"
     cuda_quantization: str = "none"
 
 
@@ -304,9 +305,11 @@ def config_window(config: dict[str, Any] | None) -> int | None:
 
 
 def effective_window(spec: ModelSpec, config: dict[str, Any] | None,
-                     override: int | None) -> tuple[int, str]:
-    """The window to fill and why: the smallest of preset, loaded config and user override."""
-    candidates: list[tuple[int, str]] = []
+                     override: int | None, cap: tuple[int, str] | None = None
+                     ) -> tuple[int, str]:
+    """The window to fill and why: the smallest of preset, loaded config, user override and the
+    device's `cap` (the CPU's default, engine/choices.py)."""
+    candidates: list[tuple[int, str]] = [cap] if cap else []
     if spec.preset:
         candidates.append((spec.preset.window, f"preset {spec.preset.name}"))
     limit = config_window(config)

@@ -28,12 +28,14 @@ HELP: dict[str, str] = {
     "device": "`auto` (CUDA if present, else CPU), `cpu`, `cuda`, `mps`",
     "dtype": "`auto` (fp32 on CPU, bf16 on CUDA), `float32`, `float16`, `bfloat16` (on CPUs "
              "with `avx512_bf16`, bf16 prefills faster than fp32)",
-    "quantization": "`auto` (the preset's choice per device: 4bit for the 15B models on CUDA, "
-                    "else none), `none`, `int8` (CPU, dynamic), `8bit`/`4bit` (CUDA, "
-                    "bitsandbytes: the `gpu` extra)",
+    "quantization": "`auto` (`int8` on the CPU; on CUDA `4bit` for the 15B models, else none: "
+                    "`fimlsp.stats` says why in `choices`), `none`, `int8` (CPU, dynamic), "
+                    "`8bit`/`4bit` (CUDA, bitsandbytes: the `gpu` extra)",
     "threads": "CPU threads for the model",
     "max_new_tokens": "longest suggestion, in tokens; also reserved in the window",
-    "context_window": "shrink the prompt window, in tokens (never past the model's config)",
+    "context_window": "the prompt window, in tokens (never past the model's config); unset: "
+                      "2048 on the CPU with the in-process engine (the keystroke budget, "
+                      "docs/configuration.md), else the model's",
     "temperature": "sampling temperature; 0 is greedy and reproducible",
     "top_p": "nucleus sampling threshold (with a temperature above 0)",
     "time_budget_ms": "stop generating after this long and show what there is",
@@ -60,6 +62,13 @@ HELP: dict[str, str] = {
               "removed (a baseline for `fimlsp bench quality`)",
     "typing_through": "while the user types what the suggestion on screen says, answer with its "
                       "rest without the model; off asks the model on every keystroke",
+    "prefetch": "while a suggestion is on screen and the model is idle, compute the one that "
+                "follows accepting it, so that after an accept the next is there at once "
+                "(any keystroke stops it); the in-process engine only: a serving engine's time "
+                "is shared",
+    "speculate": "prompt-lookup draft tokens verified per forward (greedy output is the same "
+                 "either way); 0 is off; unset: measured at load, on where verifying drafts "
+                 "costs little more than one token (`fimlsp.stats` `choices` says why)",
     "engine": "where the model runs: `local` (in this process), or a serving engine: `openai` "
               "(vLLM and other OpenAI-compatible `/v1/completions`), `llamacpp` (llama.cpp "
               "server), `tgi`, `ollama` (docs/deploy.md); `model` still gives the tokenizer, "
@@ -79,15 +88,16 @@ HELP: dict[str, str] = {
 UNSET: dict[str, str] = {
     "template": "from the preset or tokenizer",
     "tokenizer": "the model's",
-    "threads": "torch's",
-    "context_window": "the model's",
+    "threads": "the physical cores, within the process's CPUs and a container's quota",
+    "context_window": "2048 on the CPU, else the model's",
+    "speculate": "measured at load",
     "endpoint": "the engine's usual local address",
     "served_model": "the one the engine serves",
     "api_key_env": "no key",
 }
 # Changing one of these reloads the model; the others apply to the next request.
 RELOADS = frozenset({"model", "template", "tokenizer", "device", "dtype", "quantization",
-                     "threads", "allow_download", "engine", "endpoint", "served_model",
+                     "threads", "speculate", "allow_download", "engine", "endpoint", "served_model",
                      "api_key_env", "connect_timeout_ms", "tls_verify", "retries"})
 
 

@@ -27,7 +27,9 @@ from fimlsp.completer import Completer, Completion
 from fimlsp.config import Settings, parse_settings
 from fimlsp.context import Cursor, units_len
 from fimlsp.documents import Documents
+from fimlsp.engine import choices
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.pace import TypingPace
 from fimlsp.protocol import FimProtocol
 from fimlsp.repo.service import WorkspaceIndexer
 from fimlsp.scheduler import Cancelled, Scheduler
@@ -44,7 +46,7 @@ CMD_WARM = "fimlsp.warm"
 CMD_CONTEXT = "fimlsp.context"
 # Settings that need the model reloaded when they change; the rest apply to the next request.
 _RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads",
-                "allow_download", "engine", "endpoint", "served_model", "api_key_env",
+                "speculate", "allow_download", "engine", "endpoint", "served_model", "api_key_env",
                 "connect_timeout_ms", "tls_verify", "retries")
 # How long a request the user asked for (Invoked) waits for a model that is still loading: a
 # plain LSP client would otherwise get nothing, and not know why. Automatic requests never wait.
@@ -61,6 +63,7 @@ class FimServer(LanguageServer):
         self.settings = settings
         self.documents = Documents()
         self.repo = WorkspaceIndexer(self)  # the workspace index (fimlsp/repo)
+        self.pace = TypingPace()  # keystroke intervals per document: the time an answer may take
         self.completer = self._new_completer()
         self.scheduler = Scheduler(workers_for(settings))
         self.state = "idle"  # idle | loading | ready | failed
@@ -160,8 +163,8 @@ class FimServer(LanguageServer):
             if completer is self.completer:
                 self.state = "ready"
                 self.log(f"model {name} ready in {time.perf_counter() - started:.1f}s "
-                         f"(window {completer.window} from {completer.window_reason}, "
-                         f"format {completer.spec.template.name}/{completer.spec.order})"
+                         f"(format {completer.spec.template.name}/{completer.spec.order}; "
+                         f"{choices.describe(completer.choices())})"
                          if completer.spec else f"model {name} ready")
         finally:
             if completer is self.completer:
@@ -227,10 +230,17 @@ class FimServer(LanguageServer):
             self.request_log(typed.log_line(uri, completer.stats.cache_share))
             self._note_shown(typed)
             return typed
+        ahead = completer.answer_ahead(uri, cursor)
+        if ahead is not None:  # computed while the last one was on screen: no model call
+            self.request_log(ahead.log_line(uri, completer.stats.cache_share))
+            return self._show(uri, cursor, ahead)
         request_id = completer.next_id()
+        # An automatic request while the user types may take a few of their keystrokes, no more;
+        # one they asked for, or after a pause, the whole budget (pace.py).
+        budget = self.settings.time_budget_ms if invoked else self.pace.budget_ms(
+            uri, self.settings.time_budget_ms)
         future, token = self.scheduler.submit(
-            uri, lambda tok: completer.complete(uri, cursor, tok, request_id),
-            self.settings.time_budget_ms / 1000)
+            uri, lambda tok: completer.complete(uri, cursor, tok, request_id), budget / 1000)
         try:
             result = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -250,11 +260,61 @@ class FimServer(LanguageServer):
             self.log(f"fimlsp: the {self.settings.engine} engine answers again", logging.WARNING)
         if result.stop_reason in ("cancelled", "superseded"):
             return None
-        completer.shown(uri, cursor, result if result.text else None)
+        return self._show(uri, cursor, result)
+
+    def _show(self, uri: str, cursor: Cursor, result: Completion) -> Completion | None:
+        """`result` goes on screen (nothing, if it is empty); while it is there, the model
+        computes what follows accepting it."""
+        self.completer.shown(uri, cursor, result if result.text else None)
         if not result.text:
             return None
         self._note_shown(result)
+        if result.unfinished is not None:
+            self.finish(uri, cursor, result)
+        else:
+            self.prefetch(uri, cursor, result.text)
         return result
+
+    def finish(self, uri: str, cursor: Cursor, shown: Completion) -> None:
+        """`shown` is the first lines of a block the time budget cut: the model goes on with it
+        in its idle time, and the rest joins the suggestion on screen (typing-through and
+        accepts then have it), then the prefetch after the whole of it runs."""
+        completer, loop = self.completer, asyncio.get_running_loop()
+        future, _token = self.scheduler.submit_background(
+            lambda token: completer.finish(uri, cursor, shown, token))
+
+        def extend(whole: str) -> None:  # on the event loop, which owns `typing`
+            if completer.typing.extend(uri, shown.request_id, cursor.prefix, whole):
+                completer.stats.add(finished=1)
+                self._shown[shown.request_id] = whole
+                self.prefetch(uri, cursor, whole)
+
+        def done(f: Any) -> None:
+            if f.cancelled() or f.exception() is not None or not f.result():
+                if not f.cancelled() and f.exception() is not None and \
+                        not isinstance(f.exception(), Cancelled):
+                    log.warning("finishing an answer failed: %s", f.exception())
+                return
+            loop.call_soon_threadsafe(extend, f.result())
+
+        future.add_done_callback(done)
+
+    def prefetch(self, uri: str, cursor: Cursor, shown: str) -> None:
+        """The suggestion after accepting `shown`, computed as background work: any request
+        stops it, so it only ever uses time in which the model would have waited."""
+        if not self.settings.prefetch or self.settings.engine != "local":
+            return  # a serving engine is shared: guesses would cost other people's time
+        completer = self.completer
+        future, _token = self.scheduler.submit_background(
+            lambda token: completer.prefetch(uri, cursor, shown, token))
+
+        def done(f: Any) -> None:
+            if f.cancelled() or isinstance(f.exception(), Cancelled):
+                completer.stats.add(prefetch_interrupted=1)
+            elif f.exception() is not None:
+                log.warning("computing ahead failed: %s", f.exception())
+
+        future.add_done_callback(done)
 
     def warm(self, uri: str, position: types.Position) -> bool:
         """Starts a warm start at `position` when the model is ready; False when it is not.
@@ -397,11 +457,13 @@ def create_server(settings: Settings) -> FimServer:
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: FimServer, params: types.DidChangeTextDocumentParams) -> None:
         ls.documents.change(params.text_document.uri, params.content_changes, ls.encoding)
+        ls.pace.keystroke(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: FimServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.documents.close(uri)
+        ls.pace.forget(uri)
         completer = ls.completer
         completer.typing.forget(uri)  # the event loop's; the rest is the model thread's
         ls.scheduler.run(lambda: completer.forget(uri))

@@ -71,7 +71,7 @@ def tiny(request: pytest.FixtureRequest) -> Tiny:
     else:
         folder = request.getfixturevalue("neox_model")
     spec = resolve_model(str(folder))
-    engine = LocalEngine.load(spec, Settings(device="cpu"), lean=False)
+    engine = LocalEngine.load(spec, Settings(device="cpu", quantization="none"), lean=False)
     assert engine.model.config.model_type == request.param and engine.lean is None
     assert next(engine.model.parameters()).dtype == torch.float32
     return Tiny(request.param, spec, load_tokenizer(str(folder)), engine)

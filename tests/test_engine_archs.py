@@ -113,7 +113,8 @@ def tiny(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     arch = request.param
     folder = build_arch_model(tmp_path_factory.mktemp(f"tiny-{arch}"), arch, shared)
     spec = resolve_model(str(folder))
-    engine = LocalEngine.load(spec, Settings(device="cpu"), lean=False)  # the reference path
+    engine = LocalEngine.load(spec, Settings(device="cpu", quantization="none"),
+                              lean=False)  # the reference path
     assert engine.model.config.model_type == arch
     assert next(engine.model.parameters()).dtype == torch.float32
     assert spec.template.name == ARCHS[arch][2]
@@ -180,7 +181,7 @@ def short_window(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Tiny
                               sliding_window=16)
     spec = resolve_model(str(folder))
     return Tiny("starcoder2", spec, load_tokenizer(str(folder)),
-                LocalEngine.load(spec, Settings(device="cpu"), lean=False))
+                LocalEngine.load(spec, Settings(device="cpu", quantization="none"), lean=False))
 
 
 def test_crop_beyond_a_sliding_window(short_window: Tiny) -> None:

@@ -88,7 +88,8 @@ def tiny(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
          shared: Path) -> Tiny:
     folder = build(request.param, tmp_path_factory, shared)
     spec = resolve_model(str(folder))
-    engine = LocalEngine.load(spec, Settings(device="cpu", dtype="float32"), lean=True)
+    engine = LocalEngine.load(spec, Settings(device="cpu", dtype="float32", quantization="none"),
+                              lean=True)
     assert type(engine.model).__name__ == MODELS[request.param][1]
     assert isinstance(engine.lean, LeanModel), f"no lean forward for {request.param}"
     return Tiny(request.param, spec, load_tokenizer(str(folder)), engine)

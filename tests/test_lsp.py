@@ -361,7 +361,8 @@ async def test_model_loads_after_initialized_with_work_done_progress(server: Cli
     import fimlsp
 
     assert stats["version"] == fimlsp.__version__
-    assert (stats["device"], stats["dtype"], stats["quantization"]) == ("cpu", "float32", "none")
+    # The CPU's defaults (issue 19): dynamic int8 weights, fp32 activations.
+    assert (stats["device"], stats["dtype"], stats["quantization"]) == ("cpu", "float32", "int8")
 
 
 # -- 3: document sync --------------------------------------------------------------------------

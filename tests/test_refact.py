@@ -293,7 +293,8 @@ def test_from_pretrained_loads_the_real_names_and_runs_no_remote_code(
         assert torch.equal(state[name], tensor), name
     assert not torch.equal(state["lm_head.weight"], state["transformer.wte.weight"])
 
-    engine_model, _ = load_model(resolve_model(str(folder)), Settings(device="cpu"))
+    engine_model, _ = load_model(resolve_model(str(folder)),
+                                 Settings(device="cpu", quantization="none"))
     assert type(engine_model) is GPTRefactForCausalLM
     assert torch.equal(engine_model.lm_head.weight, tensors["lm_head.weight"])
     assert not (folder / "REMOTE_CODE_RAN").exists()
@@ -308,7 +309,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Tiny:
     folder = build_tiny_model(tmp_path_factory.mktemp("tiny-refact"), "Refact-1_6B-fim",
                               shared=shared)
     spec = resolve_model(str(folder))
-    engine = LocalEngine.load(spec, Settings(device="cpu"), lean=False)  # the reference path
+    engine = LocalEngine.load(spec, Settings(device="cpu", quantization="none"),
+                              lean=False)  # the reference path
     assert type(engine.model) is GPTRefactForCausalLM
     assert next(engine.model.parameters()).dtype == torch.float32
     return Tiny("gpt_refact", spec, load_tokenizer(str(folder)), engine)

@@ -36,7 +36,8 @@ HELD_OUT = ("argparse.py", "textwrap.py", "shlex.py", "csv.py")  # never trained
 CURSORS_PER_DOCUMENT = 3
 # No snippets of other open documents: each prompt depends on its own document only, so the
 # answers do not depend on which client opened which documents.
-OPTIONS = {"maxNewTokens": 24, "threads": 1, "neighbourShare": 0}
+# fp32 in process (vLLM serves fp32): the CPU's default int8 would be another model.
+OPTIONS = {"maxNewTokens": 24, "threads": 1, "neighbourShare": 0, "quantization": "none"}
 LONG = 800  # tokens a request is allowed, and generates when nobody stops it
 
 

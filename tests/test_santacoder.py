@@ -200,7 +200,7 @@ def test_converted_model_equals_the_original_architecture(tmp_path: Path, shared
                                                           fmt: str) -> None:
     folder = tmp_path / "santacoder"
     tensors = write_original(folder, shared, fmt)
-    model, _ = load_model(resolve_model(str(folder)), Settings(device="cpu"))
+    model, _ = load_model(resolve_model(str(folder)), Settings(device="cpu", quantization="none"))
     assert type(model) is GPTBigCodeForCausalLM and model.config.multi_query
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
     assert not (folder / "REMOTE_CODE_RAN").exists()
@@ -239,7 +239,7 @@ def test_other_custom_code_is_still_refused(tmp_path: Path, shared: Path, config
     (tmp_path / "modeling_x.py").write_text(REMOTE_CODE)
     shutil.copy(shared / "tokenizers" / "starcoder" / "tokenizer.json", tmp_path)
     with pytest.raises(FimError, match="never runs remote code") as error:
-        load_model(resolve_model(str(tmp_path)), Settings(device="cpu"))
+        load_model(resolve_model(str(tmp_path)), Settings(device="cpu", quantization="none"))
     assert error.value.kind is ErrorKind.UNSUPPORTED
     assert not (tmp_path / "REMOTE_CODE_RAN").exists()
 
@@ -253,7 +253,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Tiny:
     folder = tmp_path_factory.mktemp("tiny-santacoder")
     write_original(folder, shared, scale=0.05)
     spec = resolve_model(str(folder))
-    engine = LocalEngine.load(spec, Settings(device="cpu"))
+    engine = LocalEngine.load(spec, Settings(device="cpu", quantization="none"))
     assert type(engine.model) is GPTBigCodeForCausalLM
     assert spec.template.name == "santacoder"
     return Tiny("santacoder", spec, load_tokenizer(str(folder)), engine)

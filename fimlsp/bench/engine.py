@@ -52,7 +52,8 @@ from typing import Any
 import torch
 
 from fimlsp.config import Settings
-from fimlsp.engine.local import LocalEngine, resolve_device
+from fimlsp.engine import choices
+from fimlsp.engine.local import LocalEngine
 from fimlsp.models import resolve_model
 from fimlsp.tiny import build_tiny_model
 
@@ -216,7 +217,8 @@ def bench_one(name: str, folder: Path, quantization: str, args: argparse.Namespa
     reset_peak_rss(device)
     rss_before = rss_mb("VmRSS")
     settings = Settings(device=device.type, dtype=args.dtype, quantization=quantization,
-                        threads=args.threads if device.type == "cpu" else None)
+                        threads=args.threads if device.type == "cpu" else None,
+                        speculate=args.speculate)  # as asked: no measuring at load
     started = time.perf_counter()
     first_engine = LocalEngine.load(resolve_model(str(folder)), settings)
     load_s = time.perf_counter() - started
@@ -355,7 +357,8 @@ def retype(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     tokenizer = load_tokenizer(str(args.model_dir))
     quantization = (args.quantization or "none").split(",")[0]
     settings = Settings(device=device.type, dtype=args.dtype, quantization=quantization,
-                        threads=args.threads if device.type == "cpu" else None)
+                        threads=args.threads if device.type == "cpu" else None,
+                        speculate=args.speculate)  # as asked: no measuring at load
     loaded = LocalEngine.load(resolve_model(str(args.model_dir)), settings)
     k = args.speculate or SPECULATE
     engines = {"plain": LocalEngine(loaded.model, loaded.device, speculate=0),
@@ -480,7 +483,11 @@ def geometry(name: str, args: argparse.Namespace) -> dict[str, int]:
 def main(argv: list[str]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("fimlsp bench engine: no CUDA device on this machine; nothing measured (run it "
+              "where `nvidia-smi` shows a GPU)")
+        return 0
+    device = choices.device(args.device).value
     quantizations = (args.quantization.split(",") if args.quantization
                      else ["none", "int8"] if device.type == "cpu" else ["none", "8bit", "4bit"])
     if device.type == "cpu":

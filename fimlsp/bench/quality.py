@@ -58,6 +58,8 @@ _WORD = re.compile(r"\w+")
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "int8": {"quantization": "int8"},
+    "fp32": {"quantization": "none"},  # the CPU default before issue 19
+    "no prefetch": {"prefetch": False},
     "psm": {"order": "psm"},
     "raw (no policy)": {"policy": "raw"},
     "no neighbours": {"neighbourShare": 0},
@@ -297,16 +299,20 @@ class SpanResult:
     model_calls: int = 0
     late: int = 0  # model answers that arrived after the next keystroke (real time)
     latencies_ms: list[float] = field(default_factory=list)  # of model calls
+    after_accept: int = 0  # answers asked for right after a whole suggestion was accepted
+    after_accept_prefetched: int = 0  # ... that had been computed ahead (`prefetch`)
+    prefetched_ms: list[float] = field(default_factory=list)  # their round trips
 
 
 async def retype(target: str, editor: Editor, typing_ms: float | None, path: str = "",
-                 kind: str = "") -> SpanResult:
+                 kind: str = "", accept_ms: float = 0.0) -> SpanResult:
     """The developer types `target` at the cursor of `editor`, taking suggestions as they fit.
 
     `typing_ms` None: every answer is seen. Else real time: an answer from the model is seen only
     when its round trip fits between two keystrokes; the rest of a suggestion being typed through
     is seen always (the editor already shows it), but a typing-through answer for a suggestion
-    that was never seen is not (the editor had cancelled that request).
+    that was never seen is not (the editor had cancelled that request). `accept_ms`: how long the
+    developer reads a suggestion before taking it (real time passes: the model's idle time).
     """
     result = SpanResult(path, kind, len(target), unaided_keys(target))
     at = 0
@@ -315,6 +321,7 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
     item_taken = 0  # characters of that item taken (partialAccept's running total)
     taken_whole = False  # the suggestion on screen had something taken / was taken whole
     taken_any = False
+    accepted_whole = False  # the last action took a whole suggestion
     limit = 4 * len(target) + 8
     while at < len(target) and result.requests < limit:
         answer = await editor.ask()
@@ -322,6 +329,12 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
         if answer.source == "model":
             result.model_calls += 1
             result.latencies_ms.append(answer.latency_ms)
+        if accepted_whole:
+            result.after_accept += 1
+            if answer.source == "prefetch":
+                result.after_accept_prefetched += 1
+                result.prefetched_ms.append(answer.latency_ms)
+        accepted_whole = False
         rest = target[at:]
         continues = bool(screen) and answer.text == screen
         if not answer.text:
@@ -345,6 +358,9 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
             screen, item = "", None
         pieces, whole = accept_plan(screen, rest) if screen else ([], False)
         if pieces:
+            if accept_ms > 0:
+                await asyncio.sleep(accept_ms / 1000)  # reading it: the model is idle
+            accepted_whole = whole
             for piece in pieces:
                 await editor.insert(piece)
                 item_taken += len(piece)
@@ -528,7 +544,8 @@ async def _stop(client: Any) -> None:
 
 async def run_once(model: str, options: dict[str, Any], picked: dict[Path, list[Span]],
                    neighbours: dict[Path, list[Path]], typing_ms: float | None,
-                   root: Path | None = None) -> tuple[list[SpanResult], dict[str, Any]]:
+                   accept_ms: float = 0.0, root: Path | None = None
+                   ) -> tuple[list[SpanResult], dict[str, Any]]:
     """One server, every span; returns the results and the server's own counters. `root`: the
     workspace folder (the workspace index reads it); default an empty temporary one."""
     root = root or Path(tempfile.mkdtemp(prefix="fimlsp-bench-quality-"))
@@ -548,7 +565,7 @@ async def run_once(model: str, options: dict[str, Any], picked: dict[Path, list[
             for span in spans:
                 editor.replace(span.start, span.end, "")
                 results.append(await retype(span.target, editor, typing_ms, span.path,
-                                            span.kind))
+                                            span.kind, accept_ms))
                 if editor.text != text:  # the developer typed it back: the file is whole again
                     raise AssertionError(f"{path}: the retyped text differs")
             for opened in [editor, *others]:
@@ -621,11 +638,15 @@ def summarize(results: Sequence[SpanResult], boot: int = 2000, seed: int = 0,
     for name in ("chars", "accepted_chars", "shown", "accepted", "fully_accepted", "requests",
                  "model_calls", "late", "typed_units", "accept_actions"):
         out[name] = int(total[col[name]])
-    latencies = sorted(x for r in results for x in r.latencies_ms)
-    if latencies:
-        out["latency_ms"] = {"median": latencies[len(latencies) // 2],
-                             "p90": latencies[int(len(latencies) * 0.9)],
-                             "mean": sum(latencies) / len(latencies)}
+    out["after_accept"] = sum(r.after_accept for r in results)
+    out["after_accept_prefetched"] = sum(r.after_accept_prefetched for r in results)
+    for name, values in (("latency_ms", [x for r in results for x in r.latencies_ms]),
+                         ("prefetched_ms", [x for r in results for x in r.prefetched_ms])):
+        values = sorted(values)
+        if values:
+            out[name] = {"median": values[len(values) // 2],
+                         "p90": values[int(len(values) * 0.9)],
+                         "mean": sum(values) / len(values)}
     return out
 
 
@@ -670,8 +691,8 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| variant | chars saved % [95 % CI] | real time: chars saved % [CI] | "
              "keystrokes saved % [CI] | acceptance % of shown [CI] | first line exact % | "
              "shown, never accepted % | shown | model calls | median / p90 ms | "
-             "late (real time) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "late (real time) | after an accept: computed ahead | ... p50 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         plain, real = row.get("plain"), row.get("realtime")
         base = plain or real
@@ -684,8 +705,15 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
             f"{100 * base['first_line_exact']['value']:.1f} | "
             f"{100 * base['never_accepted']['value']:.1f} | {base['shown']} | "
             f"{base['model_calls']} | {lat.get('median', 0):.0f} / {lat.get('p90', 0):.0f} | "
-            f"{(real or {}).get('late', '—')} |")
+            f"{(real or {}).get('late', '—')} | {_ahead(real or base)} | "
+            f"{((real or base).get('prefetched_ms') or {}).get('median', float('nan')):.1f} |")
     return "\n".join(lines)
+
+
+def _ahead(cell: dict[str, Any]) -> str:
+    """Answers after a whole accept that had been computed ahead: `k / n (p %)`."""
+    n, k = cell.get("after_accept", 0), cell.get("after_accept_prefetched", 0)
+    return f"{k} / {n} ({100 * k / n:.0f} %)" if n else "—"
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
@@ -736,6 +764,25 @@ def _default_model() -> str:
         raise SystemExit("fimlsp bench quality: no --model given and the trained fixture "
                          "(shared/models/tiny-fim-starcoder) is not there")
     return str(trained)
+
+
+MODES = ("plain", "realtime")
+
+
+def parse_modes(text: str) -> list[str]:
+    """`--modes`: names from MODES, comma-separated, `both` for all; anything else is refused
+    here with the names, not later in the table."""
+    modes: list[str] = []
+    for name in (m.strip().lower() for m in text.split(",") if m.strip()):
+        for mode in MODES if name == "both" else (name,):
+            if mode not in MODES:
+                raise SystemExit(f"fimlsp bench quality: unknown mode {name!r} (have: "
+                                 f"{', '.join(MODES)}, both)")
+            if mode not in modes:
+                modes.append(mode)
+    if not modes:
+        raise SystemExit("fimlsp bench quality: --modes names no mode")
+    return modes
 
 
 def _parse_variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
@@ -835,13 +882,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--typing-ms", type=float, default=150.0,
                         help="milliseconds between keystrokes under real time")
+    parser.add_argument("--accept-ms", type=float, default=300.0,
+                        help="how long the developer reads a suggestion before accepting it "
+                        "(real time, in which the server may compute ahead)")
     parser.add_argument("--variants", default="defaults,int8",
                         help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--sweep", action="store_true", help="every variant")
-    parser.add_argument("--modes", default="plain,realtime", help="plain, realtime or both")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="the server's CPU threads (0: torch's default). 1 by default: on a "
-                        "shared machine two threads spin against other processes")
+    parser.add_argument("--modes", default="plain,realtime",
+                        help="comma-separated: plain (every answer awaited), realtime (answers "
+                        "later than --typing-ms are not seen); `both` is plain,realtime")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="the server's CPU threads; 0 (the default): the server's own choice, "
+                        "as shipped. On a machine shared with other jobs, 1 is steadier")
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=JSON",
                         help="a server option for every variant, e.g. --set contextWindow=384")
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
@@ -879,7 +931,7 @@ def main(argv: list[str]) -> int:
             base[key] = json.loads(value)
         except json.JSONDecodeError:
             base[key] = value
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = parse_modes(args.modes)
     spans = sum(len(s) for s in picked.values())
     chars = sum(len(s.target) for v in picked.values() for s in v)
     print(f"fimlsp bench quality: model {model}; {spans} spans ({chars} characters) from "
@@ -894,7 +946,8 @@ def main(argv: list[str]) -> int:
             started = time.perf_counter()
             typing_ms = args.typing_ms if mode == "realtime" else None
             results, stats = asyncio.run(run_once(model, {**base, **options}, picked,
-                                                  neighbours, typing_ms, args.root))
+                                                  neighbours, typing_ms, args.accept_ms,
+                                                  args.root))
             summary = summarize(results, args.boot, args.seed, order)
             summary["seconds"] = round(time.perf_counter() - started, 1)
             summary["server_accepted_chars"] = stats.get("accepted_chars")

@@ -24,7 +24,7 @@ import torch
 
 from fimlsp import hub
 from fimlsp.config import Settings
-from fimlsp.engine import Generation, StopCheck, TokenCallback, TokenChecks
+from fimlsp.engine import Generation, StopCheck, TokenCallback, TokenChecks, choices
 from fimlsp.engine.lean import lean_enabled, lean_for
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import (
@@ -38,11 +38,14 @@ from fimlsp.models import (
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # tokens per forward during prefill: bounds how long a cancel waits
-# Prompt-lookup draft tokens per verifying forward when speculation is asked for
-# (FIMLSP_SPECULATE, `speculate=`). Off by default: on CPU a forward of 7 tokens measured 2.4×
-# one token (int8, 164M, one thread: compute-bound, not bandwidth-bound), more than the 1.75
-# tokens per forward the drafts won (docs/benchmarks.md); on CUDA it is unmeasured so far.
+# Prompt-lookup draft tokens per verifying forward. Whether drafting pays depends on the
+# machine: on a CPU a forward of 7 tokens measured 2.4× one token (int8, 164M: compute-bound),
+# more than the 1.75 tokens per forward the drafts won on the fixture (docs/benchmarks.md); where
+# a step is memory-bound (bigger models, GPUs) the extra tokens are nearly free. So `speculate:
+# auto` measures the verify cost once at load (`measure_verify_cost`) and drafts only where it
+# is at most SPECULATE_PAYS_BELOW × one token.
 SPECULATE = 6
+SPECULATE_PAYS_BELOW = 1.5  # the tokens per forward drafts must win to break even, conservative
 MAX_NGRAM = 3  # the longest tail of the text that is looked up in it to draft the next tokens
 MAX_SESSIONS = 4  # documents whose caches we keep (LRU); one cache is ~50 MB for a 1B model at 2k
 
@@ -92,41 +95,24 @@ def _speculate_from_env() -> int:
     return 0
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise FimError(ErrorKind.CONFIG, "device 'cuda' was asked for but no CUDA GPU is visible")
-    return torch.device(name)
-
-
-def resolve_quantization(name: str, spec: ModelSpec, device: torch.device) -> str:
-    """'auto' means the preset's recommendation for this device (e.g. 4-bit for StarCoder-15B
-    on CUDA), and none for models the presets do not know."""
-    if name != "auto":
-        return name
-    preset = spec.preset
-    if preset is None:
-        return "none"
-    return preset.cuda_quantization if device.type == "cuda" else preset.cpu_quantization
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """fp32 on CPU: without AVX-512 bf16 the reduced types are several times slower there."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
-
-
 _HOW = ("Pass --model with a preset, a hub id (downloaded once with `fimlsp download ID`) or a "
         "local directory holding config.json and the weights.")
 _NOT_YET: dict[str, str] = {}  # model_type → why this build cannot run it
 
 
-def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, torch.device]:
-    """`from_pretrained` on a hub id or local dir; remote code never runs."""
+def resolve(spec: ModelSpec, settings: Settings) -> dict[str, choices.Choice]:
+    """What the device, dtype, quantization and threads settings mean here, each with why."""
+    device = choices.device(settings.device)
+    return {"device": device, "dtype": choices.dtype(settings.dtype, device.value),
+            "quantization": choices.quantization(settings.quantization, spec, device.value),
+            "threads": choices.threads(settings.threads)}
+
+
+def load_model(spec: ModelSpec, settings: Settings,
+               chosen: dict[str, choices.Choice] | None = None
+               ) -> tuple[torch.nn.Module, torch.device]:
+    """`from_pretrained` on a hub id or local dir; remote code never runs. `chosen`: what
+    `resolve` made of the settings, when the caller has it already."""
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -159,9 +145,9 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
                        "never runs remote code. Use its transformers-native variant if it has "
                        "one; natively supported custom-code models: Refact-1.6B, SantaCoder.")
     check_weights(spec, allow)
-    device = resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device)
-    quantization = resolve_quantization(settings.quantization, spec, device)
+    chosen = chosen or resolve(spec, settings)
+    device, dtype = chosen["device"].value, chosen["dtype"].value
+    quantization = chosen["quantization"].value
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False,
                               **hub.from_pretrained_kwargs(allow)}
     if quantization == "int8" and device.type != "cpu":
@@ -178,8 +164,8 @@ def load_model(spec: ModelSpec, settings: Settings) -> tuple[torch.nn.Module, to
             load_in_8bit=quantization == "8bit",
             bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
         kwargs["device_map"] = {"": device.index or 0}
-    if settings.threads and device.type == "cpu":
-        torch.set_num_threads(settings.threads)
+    if device.type == "cpu":
+        torch.set_num_threads(chosen["threads"].value)
     try:
         with hub.online(allow):
             if original_santacoder:
@@ -304,14 +290,53 @@ class LocalEngine:
         self.prefill_chunk = prefill_chunk
         self.cache_kwarg = cache_kwarg(model)  # asked once: the signature does not change
         self.quantization = "none"  # what `load` resolved `auto` to, for status lines
+        self.choices: dict[str, choices.Choice] = {}  # ... each setting's value and why
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
     @classmethod
     def load(cls, spec: ModelSpec, settings: Settings, lean: bool | None = None) -> LocalEngine:
-        model, device = load_model(spec, settings)
-        engine = cls(model, device, lean=lean)
-        engine.quantization = resolve_quantization(settings.quantization, spec, device)
+        chosen = resolve(spec, settings)
+        model, device = load_model(spec, settings, chosen)
+        engine = cls(model, device, lean=lean, speculate=settings.speculate)
+        if settings.speculate is not None:
+            chosen["speculate"] = choices.Choice(settings.speculate, "set")
+        elif "FIMLSP_SPECULATE" in os.environ:
+            chosen["speculate"] = choices.Choice(engine.speculate, "FIMLSP_SPECULATE")
+        else:
+            chosen["speculate"] = engine.choose_speculation()
+        engine.choices = chosen
+        engine.quantization = engine.choices["quantization"].value
         return engine
+
+    def measure_verify_cost(self, drafts: int = SPECULATE, context: int = 256,
+                            rounds: int = 5) -> float:
+        """How much a forward of 1 + `drafts` tokens costs against one of 1 token, after a
+        `context`-token prompt, here and now: the best of `rounds` each, interleaved."""
+        key = "\0measure"
+        vocab = int(getattr(self.model.config, "vocab_size", 1000))
+        ids = [(7 + 13 * i) % vocab for i in range(context + 1 + drafts)]
+        session = self._session(key)
+        try:
+            self._prefill(session, ids[:context], lambda: None)
+            best = {1: float("inf"), 1 + drafts: float("inf")}
+            for _ in range(rounds):
+                for n in best:
+                    started = time.perf_counter()
+                    self._forward(session, ids[context:context + n], all_logits=n > 1)
+                    best[n] = min(best[n], time.perf_counter() - started)
+                    self._crop(session, context)
+            return best[1 + drafts] / best[1]
+        finally:
+            self.drop_session(key)
+
+    def choose_speculation(self) -> choices.Choice:
+        """`speculate: auto`: draft where verifying drafts costs little more than one token."""
+        ratio = self.measure_verify_cost()
+        verdict = ratio <= SPECULATE_PAYS_BELOW
+        self.speculate = SPECULATE if verdict else 0
+        return choices.Choice(self.speculate, f"auto: a {SPECULATE + 1}-token forward costs "
+                              f"{ratio:.2f}× one token here; drafts pay below "
+                              f"{SPECULATE_PAYS_BELOW}×")
 
     def describe(self) -> dict[str, str]:
         """Where and how the model runs: device, dtype of its weights, quantization."""
@@ -320,7 +345,8 @@ class LocalEngine:
                 "dtype": str(weights.dtype).removeprefix("torch.") if weights is not None
                 else "unknown", "quantization": self.quantization,
                 "forward": "lean" if self.lean is not None else "transformers",
-                "engine": "local"}
+                "engine": "local", "threads": torch.get_num_threads() if self.device.type == "cpu"
+                else None}
 
     # -- sessions ---------------------------------------------------------------------------
 

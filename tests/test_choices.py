@@ -1,0 +1,72 @@
+"""What `auto` resolves to, and that the user can read why: the load log line and
+`fimlsp.stats` `choices` (quantization, dtype, threads, window, speculation), through the real
+server; speculation's automatic choice on a real (tiny) model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_lsp import running
+
+from fimlsp.config import Settings
+from fimlsp.engine import choices
+from fimlsp.engine.local import SPECULATE, SPECULATE_PAYS_BELOW, LocalEngine
+from fimlsp.models import resolve_model
+
+
+@pytest.mark.slow
+async def test_a_user_who_sets_nothing_gets_the_fast_cpu_defaults_and_their_reasons(
+        tiny_model: Path, tmp_path: Path) -> None:
+    async with running(tiny_model, tmp_path, {"device": "cpu"}) as client:
+        stats = await client.wait_loaded()
+        assert stats["state"] == "ready", client.tail()
+        made = stats["choices"]
+        assert made["quantization"]["value"] == "int8" and stats["quantization"] == "int8"
+        assert made["quantization"]["why"].startswith("auto: dynamic int8 on the CPU")
+        assert made["dtype"] == {"value": "float32", "why": "auto: fp32 on cpu"}
+        assert made["window"]["value"] == choices.CPU_WINDOW == stats["window"]
+        assert "CPU default" in made["window"]["why"]
+        assert made["threads"]["value"] == stats["threads"] >= 1
+        assert made["speculate"]["value"] in (0, SPECULATE)
+        assert "forward costs" in made["speculate"]["why"]
+        # The load's log line (stderr) says the same, once.
+        await client.wait_for(lambda: "ready in" in client.tail(), "the load's log line")
+        ready = [line for line in client.tail().splitlines() if "ready in" in line]
+        assert len(ready) == 1 and "quantization int8 (auto: dynamic int8" in ready[0], ready
+        assert f"window {choices.CPU_WINDOW} (the CPU default" in ready[0]
+
+
+@pytest.mark.slow
+async def test_what_the_user_set_is_kept_and_said_to_be_set(tiny_model: Path,
+                                                              tmp_path: Path) -> None:
+    options = {"device": "cpu", "quantization": "none", "contextWindow": 4096, "threads": 1,
+               "speculate": 0}
+    async with running(tiny_model, tmp_path, options) as client:
+        stats = await client.wait_loaded()
+        made = stats["choices"]
+        assert stats["quantization"] == "none" and stats["window"] == 4096, stats
+        assert {k: made[k] for k in ("quantization", "threads", "speculate")} == {
+            "quantization": {"value": "none", "why": "set"},
+            "threads": {"value": 1, "why": "set"}, "speculate": {"value": 0, "why": "set"}}
+        assert made["window"] == {"value": 4096, "why": "context_window option"}
+
+
+def test_speculation_auto_follows_the_measured_verify_cost(
+        tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drafts where a (1 + k)-token forward costs at most SPECULATE_PAYS_BELOW × one token;
+    off where it costs more (a compute-bound CPU step)."""
+    monkeypatch.delenv("FIMLSP_SPECULATE", raising=False)
+    spec = resolve_model(str(tiny_model))
+    engine = LocalEngine.load(spec, Settings(device="cpu", quantization="none"))
+    ratio = engine.measure_verify_cost(rounds=2)
+    assert ratio > 0 and engine.session_count == 0  # the measuring session is gone
+    for cost, expected in ((SPECULATE_PAYS_BELOW - 0.2, SPECULATE),
+                           (SPECULATE_PAYS_BELOW + 0.9, 0)):
+        monkeypatch.setattr(engine, "measure_verify_cost", lambda cost=cost: cost)
+        chosen = engine.choose_speculation()
+        assert chosen.value == engine.speculate == expected
+        assert f"{cost:.2f}×" in chosen.why
+    explicit = LocalEngine.load(spec, Settings(device="cpu", quantization="none", speculate=3))
+    assert explicit.speculate == 3 and explicit.choices["speculate"].why == "set"
