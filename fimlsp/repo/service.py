@@ -117,6 +117,7 @@ class WorkspaceIndexer:
 
         def apply() -> None:
             roots = list(index.roots)
+            batch: list[tuple[Path, repo_files.Candidate]] = []
             for path, kind in events:
                 if path is None or index.root_of(path) is None:
                     continue
@@ -124,13 +125,21 @@ class WorkspaceIndexer:
                     index.remove_file(path)
                     continue
                 admitted = repo_files.admissible(path, roots)
-                if admitted is None:
+                root = index.root_of(admitted) if admitted is not None else None
+                try:
+                    stat = admitted.stat() if admitted is not None else None
+                except OSError:
+                    stat = None
+                if root is None or stat is None or stat.st_size > repo_files.MAX_FILE_BYTES:
                     index.remove_file(path)
                     continue
-                root = index.root_of(admitted)
-                if root is not None and (admitted in index.files or
-                                         len(index.files) < index.max_files):
-                    index.index_file(root, admitted)
+                if admitted in index.files or len(index.files) + len(batch) < index.max_files:
+                    batch.append((root, repo_files.Candidate(admitted, stat.st_size,
+                                                             stat.st_mtime_ns)))
+            # Many at once (a branch switched): parsed in the worker process, as at the start.
+            for start in range(0, len(batch), BATCH):
+                _index_batch(index, batch[start:start + BATCH])
+            index.release_worker()
 
         self._spawn(asyncio.get_running_loop().run_in_executor(index.executor, apply))
 
