@@ -46,7 +46,9 @@ from fimlsp.engine.refact import (
 from fimlsp.models import load_tokenizer, resolve_model
 from fimlsp.tiny import build_tiny_model, shrink
 
-REFERENCE_ATOL = 1e-5  # fp32 model against a float64 hand computation
+# fp32 model against a float64 hand computation; fp32 sums in an order that depends on the
+# thread count (each load sets it), which moves logits by up to ~1.5e-5.
+REFERENCE_ATOL = 3e-5
 
 
 def real_config_dir(shared: Path) -> Path:

@@ -42,7 +42,9 @@ def shown(result: Any) -> tuple[str, list[Any]]:
 
 async def test_typing_that_follows_the_suggestion_is_answered_without_the_model(
         tiny_model: Path, workspace: Path) -> None:
-    async with running(tiny_model, workspace) as client:
+    # No computing ahead: the next round's first request must be the model's (test_prefetch.py
+    # covers what an accept gets with it on).
+    async with running(tiny_model, workspace, {"prefetch": False}) as client:
         assert (await client.wait_loaded())["state"] == "ready"
         doc = Doc(client, uri_for(workspace, "typing.py"), TEXT)
         at = len(doc.text)  # the cursor, as a Python index
@@ -131,7 +133,8 @@ async def test_typing_through_does_not_wait_for_a_running_generation(
         a.change((len(a.text), len(a.text), suggestion[0]))
         result = await client.inline(a.uri, a.end)
         assert not pending.done(), "the long generation ended first: nothing was shown"
-        assert shown(result)[0] == suggestion[1:]
+        # What was shown, or more of it: a cut block goes on in the model's idle time.
+        assert shown(result)[0].startswith(suggestion[1:])
         stats = await client.stats()
         assert stats["answered_from_cache"] == before["answered_from_cache"] + 1
 

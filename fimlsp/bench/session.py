@@ -329,6 +329,9 @@ async def replay(replay_: Replay, model: str, options: dict[str, Any],
     folder = Path(tempfile.mkdtemp(prefix="fimlsp-session-"))
     name = "typed.py"
     servers = [Server("shipped", model, options)]
+    if "defaults" in contenders:  # no window, quantization or threads: the server's choices
+        servers.append(Server("defaults", model, {k: v for k, v in options.items()
+                                                  if k in ("maxNewTokens", "timeBudgetMs")}))
     if "reuse-off" in contenders:
         servers.append(Server("reuse-off", model, options, fresh=True, every=reuse_off_every))
     mirror = PromptMirror(model, options) if llama is not None else None
@@ -571,7 +574,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "leaves the rest to the next keystrokes; long here so every request "
                         "does its whole work)")
     parser.add_argument("--contenders", default="shipped,reuse-off,llamacpp",
-                        help="comma-separated: shipped (always), reuse-off, llamacpp")
+                        help="comma-separated: shipped (always), defaults (the same server "
+                        "with no window, quantization or threads set), reuse-off, llamacpp")
     parser.add_argument("--reuse-off-every", type=int, default=1,
                         help="ask the reuse-off server only every K-th keystroke")
     parser.add_argument("--llamacpp-python", default=None,

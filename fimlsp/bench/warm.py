@@ -99,7 +99,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", default="tiny_starcoder_py",
                         help="a shared/model-configs name (built full size with random weights "
                         "into the bench cache, as `fimlsp bench engine` does) or a model dir")
-    parser.add_argument("--windows", default="2048,8192")
+    parser.add_argument("--windows", default="default,2048,8192",
+                        help="comma-separated windows; `default` sends no window, quantization "
+                        "or threads: the server's own choices")
     parser.add_argument("--quantization", default="int8")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=2)
@@ -115,9 +117,11 @@ def main(argv: list[str]) -> int:
         folder = defaults.cache_dir / f"{model}-{shape['layers']}x{shape['width']}x{shape['heads']}"
         model = str(build_tiny_model(folder, model, **shape))
     rows = []
-    for window in [int(w) for w in args.windows.split(",")]:
-        options = {"contextWindow": window, "quantization": args.quantization,
-                   "threads": args.threads, "maxNewTokens": 16, "timeBudgetMs": 600000}
+    for window in [w.strip() for w in args.windows.split(",") if w.strip()]:
+        options: dict[str, Any] = {"maxNewTokens": 16, "timeBudgetMs": 600000}
+        if window != "default":  # "default": what a user who sets nothing gets
+            options.update(contextWindow=int(window), quantization=args.quantization,
+                           threads=args.threads)
         for _ in range(args.repeats):
             for warm in (False, True):  # interleaved
                 row = asyncio.run(first_suggestion(model, options, warm))
@@ -130,7 +134,7 @@ def main(argv: list[str]) -> int:
     print("| window | mode | first suggestion ms (median) | prompt tokens | reused | "
           "warm start took s |")
     print("|---|---|---|---|---|---|")
-    for window in sorted({r["window"] for r in rows}):
+    for window in dict.fromkeys(r["window"] for r in rows):
         for mode in ("cold", "warm"):
             these = [r for r in rows if r["window"] == window and r["mode"] == mode]
             warm_s = [r["warm_s"] for r in these if r["warm_s"] is not None]

@@ -115,6 +115,19 @@ def threads(setting: int | None, root: Path = Path("/sys/fs/cgroup")) -> Choice:
     return Choice(count, f"auto: {why}")
 
 
+def wait_policy() -> Choice:
+    """How torch's OpenMP threads wait for work: set in `fimlsp/__init__.py`, before torch
+    loads (why is there); reported so that a slow machine's stats say it."""
+    from fimlsp import WAIT_POLICY_SET_BY_USER
+
+    value = os.environ.get("OMP_WAIT_POLICY") or \
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}"
+    if WAIT_POLICY_SET_BY_USER:
+        return Choice(value, "set in the environment")
+    return Choice(value, "fimlsp's default: waiting threads sleep, so cores shared with the "
+                  "editor and builds do not stall the model")
+
+
 def window_cap(override: int | None, engine: str, device_name: str) -> tuple[int, str] | None:
     """The CPU's default window for the in-process engine, unless `contextWindow` is set: the
     model's own window on a GPU or a serving engine (their prefill is cheap)."""

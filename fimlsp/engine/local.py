@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +106,7 @@ def resolve(spec: ModelSpec, settings: Settings) -> dict[str, choices.Choice]:
     device = choices.device(settings.device)
     return {"device": device, "dtype": choices.dtype(settings.dtype, device.value),
             "quantization": choices.quantization(settings.quantization, spec, device.value),
-            "threads": choices.threads(settings.threads)}
+            "threads": choices.threads(settings.threads), "wait_policy": choices.wait_policy()}
 
 
 def load_model(spec: ModelSpec, settings: Settings,
@@ -185,8 +186,16 @@ def load_model(spec: ModelSpec, settings: Settings,
         # Dynamic int8 on nn.Linear measured fastest of the CPU int8 options (docs/benchmarks.md).
         # In place: a copy would hold a second fp32 model at once (4.5 GB more for a 1B model).
         # Deprecated since torch 2.10 (torchao's `quantize_` replaces it), still there in 2.13.
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
-                                                       dtype=torch.qint8, inplace=True)
+        # Its two deprecation warnings (docs/benchmarks.md, "CPU int8 candidates": tracked there,
+        # with the replacement measured) would reach every user's editor log at every load now
+        # that int8 is the CPU default: they are ours to act on, not the user's.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*(torch\.ao\.quantization|quantized "
+                                    r"tensor creation|quantize_per_tensor).*deprecated")
+            warnings.filterwarnings("ignore", message=r".*deprecated.*(torch\.ao\.quantization"
+                                    r"|quantize_per_tensor)")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                           dtype=torch.qint8, inplace=True)
     model.eval()
     return model, device
 
