@@ -46,6 +46,8 @@ from fimlsp.models import (
     resolve_model,
 )
 from fimlsp.prompt import Edges, Prompt, build_prompt
+from fimlsp.repo.choose import RepoContext, uri_path
+from fimlsp.repo.index import RepoIndex
 from fimlsp.scheduler import CancelToken
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 CONTEXT_CHARS_PER_TOKEN = 8
 _MIN_CONTEXT_CHARS = 16_384
 _RECENT = 64  # completions kept by prompt identity (undo, moving back and forth)
+MAX_EDITOR_DEFINITIONS = 16  # definitions a client may send per `fimlsp.context`
+MAX_EDITOR_CHARS = 4000  # of each one's text
 
 
 @dataclass
@@ -179,6 +183,9 @@ class Completer:
         self._documents_lock = threading.RLock()
         # The open documents (uri → text), for neighbour snippets; the server provides them.
         self.documents: Callable[[], Mapping[str, str]] = dict
+        # The workspace index (fimlsp/repo), when there is one; the server provides it.
+        self.repo_index: Callable[[], RepoIndex | None] = lambda: None
+        self._repo = RepoContext()  # per document: the index's snippets, kept stable
         self._ids = 0
         self._lock = threading.Lock()
 
@@ -295,10 +302,13 @@ class Completer:
             edges = self._edges.pop(key, None) or Edges()
             self._edges[key] = edges  # most recent last; the oldest go first
             _bound(self._edges)
+            snippets = self._snippets_for(key, cursor)
+            repo, repo_name, path = self._repo_snippets(key, cursor, snippets)
+            share = self.settings.neighbour_share + (self.settings.repo_share if repo else 0.0)
             return build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
                                 self.window, self.settings.max_new_tokens, edges,
-                                self._snippets_for(key, cursor), display_path(key),
-                                self.settings.neighbour_share, heal=self.heals)
+                                [*repo, *snippets], path or display_path(key), share,
+                                repo_name, heal=self.heals)
 
     @property
     def heals(self) -> bool:
@@ -314,6 +324,78 @@ class Completer:
         if self.settings.engine != "local":
             return f"off (the {self.settings.engine} engine cannot constrain the first tokens)"
         return "on"
+
+    def _repo_snippets(self, key: str, cursor: Cursor, held: list[Snippet]
+                       ) -> tuple[list[Snippet], str | None, str | None]:
+        """The workspace index's snippets for `cursor` (fimlsp/repo/choose.py), the name of the
+        folder (`<repo_name>`) and the current file's path in it, when there are any."""
+        index = self.repo_index()
+        if (index is None and not self._repo.editor(key)) or self.settings.repo_share <= 0 \
+                or not self.window:
+            return [], None, None
+        max_chars = int(self.window * self.settings.repo_share) * 3  # trimmed by tokens
+        snippets = self._repo.choose(index, key, cursor, max_chars, held)
+        if not snippets or index is None:
+            return snippets, None, None
+        here = uri_path(key)
+        root = index.root_of(here) if here is not None else None
+        root = root or next(iter(index.roots), None)
+        path = here.relative_to(root).as_posix() if here and root and \
+            here.is_relative_to(root) else None
+        return snippets, index.roots.get(root) if root else None, path
+
+    def editor_context(self, key: str, definitions: Any) -> int:
+        """`fimlsp.context`: definitions the editor's language server found for the symbols
+        near the cursor of `key` ([{uri, text, line?, name?}], nearest first), used as the
+        best-ranked snippets of the next prompts there. The text comes from the client, so
+        nothing outside the workspace folders is read here. Returns how many were kept."""
+        if not isinstance(definitions, list) or len(definitions) > MAX_EDITOR_DEFINITIONS:
+            raise FimError(ErrorKind.INVALID_PARAMS, "fimlsp.context takes a list of at most "
+                           f"{MAX_EDITOR_DEFINITIONS} definitions {{uri, text, line?, name?}}")
+        index = self.repo_index()
+        snippets = []
+        for number, item in enumerate(definitions):
+            if not isinstance(item, dict) or not isinstance(item.get("uri"), str) or \
+                    not isinstance(item.get("text"), str) or \
+                    not isinstance(item.get("line", 0), int) or \
+                    not isinstance(item.get("name", ""), str):
+                raise FimError(ErrorKind.INVALID_PARAMS,
+                               f"fimlsp.context: definitions[{number}] must be {{uri: string, "
+                               "text: string, line?: integer, name?: string}")
+            if not item["text"].strip():
+                continue
+            path = uri_path(item["uri"])
+            root = index.root_of(path) if index is not None and path is not None else None
+            shown = path.relative_to(root).as_posix() if root and path else \
+                display_path(item["uri"])
+            name = item.get("name") or "a symbol near the cursor"
+            text = item["text"][:MAX_EDITOR_CHARS]
+            snippets.append(Snippet(shown, text if text.endswith("\n") else text + "\n", 200.0,
+                                    max(0, item.get("line", 0)), item["uri"],
+                                    f"definition of {name} from the editor's language server"))
+        with self._documents_lock:
+            self._repo.set_editor(key, snippets)
+        return len(snippets)
+
+    def prompt_report(self, key: str, cursor: Cursor) -> tuple[Prompt, list[dict[str, Any]]]:
+        """`fimlsp.prompt`: the prompt at `cursor` with the workspace index's snippets (open
+        documents' snippets and sticky edges are the completions' own), and why each was
+        chosen."""
+        if self.tokenizer is None or self.spec is None:
+            self.load_tokenizer()
+        assert self.tokenizer is not None and self.spec is not None
+        with self._documents_lock:
+            repo, repo_name, path = self._repo_snippets(key, cursor, [])
+            prompt = build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
+                                  self.window, self.settings.max_new_tokens, None, repo,
+                                  path or display_path(key), self.settings.repo_share,
+                                  repo_name, heal=self.heals)
+            chosen = [dict(c) for c in self._repo.last.get(key, [])] if repo else []
+        text = prompt.text
+        for entry in chosen:  # a snippet the token budget cut entirely is listed, not shown
+            entry["in_prompt"] = any(s.path == entry["path"] and s.line + 1 == entry["line"]
+                                     and s.text.split("\n", 1)[0] in text for s in repo)
+        return prompt, chosen
 
     @property
     def order(self) -> str:
@@ -354,6 +436,7 @@ class Completer:
                 self._edges.pop(name, None)
                 self._neighbours.pop(name, None)
                 self._index.forget(name)
+                self._repo.forget(name)
                 self._recent.forget(name)
                 self.ahead.forget(name)
                 if self.engine is not None:
@@ -366,6 +449,7 @@ class Completer:
         with self._documents_lock:
             return {"edges": len(self._edges), "neighbours": len(self._neighbours),
                     "windows": len(self._index), "recent": len(self._recent),
+                    "repo": len(self._repo),
                     "typing": len(self.typing),
                     "sessions": self.engine.session_count if self.engine is not None else 0}
 

@@ -48,6 +48,12 @@ class Settings:
     time_budget_ms: int = 4000
     multiline: str = "auto"
     neighbour_share: float = 0.15  # of the context budget, for snippets of other open files
+    # The workspace index (fimlsp/repo): definitions and similar code from unopened files.
+    repo_context: bool = True  # local folders only: remote schemes are never indexed
+    repo_share: float = 0.15  # of the context budget, for the index's snippets
+    repo_max_files: int = 5_000
+    repo_max_bytes: int = 20_000_000  # source bytes read, all folders: ~5x that held (memory)
+    repo_index_timeout_s: int = 120  # indexing stops there; what was indexed is used
     log_level: str = "info"
     # Fetch a model that is not in the local Hugging Face cache. Off: a language server starts
     # whenever an editor opens a file, and must not start a download nobody asked for.
@@ -106,6 +112,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "top_p": (0.0, 1.0),
     "time_budget_ms": (1, 600_000),
     "neighbour_share": (0.0, 0.5),
+    "repo_share": (0.0, 0.5),
+    "repo_max_files": (1, 1_000_000),
+    "repo_max_bytes": (1, 10_000_000_000),
+    "repo_index_timeout_s": (1, 3600),
     "connect_timeout_ms": (1, 600_000),
     "retries": (0, 10),
     "speculate": (0, 16),

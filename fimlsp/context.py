@@ -115,6 +115,7 @@ class Snippet:
     score: float
     line: int = 0  # first line of the snippet in its document
     uri: str = ""  # the document it came from
+    reason: str = ""  # why it was chosen, for `fimlsp.prompt` (the workspace index's snippets)
 
 
 def _words(lines: list[str]) -> frozenset[str]:

@@ -41,6 +41,15 @@ HELP: dict[str, str] = {
     "time_budget_ms": "stop generating after this long and show what there is",
     "multiline": "`auto` (a block after `:`/`{` or on an empty line), `always`, `never`",
     "neighbour_share": "share of the context budget for snippets of other open files (0 = off)",
+    "repo_context": "index the workspace folders (local ones only; what `.gitignore` leaves, "
+                    "source files only, no binaries, generated or secrets-like files) and put "
+                    "definitions of the identifiers near the cursor, and code like the lines "
+                    "above it, from files that are not open into the prompt",
+    "repo_share": "share of the context budget for the workspace index's snippets (0 = none)",
+    "repo_max_files": "most files the workspace index holds",
+    "repo_max_bytes": "most bytes of source the workspace index reads, all folders together",
+    "repo_index_timeout_s": "seconds the first indexing of the folders may take; it stops "
+                            "there and uses what it has",
     "log_level": "stderr log level (`error`, `warning`, `info`, `debug`); `debug` also sends the "
                  "server's other log lines to the client, whose log gets each request's "
                  "timings as Debug messages at any level",

@@ -12,6 +12,9 @@ size of the file.
 from __future__ import annotations
 
 import bisect
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -353,32 +356,62 @@ def comment_marker(path: str | None) -> str:
     return next((m for m, exts in _LINE_COMMENT.items() if extension in exts), "#")
 
 
+_SNIPPET_IDS: weakref.WeakKeyDictionary[Tokenizer, OrderedDict[str, list[int]]] = \
+    weakref.WeakKeyDictionary()
+_SNIPPET_CACHE = 64  # snippets' ids kept per tokenizer
+_SNIPPET_LOCK = threading.Lock()
+
+
+def _snippet_ids(tokenizer: Tokenizer, text: str) -> list[int]:
+    """The ids of a snippet block: the same snippets open every prompt while the user types, so
+    they are encoded once, not per keystroke."""
+    with _SNIPPET_LOCK:  # the model's threads and the event loop (`fimlsp.prompt`)
+        cache = _SNIPPET_IDS.setdefault(tokenizer, OrderedDict())
+        ids = cache.get(text)
+        if ids is not None:
+            cache.move_to_end(text)
+            return ids
+    ids = _encode(tokenizer, text)[0]
+    with _SNIPPET_LOCK:
+        cache[text] = ids
+        while len(cache) > _SNIPPET_CACHE:
+            cache.popitem(last=False)
+    return ids
+
+
 def neighbour_ids(tokenizer: Tokenizer, template: FimTemplate, snippets: Sequence[Snippet],
-                  path: str | None, budget: int) -> list[int]:
+                  path: str | None, budget: int, repo_name: str | None = None) -> list[int]:
     """Snippets of other files in the family's repository format, within `budget` tokens.
 
     Families trained on repositories (StarCoder2, Qwen2.5-Coder) get `<file_sep>path\ncode`
     blocks and then the current file's own header; the others get the snippets as comments
     ("Compare this snippet from …", as Copilot does), so the model reads them as context, not as
     code of this file. The most similar snippets are kept first; one that does not fit whole is
-    cut at a line end.
+    cut at a line end. With `repo_name` (snippets from the workspace index), those families'
+    `<repo_name>name` opens the blocks, as in their repository-level training data.
     """
     if not snippets or budget <= 0:
         return []
     lead: list[int] = []
     tail: list[int] = []
+    head: list[int] = []
     if template.file_sep:
         lead = [special_id(tokenizer, template.file_sep)]
         tail = [*lead, *_encode(tokenizer, f"{path}\n")[0]] if path else []
+        if repo_name and template.repo_name:
+            # Qwen2.5-Coder writes `<|repo_name|>name\n`, StarCoder2 `<repo_name>name`.
+            newline = "\n" if template.repo_name.startswith("<|") else ""
+            head = [special_id(tokenizer, template.repo_name),
+                    *_encode(tokenizer, repo_name + newline)[0]]
         texts = [f"{s.path}\n{s.text}" for s in snippets]
     else:
         mark = comment_marker(path)
         texts = [f"{mark} Compare this snippet from {s.path}:\n" + "".join(
             f"{mark} {line}\n" for line in s.text.splitlines()) for s in snippets]
-    room = budget - len(tail)
+    room = budget - len(tail) - len(head)
     blocks: list[list[int]] = []
     for text in reversed(texts):  # best first
-        ids = [*lead, *_encode(tokenizer, text)[0]]
+        ids = [*lead, *_snippet_ids(tokenizer, text)]
         if len(ids) > room:
             ids = [*lead, *fit_head(tokenizer, text, room - len(lead))[0]]
             if len(ids) - len(lead) < 16:  # a path and a line or two: not worth it
@@ -389,13 +422,14 @@ def neighbour_ids(tokenizer: Tokenizer, template: FimTemplate, snippets: Sequenc
             break
     if not blocks:
         return []
-    return [i for block in blocks for i in block] + tail
+    return head + [i for block in blocks for i in block] + tail
 
 
 def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor: Cursor,
                  window: int, reserved: int, edges: Edges | None = None,
                  snippets: Sequence[Snippet] = (), path: str | None = None,
-                 neighbour_share: float = 0.0, heal: bool = False) -> Prompt:
+                 neighbour_share: float = 0.0, repo_name: str | None = None,
+                 heal: bool = False) -> Prompt:
     """The prompt for `cursor`, using at most `window - reserved` tokens.
 
     With `edges` (kept per document by the caller) the cut points are sticky, and `edges` is
@@ -415,7 +449,8 @@ def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor
         raise FimError(ErrorKind.CONFIG,
                        f"The window ({window} tokens) leaves no room for context after reserving "
                        f"{reserved} for the answer; lower max_new_tokens or raise context_window.")
-    context = neighbour_ids(tokenizer, template, snippets, path, int(budget * neighbour_share))
+    context = neighbour_ids(tokenizer, template, snippets, path, int(budget * neighbour_share),
+                            repo_name)
     budget -= len(context)
     # One encoding of a bounded window per side; cuts re-encode only a short region.
     if edges is None:

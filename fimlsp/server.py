@@ -33,6 +33,7 @@ from fimlsp.nextedit import lsp as nextedit
 from fimlsp.nextedit.history import EditHistory
 from fimlsp.pace import TypingPace
 from fimlsp.protocol import FimProtocol
+from fimlsp.repo.service import WorkspaceIndexer
 from fimlsp.scheduler import Cancelled, Scheduler
 from fimlsp.validation import strict_converter
 
@@ -44,6 +45,7 @@ CMD_STATS = "fimlsp.stats"
 CMD_PROMPT = "fimlsp.prompt"
 CMD_DOCUMENT_TEXT = "fimlsp.documentText"
 CMD_WARM = "fimlsp.warm"
+CMD_CONTEXT = "fimlsp.context"
 # Settings that need the model reloaded when they change; the rest apply to the next request.
 _RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads",
                 "speculate", "allow_download", "engine", "endpoint", "served_model", "api_key_env",
@@ -62,6 +64,7 @@ class FimServer(LanguageServer):
                          converter_factory=strict_converter)
         self.settings = settings
         self.documents = Documents()
+        self.repo = WorkspaceIndexer(self)  # the workspace index (fimlsp/repo)
         self.pace = TypingPace()  # keystroke intervals per document: the time an answer may take
         self.completer = self._new_completer()
         self.scheduler = Scheduler(workers_for(settings))
@@ -80,6 +83,7 @@ class FimServer(LanguageServer):
     def _new_completer(self) -> Completer:
         completer = Completer(self.settings)
         completer.documents = self.documents.all
+        completer.repo_index = lambda: self.repo.index
         return completer
 
     # -- messages to the user ---------------------------------------------------------------
@@ -128,6 +132,7 @@ class FimServer(LanguageServer):
                 self._loading = asyncio.ensure_future(self.load_model())
         else:
             self.completer.update_settings(self.settings)
+        self.repo.update_settings(self.settings)
 
     async def load_model(self) -> None:
         """Loads on the worker thread with work-done progress; requests meanwhile get nothing."""
@@ -425,7 +430,19 @@ def create_server(settings: Settings) -> FimServer:
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: FimServer, _params: types.InitializedParams) -> None:
+        ls.repo.start(ls.settings)  # in the background, never before the model
         await ls.load_model()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    def did_change_workspace_folders(ls: FimServer,
+                                     params: types.DidChangeWorkspaceFoldersParams) -> None:
+        ls.repo.remove_folders([f.uri for f in params.event.removed or []])
+        ls.repo.add_folders([f.uri for f in params.event.added or []])
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    def did_change_watched_files(ls: FimServer,
+                                 params: types.DidChangeWatchedFilesParams) -> None:
+        ls.repo.files_changed(list(params.changes or []))
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: FimServer,
@@ -533,7 +550,8 @@ def create_server(settings: Settings) -> FimServer:
         return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None,
                 "next_edits": {**ls.history.sizes(), "answers": len(ls.next_edits.last),
                                "shown": ls.next_edits.shown,
-                               "accepted": ls.next_edits.accepted}}
+                               "accepted": ls.next_edits.accepted},
+                "repo_index": ls.repo.report()}
 
     @server.command(CMD_PROMPT)
     async def show_prompt(ls: FimServer, uri: str, position: types.Position) -> Any:
@@ -541,8 +559,9 @@ def create_server(settings: Settings) -> FimServer:
         The protocol checks the arguments against these annotations (-32602 if they differ)."""
 
         async def work() -> dict[str, Any]:
-            prompt = ls.completer.prompt_for(ls.cursor(uri, position, None))
-            return {"text": prompt.text, "ids": prompt.ids, **prompt.accounting()}
+            prompt, chosen = ls.completer.prompt_report(uri, ls.cursor(uri, position, None))
+            return {"text": prompt.text, "ids": prompt.ids, **prompt.accounting(),
+                    "snippets": chosen}
 
         return await ls.guarded(work())
 
@@ -557,6 +576,17 @@ def create_server(settings: Settings) -> FimServer:
 
         return await ls.guarded(work(), False)
 
+    @server.command(CMD_CONTEXT)
+    async def editor_context(ls: FimServer, uri: str, definitions: Any) -> Any:
+        """Definitions of the symbols near the cursor from the editor's own language server
+        (`[{uri, text, line?, name?}]`, nearest first): the best-ranked snippets of the next
+        prompts in `uri`. Answers how many were kept; a malformed list is -32602."""
+
+        async def work() -> int:
+            return ls.completer.editor_context(uri, definitions)
+
+        return await ls.guarded(work())
+
     @server.command(CMD_DOCUMENT_TEXT)
     def document_text(ls: FimServer, uri: Any = None, *_args: Any) -> str | None:
         """The server's copy of a document (null if not open): for tests and bug reports."""
@@ -567,6 +597,7 @@ def create_server(settings: Settings) -> FimServer:
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: FimServer, *_args: Any) -> None:
         ls.scheduler.shutdown()
+        ls.repo.stop()
 
     return server
 

@@ -71,6 +71,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "multiline never": {"multiline": "never"},
     "no typing-through": {"typingThrough": False},
     "no token healing": {"tokenHealing": False},
+    "no repo context": {"repoContext": False},
 }
 
 
@@ -527,6 +528,19 @@ async def _start_server(model: str, options: dict[str, Any], root: Path) -> Any:
     return client
 
 
+async def _wait_indexed(client: Any, timeout_s: float = 600) -> None:
+    """Until the workspace index has read the folder (polling `fimlsp.stats`)."""
+    from lsprotocol import types
+
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        stats = await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="fimlsp.stats"))
+        if (stats or {}).get("repo_index", {}).get("state") in ("ready", "off"):
+            return
+        await asyncio.sleep(0.2)
+
+
 async def _stop(client: Any) -> None:
     import contextlib
 
@@ -538,10 +552,14 @@ async def _stop(client: Any) -> None:
 
 async def run_once(model: str, options: dict[str, Any], picked: dict[Path, list[Span]],
                    neighbours: dict[Path, list[Path]], typing_ms: float | None,
-                   accept_ms: float = 0.0) -> tuple[list[SpanResult], dict[str, Any]]:
-    """One server, every span; returns the results and the server's own counters."""
-    root = Path(tempfile.mkdtemp(prefix="fimlsp-bench-quality-"))
+                   accept_ms: float = 0.0, root: Path | None = None
+                   ) -> tuple[list[SpanResult], dict[str, Any]]:
+    """One server, every span; returns the results and the server's own counters. `root`: the
+    workspace folder (the workspace index reads it); default an empty temporary one."""
+    root = root or Path(tempfile.mkdtemp(prefix="fimlsp-bench-quality-"))
     client = await _start_server(model, options, root)
+    if options.get("repoContext", True) is not False and any(root.iterdir()):
+        await _wait_indexed(client)
     results: list[SpanResult] = []
     try:
         for path, spans in picked.items():
@@ -904,6 +922,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=JSON",
                         help="a server option for every variant, e.g. --set contextWindow=384")
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="the workspace folder the server is given (its index reads it); "
+                             "default: an empty temporary folder")
     parser.add_argument("--json", type=Path, help="write every span's result here")
     parser.add_argument("--plot", type=Path, help="write the PNG plot here (needs matplotlib)")
     parser.add_argument("--mid-word", type=int, default=0, metavar="N",
@@ -950,7 +971,8 @@ def main(argv: list[str]) -> int:
             started = time.perf_counter()
             typing_ms = args.typing_ms if mode == "realtime" else None
             results, stats = asyncio.run(run_once(model, {**base, **options}, picked,
-                                                  neighbours, typing_ms, args.accept_ms))
+                                                  neighbours, typing_ms, args.accept_ms,
+                                                  args.root))
             summary = summarize(results, args.boot, args.seed, order)
             summary["seconds"] = round(time.perf_counter() - started, 1)
             summary["server_accepted_chars"] = stats.get("accepted_chars")

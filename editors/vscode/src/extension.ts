@@ -342,6 +342,79 @@ async function warm(editor: vscode.TextEditor): Promise<void> {
   }
 }
 
+/** Identifiers looked up per request: those of the cursor's line (the word being typed left out)
+ * and the two lines above, nearest first. */
+const DEFINITION_NAMES = 6;
+const DEFINITION_LINES = 14; // of each definition, as the server's own index shows them
+const IDENTIFIER = /[A-Za-z_$][\w$]*/g;
+const sentDefinitions = new Map<string, string>(); // document → the names last looked up
+
+/** The definitions VS Code's own language servers know for the identifiers near the cursor,
+ * sent to the server (`fimlsp.context`), which ranks them above its workspace index: a library's
+ * signature, say, which the index never reads. Not awaited by the request: it applies from the
+ * next one, so a slow language server never delays a suggestion. Sent again only when the names
+ * change, so the prompt (and the model's cache) stays the same while the user types. */
+async function sendDefinitions(document: vscode.TextDocument, position: vscode.Position): Promise<void> {
+  const current = client;
+  if (current === undefined || current.state !== State.Running || !config().get<boolean>('editorDefinitions', true)) {
+    return;
+  }
+  const names: { name: string; at: vscode.Position }[] = [];
+  const seen = new Set<string>();
+  for (let line = position.line; line >= Math.max(0, position.line - 2); line--) {
+    let text = document.lineAt(line).text;
+    if (line === position.line) {
+      text = text.slice(0, position.character).replace(/[\w$]+$/, '');
+    }
+    const found = [...text.matchAll(IDENTIFIER)].reverse();
+    for (const match of found) {
+      if (match[0].length >= 3 && !seen.has(match[0]) && names.length < DEFINITION_NAMES) {
+        seen.add(match[0]);
+        names.push({ name: match[0], at: new vscode.Position(line, match.index ?? 0) });
+      }
+    }
+  }
+  const uri = document.uri.toString();
+  const key = names.map((n) => n.name).join(' ');
+  if (sentDefinitions.get(uri) === key) {
+    return;
+  }
+  sentDefinitions.set(uri, key);
+  const definitions: { uri: string; line: number; name: string; text: string }[] = [];
+  for (const { name, at } of names) {
+    const found = await vscode.commands.executeCommand<(vscode.Location | vscode.LocationLink)[]>(
+      'vscode.executeDefinitionProvider',
+      document.uri,
+      at,
+    );
+    const first = found?.[0];
+    if (!first) {
+      continue;
+    }
+    const target = 'targetUri' in first ? first.targetUri : first.uri;
+    const range = 'targetUri' in first ? first.targetRange : first.range;
+    if (target.toString() === uri) {
+      continue; // in this file: the prompt has it
+    }
+    try {
+      // Read, not opened: an opened document would be sent to every language server.
+      const lines = new TextDecoder().decode(await vscode.workspace.fs.readFile(target)).split(/\r?\n/);
+      const text = lines.slice(range.start.line, range.start.line + DEFINITION_LINES).join('\n');
+      definitions.push({ uri: current.code2ProtocolConverter.asUri(target), line: range.start.line, name, text });
+    } catch (error) {
+      output.debug(`reading the definition of ${name} failed: ${error}`);
+    }
+  }
+  try {
+    await current.sendRequest(ExecuteCommandRequest.type, {
+      command: 'fimlsp.context',
+      arguments: [current.code2ProtocolConverter.asUri(document.uri), definitions],
+    });
+  } catch (error) {
+    output.debug(`fimlsp.context failed: ${error}`);
+  }
+}
+
 /** Asks for `fimlsp.stats` now and then, for the tooltip's details: when the user looks at
  * another editor, at most every 10 s. Never once per suggestion. */
 function refreshStatsLazily(): void {
@@ -398,6 +471,7 @@ function createClient(): LanguageClient {
           return null;
         }
         const started = Date.now();
+        void sendDefinitions(document, position).catch((error) => output.debug(`definitions: ${error}`));
         const result = await next(document, position, context, token);
         if (!token.isCancellationRequested) {
           remember(document, position, result);

@@ -34,6 +34,8 @@ M.defaults = {
   --   timeBudgetMs = 4000,          -- show what there is after this long
   --   device = 'auto', dtype = 'auto', quantization = 'auto', temperature = 0, topP = 1,
   --   neighbourShare = 0.15, logLevel = 'info',
+  --   repoContext = true,           -- index root_dir for definitions from unopened files
+  --   repoShare = 0.15, repoMaxFiles = 5000, repoIndexTimeoutS = 120,
   --   engine = 'local',             -- or 'openai' (vLLM), 'llamacpp', 'tgi', 'ollama'
   --   endpoint = nil,               -- e.g. 'http://gpu-box:8000/v1' (docs/deploy.md)
   --   servedModel = nil, apiKeyEnv = nil, tlsVerify = true, retries = 2,
