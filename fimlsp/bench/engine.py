@@ -460,6 +460,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def full_size_model(model: str) -> str:
+    """`model` itself when it is a model directory; else the shared/model-configs name built
+    full size with random weights into the bench cache (once), as this benchmark does."""
+    if Path(model).is_dir():
+        return model
+    defaults = parse_args([])
+    shape = geometry(model, defaults)
+    folder = defaults.cache_dir / f"{model}-{shape['layers']}x{shape['width']}x{shape['heads']}"
+    return str(build_tiny_model(folder, model, **shape))
+
+
 def geometry(name: str, args: argparse.Namespace) -> dict[str, int]:
     from fimlsp.tiny import shared_dir
 

@@ -65,15 +65,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--busy", default="0,1", help="comma-separated counts of busy cores")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    model = args.model
-    if not Path(model).is_dir():
-        from fimlsp.bench.engine import geometry, parse_args
-        from fimlsp.tiny import build_tiny_model
+    from fimlsp.bench.engine import full_size_model
 
-        defaults = parse_args([])
-        shape = geometry(model, defaults)
-        folder = defaults.cache_dir / f"{model}-{shape['layers']}x{shape['width']}x{shape['heads']}"
-        model = str(build_tiny_model(folder, model, **shape))
+    model = full_size_model(args.model)
     threads = [int(t) for t in args.threads.split(",")]
     loads = [int(b) for b in args.busy.split(",")]
     results: dict[tuple[str, int, int], list[float]] = {}

@@ -107,15 +107,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    model = args.model
-    if not Path(model).is_dir():
-        from fimlsp.bench.engine import geometry, parse_args
-        from fimlsp.tiny import build_tiny_model
+    from fimlsp.bench.engine import full_size_model
 
-        defaults = parse_args([])
-        shape = geometry(model, defaults)
-        folder = defaults.cache_dir / f"{model}-{shape['layers']}x{shape['width']}x{shape['heads']}"
-        model = str(build_tiny_model(folder, model, **shape))
+    model = full_size_model(args.model)
     rows = []
     for window in [w.strip() for w in args.windows.split(",") if w.strip()]:
         options: dict[str, Any] = {"maxNewTokens": 16, "timeBudgetMs": 600000}
