@@ -70,3 +70,17 @@ def test_speculation_auto_follows_the_measured_verify_cost(
         assert f"{cost:.2f}×" in chosen.why
     explicit = LocalEngine.load(spec, Settings(device="cpu", quantization="none", speculate=3))
     assert explicit.speculate == 3 and explicit.choices["speculate"].why == "set"
+
+
+def test_threads_auto_keeps_the_faster_of_the_cores_and_one(tiny_model: Path) -> None:
+    """Measured at load: for a small model, one thread can decode faster than two."""
+    import torch
+
+    engine = LocalEngine.load(resolve_model(str(tiny_model)),
+                              Settings(device="cpu", quantization="none", threads=1, speculate=0))
+    chosen = engine.choose_threads(choices.Choice(2, "auto: torch's default"), rounds=2)
+    assert chosen.value in (1, 2) and torch.get_num_threads() == chosen.value
+    assert "on 2 threads" in chosen.why and chosen.why.startswith("auto: torch's default")
+    one = choices.Choice(1, "auto: the 1 CPUs this process may run on")
+    assert engine.choose_threads(one) is one  # nothing to choose between
+    assert engine.session_count == 0

@@ -11,6 +11,7 @@ only the rest. The loop is a chain of small steps, top-down: `generate` → `_pr
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -18,6 +19,7 @@ import re
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -312,6 +314,8 @@ class LocalEngine:
         chosen = resolve(spec, settings)
         model, device = load_model(spec, settings, chosen)
         engine = cls(model, device, lean=lean, speculate=settings.speculate)
+        if device.type == "cpu" and settings.threads is None:
+            chosen["threads"] = engine.choose_threads(chosen["threads"])
         if settings.speculate is not None:
             chosen["speculate"] = choices.Choice(settings.speculate, "set")
         elif "FIMLSP_SPECULATE" in os.environ:
@@ -322,26 +326,57 @@ class LocalEngine:
         engine.quantization = engine.choices["quantization"].value
         return engine
 
+    @contextlib.contextmanager
+    def _measuring(self, context: int, extra: int) -> Iterator[tuple[Session, list[int]]]:
+        """A throwaway session holding a `context`-token prompt, and `extra` ids to feed after
+        it: what the load-time measurements time their forwards on."""
+        key = "\0measure"
+        vocab = int(getattr(self.model.config, "vocab_size", 1000))
+        ids = [(7 + 13 * i) % vocab for i in range(context + extra)]
+        session = self._session(key)
+        try:
+            self._prefill(session, ids[:context], lambda: None)
+            yield session, ids
+        finally:
+            self.drop_session(key)
+
+    def _best_forward_s(self, session: Session, ids: list[int], context: int, n: int) -> float:
+        """One forward of `n` tokens after the session's `context`, timed, then undone."""
+        started = time.perf_counter()
+        self._forward(session, ids[context:context + n], all_logits=n > 1)
+        spent = time.perf_counter() - started
+        self._crop(session, context)
+        return spent
+
     def measure_verify_cost(self, drafts: int = SPECULATE, context: int = 256,
                             rounds: int = 5) -> float:
         """How much a forward of 1 + `drafts` tokens costs against one of 1 token, after a
         `context`-token prompt, here and now: the best of `rounds` each, interleaved."""
-        key = "\0measure"
-        vocab = int(getattr(self.model.config, "vocab_size", 1000))
-        ids = [(7 + 13 * i) % vocab for i in range(context + 1 + drafts)]
-        session = self._session(key)
-        try:
-            self._prefill(session, ids[:context], lambda: None)
-            best = {1: float("inf"), 1 + drafts: float("inf")}
+        best = {1: float("inf"), 1 + drafts: float("inf")}
+        with self._measuring(context, 1 + drafts) as (session, ids):
             for _ in range(rounds):
                 for n in best:
-                    started = time.perf_counter()
-                    self._forward(session, ids[context:context + n], all_logits=n > 1)
-                    best[n] = min(best[n], time.perf_counter() - started)
-                    self._crop(session, context)
-            return best[1 + drafts] / best[1]
-        finally:
-            self.drop_session(key)
+                    best[n] = min(best[n], self._best_forward_s(session, ids, context, n))
+        return best[1 + drafts] / best[1]
+
+    def choose_threads(self, chosen: choices.Choice, context: int = 256, rounds: int = 5
+                       ) -> choices.Choice:
+        """`threads: auto`: `chosen` (the cores, within the CPUs and quota we have) or one,
+        whichever decodes a token faster here, measured now. For a small model the threads'
+        hand-offs cost more than the work they share, and only a measurement tells where."""
+        most = int(chosen.value)
+        if most <= 1:
+            return chosen
+        best = {most: float("inf"), 1: float("inf")}
+        with self._measuring(context, 1) as (session, ids):
+            for _ in range(rounds):
+                for n in best:
+                    torch.set_num_threads(n)
+                    best[n] = min(best[n], self._best_forward_s(session, ids, context, 1))
+        pick = min(best, key=lambda n: best[n])
+        torch.set_num_threads(pick)
+        return choices.Choice(pick, f"{chosen.why}; a token took {best[most] * 1000:.1f} ms "
+                              f"on {most} threads and {best[1] * 1000:.1f} ms on one here")
 
     def choose_speculation(self) -> choices.Choice:
         """`speculate: auto`: draft where verifying drafts costs little more than one token."""
