@@ -133,7 +133,7 @@ def test_headless(kind: str, tmp_path: Path, server_command: list[str],
 
     assert r["server"]["version"] == fimlsp.__version__, r.get("server")
     assert (f"server: fimlsp {fimlsp.__version__}; model {r['server']['model']} on cpu "
-            "(float32, quantization none)") in r["health"], r.get("health")
+            "(float32, quantization int8)") in r["health"], r.get("health")
 
     version = tuple(int(x) for x in r["version"].split(".")[:2])
     inline = version >= (0, 10)  # inline virtual text needs 0.10+
@@ -299,7 +299,7 @@ def test_status_and_health_show_server_version_model_device(
                                   "file": str(source)}, tmp_path)
     assert not r.get("error"), r["error"]
     assert r["state"] == "ready" and not r["timeouts"], r
-    server = f"fimlsp {__version__}, model {tiny_model} on cpu (quantization none)"
+    server = f"fimlsp {__version__}, model {tiny_model} on cpu (quantization int8)"
     for where in ("status", "health"):
         assert f"fimlsp.nvim {__version__}" in r[where], (where, r[where])
         assert server in r[where], (where, r[where])

@@ -306,7 +306,7 @@ def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
     # "Show statistics" names both versions, the model, the device and the quantization.
     text = channel[-1].read_text(errors="replace") if channel else ""
     assert re.search(r"fimlsp for VS Code 0\.1\.0; server: fimlsp \S+, model \S+ on cpu "
-                     r"\(quantization none\)", text), text[-2000:]
+                     r"\(quantization int8\)", text), text[-2000:]
     assert result["statusToggled"] == "fimlsp: off", result
 
 
