@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import threading
 import weakref
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -356,9 +357,11 @@ def comment_marker(path: str | None) -> str:
     return next((m for m, exts in _LINE_COMMENT.items() if extension in exts), "#")
 
 
-_SNIPPET_IDS: weakref.WeakKeyDictionary[Tokenizer, OrderedDict[str, list[int]]] = \
+# Compact (4 bytes an id, not a list's 36) and few: the snippets of one cursor are what repeats
+# while the user types; old versions of an edited neighbour must not stay held (test_memory).
+_SNIPPET_IDS: weakref.WeakKeyDictionary[Tokenizer, OrderedDict[str, array[int]]] = \
     weakref.WeakKeyDictionary()
-_SNIPPET_CACHE = 64  # snippets' ids kept per tokenizer
+_SNIPPET_CACHE = 16  # snippets' ids kept per tokenizer
 _SNIPPET_LOCK = threading.Lock()
 
 
@@ -370,13 +373,13 @@ def _snippet_ids(tokenizer: Tokenizer, text: str) -> list[int]:
         ids = cache.get(text)
         if ids is not None:
             cache.move_to_end(text)
-            return ids
-    ids = _encode(tokenizer, text)[0]
+            return ids.tolist()
+    encoded = _encode(tokenizer, text)[0]
     with _SNIPPET_LOCK:
-        cache[text] = ids
+        cache[text] = array("i", encoded)
         while len(cache) > _SNIPPET_CACHE:
             cache.popitem(last=False)
-    return ids
+    return encoded
 
 
 def neighbour_ids(tokenizer: Tokenizer, template: FimTemplate, snippets: Sequence[Snippet],

@@ -467,7 +467,7 @@ async def test_stats_report_timings_and_kv_reuse(server: Client, workspace: Path
     at = doc.at("math.pi * rad")
     before = await server.stats()
 
-    await server.inline(doc.uri, at)
+    shown = await server.inline(doc.uri, at)
     first = await server.stats()
     assert first["requests"] == before["requests"] + 1
     for name in TIMING_FIELDS:
@@ -482,7 +482,9 @@ async def test_stats_report_timings_and_kv_reuse(server: Client, workspace: Path
     assert again["source"] == "cache" or again["reused_tokens"] > 0, again
 
     index = doc.index("math.pi * rad")
-    doc.change((index, index, "i"))  # the user types one character
+    # The user types one character, not the suggestion's next (typing-through would answer).
+    suggested = shown.items[0].insert_text if shown and shown.items else ""
+    doc.change((index, index, "x" if suggested.startswith("i") else "i"))
     await server.inline(doc.uri, position_of(doc.text, index + 1))
     typed = await server.stats()
     assert typed["requests"] == again["requests"] + 1

@@ -36,8 +36,10 @@ HELD_OUT = ("argparse.py", "textwrap.py", "shlex.py", "csv.py")  # never trained
 CURSORS_PER_DOCUMENT = 3
 # No snippets of other open documents: each prompt depends on its own document only, so the
 # answers do not depend on which client opened which documents.
-# fp32 in process (vLLM serves fp32): the CPU's default int8 would be another model.
-OPTIONS = {"maxNewTokens": 24, "threads": 1, "neighbourShare": 0, "quantization": "none"}
+# fp32 in process (vLLM serves fp32): the CPU's default int8 would be another model; and no
+# token healing, which a serving engine does not do here (the prompts would differ).
+OPTIONS = {"maxNewTokens": 24, "threads": 1, "neighbourShare": 0, "quantization": "none",
+           "tokenHealing": False}
 LONG = 800  # tokens a request is allowed, and generates when nobody stops it
 
 
