@@ -304,6 +304,9 @@ class LocalEngine:
         self.device = device
         self.max_sessions = max_sessions
         self.prefill_chunk = prefill_chunk
+        # Threads per phase, when `choose_threads` measured them: a prefill of many tokens uses
+        # every core; one token at a time may run faster on fewer. None: leave torch's as set.
+        self.threads: dict[str, int] = {}
         self.cache_kwarg = cache_kwarg(model)  # asked once: the signature does not change
         self.quantization = "none"  # what `load` resolved `auto` to, for status lines
         self.choices: dict[str, choices.Choice] = {}  # ... each setting's value and why
@@ -374,9 +377,17 @@ class LocalEngine:
                     torch.set_num_threads(n)
                     best[n] = min(best[n], self._best_forward_s(session, ids, context, 1))
         pick = min(best, key=lambda n: best[n])
+        self.threads = {"prefill": most, "decode": pick}
         torch.set_num_threads(pick)
         return choices.Choice(pick, f"{chosen.why}; a token took {best[most] * 1000:.1f} ms "
-                              f"on {most} threads and {best[1] * 1000:.1f} ms on one here")
+                              f"on {most} threads and {best[1] * 1000:.1f} ms on one here "
+                              f"(prefills use {most})")
+
+    def _use_threads(self, phase: str) -> None:
+        """The thread count measured best for this phase, if one was (`choose_threads`)."""
+        wanted = self.threads.get(phase)
+        if wanted and torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
 
     def choose_speculation(self) -> choices.Choice:
         """`speculate: auto`: draft where verifying drafts costs little more than one token."""
@@ -394,8 +405,9 @@ class LocalEngine:
                 "dtype": str(weights.dtype).removeprefix("torch.") if weights is not None
                 else "unknown", "quantization": self.quantization,
                 "forward": "lean" if self.lean is not None else "transformers",
-                "engine": "local", "threads": torch.get_num_threads() if self.device.type == "cpu"
-                else None}
+                "engine": "local", "threads": (self.threads.get("decode")
+                                               or torch.get_num_threads())
+                if self.device.type == "cpu" else None}
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -451,6 +463,7 @@ class LocalEngine:
                  ) -> tuple[torch.Tensor | None, str | None]:
         """Feeds `ids` in chunks; stops early (cache stays valid for what was fed) on a signal."""
         logits = None
+        self._use_threads("prefill" if len(ids) > 1 else "decode")
         for begin in range(0, len(ids), self.prefill_chunk):
             reason = should_stop()
             if reason:
@@ -518,6 +531,7 @@ class LocalEngine:
         without speculation, so the output, the callbacks and the stop reasons are identical.
         """
         out = result.ids
+        self._use_threads("decode")
         base = len(session.ids)  # the prompt: what plain decoding has fed when it starts
         speculate = (self.speculate if speculate is None else speculate) if temperature <= 0 \
             else 0
