@@ -294,12 +294,11 @@ class FimServer(LanguageServer):
                 self.prefetch(uri, cursor, whole)
 
         def done(f: Any) -> None:
-            if f.cancelled() or f.exception() is not None or not f.result():
-                if not f.cancelled() and f.exception() is not None and \
-                        not isinstance(f.exception(), Cancelled):
-                    log.warning("finishing an answer failed: %s", f.exception())
-                return
-            loop.call_soon_threadsafe(extend, f.result())
+            error = None if f.cancelled() else f.exception()
+            if error is not None and not isinstance(error, Cancelled):
+                log.warning("finishing an answer failed: %s", error)
+            elif not f.cancelled() and error is None and f.result():
+                loop.call_soon_threadsafe(extend, f.result())
 
         future.add_done_callback(done)
 
