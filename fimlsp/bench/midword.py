@@ -38,7 +38,6 @@ from fimlsp.bench.quality import (
     _start_server,
     _stop,
     machine,
-    position_of,
 )
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -150,21 +149,8 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 
 async def _ask(editor: LspEditor) -> tuple[str, float, dict[str, Any]]:
     """One automatic inlineCompletion at the editor's cursor: (text, ms, fimlsp.stats)."""
-    from lsprotocol import types
-
-    params = types.InlineCompletionParams(
-        text_document=types.TextDocumentIdentifier(uri=editor.uri),
-        position=position_of(editor.text, editor.cursor),
-        context=types.InlineCompletionContext(
-            trigger_kind=types.InlineCompletionTriggerKind.Automatic))
-    started = time.perf_counter()
-    answer = await editor.client.text_document_inline_completion_async(params)
-    latency = (time.perf_counter() - started) * 1000
-    items = list(answer.items) if answer else []
-    text = items[0].insert_text if items and isinstance(items[0].insert_text, str) else ""
-    stats = await editor.client.workspace_execute_command_async(
-        types.ExecuteCommandParams(command="fimlsp.stats"))
-    return text, latency, dict(stats or {})
+    text, _request_id, latency, stats = await editor.request()
+    return text, latency, stats
 
 
 async def _at(editor: LspEditor, text: str, cursor: Cursor,

@@ -450,11 +450,26 @@ class LspEditor:
         """One inlineCompletion at the cursor. After a cancelled (late) answer the server's
         typing-through is off for this one request: a cancelled generation is never remembered
         as shown, and this is the one switch that has the same effect from outside."""
-        from lsprotocol import types
 
         forget, self._forget = self._forget, False
         if forget:
             self._typing_through(False)
+        text, request_id, latency, stats = await self.request()
+        if forget:
+            self._typing_through(True)
+        source = stats.get("source") or "model"
+        if source == "cache" and not stats.get("prompt_tokens"):
+            source = "typed"
+        fed = None
+        if source == "model" and isinstance(stats.get("reused_tokens"), int):
+            fed = stats["prompt_tokens"] - stats["reused_tokens"]
+        return Answer(text, request_id, latency, source, fed)
+
+    async def request(self) -> tuple[str, int | None, float, dict[str, Any]]:
+        """One automatic inlineCompletion at the cursor: (text, the item's request id, round
+        trip ms, `fimlsp.stats` after it)."""
+        from lsprotocol import types
+
         params = types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=self.uri),
             position=position_of(self.text, self.cursor),
@@ -463,8 +478,6 @@ class LspEditor:
         started = time.perf_counter()
         answer = await self.client.text_document_inline_completion_async(params)
         latency = (time.perf_counter() - started) * 1000
-        if forget:
-            self._typing_through(True)
         items = list(answer.items) if answer else []
         text, request_id = "", None
         if items:
@@ -473,13 +486,7 @@ class LspEditor:
             request_id = args[0] if args else None
         stats = await self.client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="fimlsp.stats"))
-        source = (stats or {}).get("source") or "model"
-        if source == "cache" and not (stats or {}).get("prompt_tokens"):
-            source = "typed"
-        fed = None
-        if source == "model" and isinstance((stats or {}).get("reused_tokens"), int):
-            fed = stats["prompt_tokens"] - stats["reused_tokens"]
-        return Answer(text, request_id, latency, source, fed)
+        return text, request_id, latency, dict(stats or {})
 
     async def command(self, name: str, *args: Any) -> None:
         from lsprotocol import types
