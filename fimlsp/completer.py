@@ -38,6 +38,7 @@ from fimlsp.engine import Generation, choices
 from fimlsp.engine.local import LocalEngine
 from fimlsp.engine.remote import RemoteEngine
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.inflight import Progress
 from fimlsp.models import (
     ModelSpec,
     effective_window,
@@ -62,6 +63,17 @@ MAX_EDITOR_CHARS = 4000  # of each one's text
 
 
 @dataclass
+class Unfinished:
+    """Where a cut answer's generation stopped: enough to go on with it later."""
+
+    ids: list[int]  # the prompt
+    generated: list[int]  # the tokens generated so far
+    mode: str  # the policy's mode (postprocess.mode_for)
+    heal: healing.Heal | None  # what token healing backed off the prompt
+    cursor: Cursor  # where it was asked for: its text is relative to this cursor
+
+
+@dataclass
 class Completion:
     """One answer and the numbers that explain its latency."""
 
@@ -75,10 +87,9 @@ class Completion:
     generated_tokens: int = 0
     stop_reason: str = ""
     total_ms: float = 0.0
-    # An answer the time budget cut short: (prompt ids, ids generated so far, mode), so the rest
-    # can be generated after it was shown (`Completer.finish`). Not part of the timings.
-    unfinished: tuple[list[int], list[int], str, healing.Heal | None] | None = field(
-        default=None, repr=False)
+    # An answer the time budget cut short, so the rest can be generated after it was shown
+    # (`Completer.finish`). Not part of the timings.
+    unfinished: Unfinished | None = field(default=None, repr=False)
 
     def timings(self) -> dict[str, Any]:
         fields = asdict(self)
@@ -121,6 +132,8 @@ class Stats:
     prefetch_ms: float = 0.0  # model time spent computing ahead
     prefetch_used_ms: float = 0.0  # ... on the ones used: the rest is the price of guessing
     finished: int = 0  # answers the time budget cut, generated to their end after being shown
+    orphaned: int = 0  # generations whose request the client cancelled, left running (inflight)
+    taken_over: int = 0  # ... requests answered by one of them: the user typed what it wrote
     generated: int = 0  # tokens the model generated, over all generations
     forwards: int = 0  # forward passes that produced them (one per token without drafts)
     drafted: int = 0  # prompt-lookup draft tokens verified
@@ -454,9 +467,11 @@ class Completer:
                     "sessions": self.engine.session_count if self.engine is not None else 0}
 
     def complete(self, key: str, cursor: Cursor, token: CancelToken | None = None,
-                 request_id: int | None = None, count: bool = True) -> Completion:
+                 request_id: int | None = None, count: bool = True,
+                 progress: Progress | None = None) -> Completion:
         """The cleaned suggestion for `cursor`; blocking, on the worker thread. `count`: a
-        request of the user's (not one computed ahead), for the stats."""
+        request of the user's (not one computed ahead), for the stats. `progress`: where the
+        text so far is kept for a later keystroke to take the generation over (inflight.py)."""
         started = time.perf_counter()
         request_id = request_id if request_id is not None else self.next_id()
         self._count(cache=False, request=count)
@@ -475,7 +490,8 @@ class Completer:
                                 prompt_tokens=len(prompt.ids), stop_reason="cache")
         else:
             generation = self._generate(key, cursor, prompt.ids, mode,
-                                        token or CancelToken(), heal=prompt.heal)
+                                        token or CancelToken(), heal=prompt.heal,
+                                        progress=progress)
             self.stats.add(healed=int(prompt.heal is not None))
             text = healing.suggestion(self.tokenizer, generation.ids, prompt.heal)
             cut = generation.stop_reason == "time" and mode == "block" and \
@@ -488,7 +504,8 @@ class Completer:
                                 generation.reused_tokens, generation.prefill_ms,
                                 generation.decode_ms, len(generation.ids), generation.stop_reason)
             if cut and text:
-                result.unfinished = (prompt.ids, generation.ids, mode, prompt.heal)
+                result.unfinished = Unfinished(prompt.ids, generation.ids, mode, prompt.heal,
+                                               cursor)
             self.stats.add(generated=len(generation.ids),
                            forwards=generation.decode_forwards + bool(generation.ids),
                            drafted=generation.drafted, drafts_accepted=generation.accepted)
@@ -552,25 +569,23 @@ class Completer:
                        warm_interrupted=int(generation.interrupted))
         return result
 
-    def finish(self, key: str, cursor: Cursor, shown: Completion, token: CancelToken
-               ) -> str | None:
-        """The whole answer that `shown` is the first lines of (the time budget cut it): the
+    def finish(self, key: str, cut: Unfinished, token: CancelToken) -> str | None:
+        """The whole answer that a cut one is the first lines of (the time budget cut it): the
         generation goes on from where it stopped, on the same KV session, in the model's idle
-        time. The full text, cleaned, or None when stopped or when it no longer starts with
-        what was shown."""
-        assert shown.unfinished is not None
-        ids, generated, mode, heal = shown.unfinished
+        time. The full text, cleaned, relative to `cut.cursor`; None when stopped."""
+        ids, generated, mode, heal, cursor = (cut.ids, cut.generated, cut.mode, cut.heal,
+                                              cut.cursor)
         generation = self._generate(key, cursor, ids, mode, token, generated, heal)
         if generation.interrupted or generation.stop_reason == "time":
             return None
-        text = postprocess.clean(healing.suggestion(self.tokenizer, [*generated,
+        return postprocess.clean(healing.suggestion(self.tokenizer, [*generated,
                                                                      *generation.ids], heal),
                                  cursor, mode, key)
-        return text if text.startswith(shown.text) else None
 
     def _generate(self, key: str, cursor: Cursor, prompt: list[int], mode: str,
                   token: CancelToken, already: list[int] | None = None,
-                  heal: healing.Heal | None = None) -> Generation:
+                  heal: healing.Heal | None = None, progress: Progress | None = None
+                  ) -> Generation:
         """`already`: tokens generated before (a cut answer going on): they follow the prompt,
         and the policy and the length limit count them. `heal`: what token healing backed off
         the prompt (`prompt.Prompt.heal`): the first tokens must write it again."""
@@ -584,10 +599,12 @@ class Completer:
 
         def on_token(token_id: int) -> bool:
             generated.append(token_id)
-            if raw:  # no policy: only the stop ids and max_new_tokens end it
+            if raw and progress is None:  # no policy: only the stop ids and max_new_tokens
                 return False
-            return postprocess.wants_stop(healing.suggestion(self.tokenizer, generated, heal),
-                                          mode, cursor, key)
+            text = healing.suggestion(self.tokenizer, generated, heal)
+            if progress is not None and not progress.wrote(text):
+                token.cancel("superseded")  # the user typed something else: nobody wants it
+            return not raw and postprocess.wants_stop(text, mode, cursor, key)
 
         constraint = None
         if heal is not None:
@@ -667,7 +684,8 @@ class Completer:
                 "prefetch_interrupted": s.prefetch_interrupted,
                 "prefetch_ms": round(s.prefetch_ms, 1),
                 "prefetch_wasted_ms": round(s.prefetch_ms - s.prefetch_used_ms, 1),
-                "finished": s.finished, "forwards": s.forwards, "drafted": s.drafted,
+                "finished": s.finished, "orphaned": s.orphaned, "taken_over": s.taken_over,
+                "generated": s.generated, "forwards": s.forwards, "drafted": s.drafted,
                 "drafts_accepted": s.drafts_accepted,
                 "tokens_per_forward": round(s.generated / s.forwards, 3) if s.forwards else None,
                 "model": self.spec.name if self.spec else self.settings.model,

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -55,6 +55,7 @@ class Scheduler:
         self._latest: dict[str, CancelToken] = {}
         self._background: set[CancelToken] = set()  # warm starts: any real request stops them
         self._yielding: set[CancelToken] = set()  # next edits: any completion request stops them
+        self._orphans: set[CancelToken] = set()  # requests the client cancelled: any request stops
         self._lock = threading.Lock()
 
     def set_workers(self, workers: int) -> None:
@@ -73,8 +74,9 @@ class Scheduler:
         so that a long next-edit rewrite never holds up a completion (warm starts do not)."""
         token = CancelToken(time_budget_s)
         with self._lock:
-            for waiting in self._background:
+            for waiting in [*self._background, *self._orphans]:
                 waiting.cancel("superseded")  # a user waits for this one: it goes first
+            self._orphans.clear()
             if not yields:
                 for waiting in self._yielding:
                     waiting.cancel("superseded")
@@ -96,8 +98,17 @@ class Scheduler:
                     if self._latest.get(key) is token:
                         del self._latest[key]
                     self._yielding.discard(token)
+                    self._orphans.discard(token)
 
         return self._pool.submit(run), token
+
+    def orphan(self, token: CancelToken, future: Future[Any]) -> None:
+        """The client cancelled the request of the job behind `token`, which runs on for a
+        later keystroke to take over (fimlsp/inflight.py): from now on any request stops it,
+        whatever its document, as it stops background work."""
+        with self._lock:
+            if not future.done():
+                self._orphans.add(token)
 
     def submit_background(self, job: Callable[[CancelToken], T]) -> tuple[Future[T],
                                                                            CancelToken]:
@@ -128,6 +139,7 @@ class Scheduler:
 
     def shutdown(self) -> None:
         with self._lock:
-            for token in [*self._latest.values(), *self._background, *self._yielding]:
+            for token in [*self._latest.values(), *self._background, *self._yielding,
+                          *self._orphans]:
                 token.cancel("cancelled")
         self._pool.shutdown(wait=False, cancel_futures=True)

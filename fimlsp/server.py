@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -29,6 +30,7 @@ from fimlsp.context import Cursor, units_len
 from fimlsp.documents import Documents
 from fimlsp.engine import choices
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.inflight import Flights, InFlight, Progress
 from fimlsp.nextedit import lsp as nextedit
 from fimlsp.nextedit.history import EditHistory
 from fimlsp.pace import TypingPace
@@ -66,6 +68,7 @@ class FimServer(LanguageServer):
         self.documents = Documents()
         self.repo = WorkspaceIndexer(self)  # the workspace index (fimlsp/repo)
         self.pace = TypingPace()  # keystroke intervals per document: the time an answer may take
+        self.flights = Flights()  # the running model request per document (inflight.py)
         self.completer = self._new_completer()
         self.scheduler = Scheduler(workers_for(settings))
         self.state = "idle"  # idle | loading | ready | failed
@@ -234,6 +237,9 @@ class FimServer(LanguageServer):
             self.request_log(typed.log_line(uri, completer.stats.cache_share))
             self._note_shown(typed)
             return typed
+        taken = await self._take_over(uri, cursor)
+        if taken is not None:  # the generation of an earlier keystroke, which this one typed
+            return self._show(uri, cursor, taken)
         ahead = completer.answer_ahead(uri, cursor)
         if ahead is not None:  # computed while the last one was on screen: no model call
             self.request_log(ahead.log_line(uri, completer.stats.cache_share))
@@ -243,11 +249,26 @@ class FimServer(LanguageServer):
         # one they asked for, or after a pause, the whole budget (pace.py).
         budget = self.settings.time_budget_ms if invoked else self.pace.budget_ms(
             uri, self.settings.time_budget_ms)
+        progress = Progress()
         future, token = self.scheduler.submit(
-            uri, lambda tok: completer.complete(uri, cursor, tok, request_id), budget / 1000)
+            uri, lambda tok: completer.complete(uri, cursor, tok, request_id, progress=progress),
+            budget / 1000)
+        flight = InFlight(cursor, request_id, completer.answer_settings, future, token, progress)
+        if self.settings.engine == "local":  # a serving engine's time is not ours to spend
+            self.flights.start(uri, flight)
+            loop = asyncio.get_running_loop()
+            future.add_done_callback(lambda f: loop.call_soon_threadsafe(
+                self._landed, uri, flight))
         try:
             result = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
+            if self.flights.get(uri) is flight and not future.done():
+                flight.orphan = True  # runs on: the next keystroke may type into it
+                self.scheduler.orphan(token, future)
+                completer.stats.add(orphaned=1)
+                self.request_log(f"request {request_id} {uri}: cancelled by the client; "
+                                 "its generation runs on for the next keystroke")
+                raise
             token.cancel("cancelled")
             # If the job had not started, the worker raises Cancelled into a future nobody awaits.
             future.add_done_callback(lambda f: f.cancelled() or (isinstance(
@@ -266,6 +287,48 @@ class FimServer(LanguageServer):
             return None
         return self._show(uri, cursor, result)
 
+    async def _take_over(self, uri: str, cursor: Cursor) -> Completion | None:
+        """The answer from the document's running generation when the user has only typed what
+        it is writing (inflight.py; its text may be empty); None when it cannot answer (the
+        request then goes to the model, which supersedes it)."""
+        flight = self.flights.get(uri)
+        if flight is None:
+            return None
+        completer = self.completer
+        typed = flight.follows(cursor, completer.answer_settings)
+        if typed is None:
+            return None
+        started = time.perf_counter()
+        try:  # shielded: if this request is cancelled too, the generation still runs on
+            result = await asyncio.shield(asyncio.wrap_future(flight.future))
+        except Cancelled:
+            return None
+        if result.stop_reason in ("cancelled", "superseded") or \
+                not result.text.startswith(typed):
+            return None
+        rest = result.text[len(typed):]
+        answer = dataclasses.replace(result, text=rest if rest.strip() else "",
+                                     request_id=completer.next_id(), source="model",
+                                     total_ms=(time.perf_counter() - started) * 1000)
+        completer.stats.add(requests=1, taken_over=1)
+        self.request_log(f"request {answer.request_id} {uri}: taken over from request "
+                         f"{flight.request_id}, {len(typed)} chars typed into it; "
+                         f"waited={answer.total_ms:.0f}ms chars={len(answer.text)}")
+        return answer
+
+    def _landed(self, uri: str, flight: InFlight) -> None:
+        """A local generation ended (on the event loop). An orphan that nobody took over is the
+        document's suggestion for the next keystroke to type into (typing-through)."""
+        if not self.flights.ended(uri, flight) or not flight.orphan:
+            return
+        future = flight.future
+        if future.cancelled() or future.exception() is not None:
+            return
+        result = future.result()
+        if result.text and result.stop_reason not in ("cancelled", "superseded"):
+            self.completer.shown(uri, flight.cursor, result)
+            self._note_shown(result)
+
     def _show(self, uri: str, cursor: Cursor, result: Completion) -> Completion | None:
         """`result` goes on screen (nothing, if it is empty); while it is there, the model
         computes what follows accepting it."""
@@ -280,18 +343,22 @@ class FimServer(LanguageServer):
         return result
 
     def finish(self, uri: str, cursor: Cursor, shown: Completion) -> None:
-        """`shown` is the first lines of a block the time budget cut: the model goes on with it
-        in its idle time, and the rest joins the suggestion on screen (typing-through and
-        accepts then have it), then the prefetch after the whole of it runs."""
+        """`shown` (at `cursor`) is the first lines of a block the time budget cut: the model
+        goes on with it in its idle time, and the rest joins the suggestion on screen
+        (typing-through and accepts then have it), then the prefetch after the whole of it runs.
+        The cut may have been made for an earlier keystroke that this one typed into."""
         completer, loop = self.completer, asyncio.get_running_loop()
+        cut = shown.unfinished
+        assert cut is not None
+        typed = len(cursor.prefix) - len(cut.cursor.prefix)
         future, _token = self.scheduler.submit_background(
-            lambda token: completer.finish(uri, cursor, shown, token))
+            lambda token: completer.finish(uri, cut, token))
 
         def extend(whole: str) -> None:  # on the event loop, which owns `typing`
-            if completer.typing.extend(uri, shown.request_id, cursor.prefix, whole):
+            if completer.typing.extend(uri, shown.request_id, cut.cursor.prefix, whole):
                 completer.stats.add(finished=1)
-                self._shown[shown.request_id] = whole
-                self.prefetch(uri, cursor, whole)
+                self._shown[shown.request_id] = whole[typed:]
+                self.prefetch(uri, cut.cursor, whole)
 
         def done(f: Any) -> None:
             error = None if f.cancelled() else f.exception()
@@ -477,6 +544,7 @@ def create_server(settings: Settings) -> FimServer:
         ls.next_edits.forget(uri)
         completer = ls.completer
         completer.typing.forget(uri)  # the event loop's; the rest is the model thread's
+        ls.flights.forget(uri)
         ls.scheduler.run(lambda: completer.forget(uri, nextedit.SESSION_SUFFIX))
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())

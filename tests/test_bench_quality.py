@@ -42,15 +42,15 @@ class Scripted:
         self.text += text
         self.log.append(("insert", text))
 
-    async def ask(self) -> Answer:
+    async def ask(self, limit_ms: float | None = None) -> Answer:
         self.log.append(("ask", self.text))
         return self.answers(self.text)
 
     async def command(self, name: str, *args: Any) -> None:
         self.log.append((name, *args))
 
-    async def cancelled(self) -> None:
-        self.log.append(("cancelled",))
+    async def wait_ms(self, ms: float) -> None:
+        pass  # scripted latencies: the clock does not matter
 
 
 def run(target: str, answers: Any, typing_ms: float | None = None) -> tuple[SpanResult, Scripted]:
@@ -132,7 +132,7 @@ def test_typing_through_a_suggestion_is_one_suggestion_and_wrong_ones_count_as_n
     assert result.accepted_chars == 0 and result.typed_units == 4
 
 
-def test_real_time_hides_late_answers_and_their_typing_through() -> None:
+def test_real_time_hides_late_answers_but_not_what_the_server_answers_in_time() -> None:
     target = "value = compute(x)"
 
     def answers(typed: str) -> Answer:
@@ -140,15 +140,15 @@ def test_real_time_hides_late_answers_and_their_typing_through() -> None:
         if typed == "":
             return Answer(rest, 1, 400.0)  # right, but too late at 150 ms a key
         if typed == "v":
-            return Answer(rest, 2, 1.0, "typed")  # the server types through the late one
-        if typed == "va":
-            return Answer(rest, 3, 90.0)  # in time
+            return Answer(rest, 2, 200.0)  # late again
+        if typed == "va":  # the late generation went on, and this key typed into it
+            return Answer(rest, 3, 1.0, "typed")
         return Answer("", None, 5.0)
 
     plain, _ = run(target, answers)
     assert plain.accepted_chars == len(target) and plain.late == 0
     real, editor = run(target, answers, typing_ms=150)
-    assert real.late == 1 and editor.log.count(("cancelled",)) == 1
+    assert real.late == 2 and real.model_calls == 0  # late answers are not latencies seen
     assert real.accepted_chars == len(target) - 2 and real.typed_units == 2
     assert ("fimlsp.accept", 3) in editor.log and ("fimlsp.accept", 1) not in editor.log
     assert real.shown == 1
@@ -230,26 +230,25 @@ def test_a_tiny_run_through_the_real_server_with_the_trained_model(
                       "    for part in parts:\n        result.append(os.path.join(part, 'x'))\n"
                       "    return result\n")
     picked = sample([source], 1, 2, seed=3)
-    runs = []
-    for typing_ms in (None, 1e9):  # real time with all the time in the world sees everything
-        results, stats = asyncio.run(run_once(str(trained_model), {"maxNewTokens": 12},
-                                              picked, {}, typing_ms))
-        assert len(results) == 2
-        taken = sum(r.accepted_chars for r in results)
-        assert stats["accepted_chars"] == taken  # the accept commands reached the server
-        for r in results:
-            assert r.accepted <= r.shown and r.fully_accepted <= r.accepted
-            assert r.model_calls >= 1 and r.late == 0
-            assert len(r.fed) == r.model_calls and all(f >= 1 for f in r.fed)
-        runs.append([(r.accepted_chars, r.typed_units, r.shown) for r in results])
-    assert runs[0] == runs[1]
-    # No time at all: every model answer is late, nothing is seen, and the server, told that
-    # each was cancelled, never types through one.
+    results, stats = asyncio.run(run_once(str(trained_model), {"maxNewTokens": 12},
+                                          picked, {}, None))
+    assert len(results) == 2
+    taken = sum(r.accepted_chars for r in results)
+    assert stats["accepted_chars"] == taken  # the accept commands reached the server
+    for r in results:
+        assert r.accepted <= r.shown and r.fully_accepted <= r.accepted
+        assert r.model_calls >= 1 and r.late == 0
+        assert len(r.fed) == r.model_calls and all(f >= 1 for f in r.fed)
+    # Real time, at a key a millisecond: no model answer comes in time, so every one is
+    # cancelled by the editor; the server lets those generations run on (orphaned) for the keys
+    # that type into them, and what it answers in time is seen.
     results, stats = asyncio.run(run_once(str(trained_model), {"maxNewTokens": 12}, picked, {},
                                           1e-9))
+    assert sum(r.late for r in results) >= 1 and stats["orphaned"] >= 1
     for r in results:
-        assert r.shown == r.accepted_chars == 0 and r.typed_units == r.chars
-        assert r.late == r.model_calls == r.requests
+        assert r.model_calls == 0 and r.late <= r.requests
+        assert r.accepted <= r.shown and r.typed_units + r.accept_actions >= 1
+    assert stats["accepted_chars"] == sum(r.accepted_chars for r in results)
 
 
 # -- --mid-word (token healing) ----------------------------------------------------------------

@@ -90,7 +90,8 @@ def test_a_cut_block_shows_its_finished_lines_and_the_rest_comes_after(
     assert shown.stop_reason == "time"
     assert full.text.startswith(shown.text) and shown.text != full.text
     assert full.text[len(shown.text)] == "\n"  # what was shown ends where a line ends
-    rest = completer.finish("cut.py", cursor, shown, CancelToken())
+    assert shown.unfinished is not None and shown.unfinished.cursor == cursor
+    rest = completer.finish("cut.py", shown.unfinished, CancelToken())
     assert rest == full.text
 
     # The suggestion on screen grows to the whole answer, also after the user typed some of it.

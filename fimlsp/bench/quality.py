@@ -16,9 +16,12 @@ Reported per run: characters saved (share of the text that came from accepted su
 acceptance rate per suggestion shown, exact first-line match of suggestions shown, suggestions
 shown but never accepted — plain, and **under real time**: at `--typing-ms` per keystroke a
 suggestion whose measured round trip is longer than that arrives after the next keystroke and is
-never seen. Visibility is decided on a virtual clock from each request's measured latency, so
-nothing sleeps; what the editor already shows (the rest of a suggestion being typed through) stays
-visible. Confidence intervals: bootstrap over files (seeded), so spans of one file move together.
+never seen. That runs on the wall clock — a key every `--typing-ms`, the pending request
+cancelled when the next key is due, as editors cancel it — because what the server does with
+the time between keys (a cancelled generation that the next key types into, a suggestion
+computed ahead while the developer reads) shows only in real time; a virtual clock built from
+each request's latency alone cannot show it. Confidence intervals: bootstrap over files
+(seeded), so spans of one file move together.
 
 Why not replay a log of real typing: there is none that is free to use, and the rules above are
 what an editor's accept keys do; the one thing a person does differently — reading a suggestion
@@ -31,6 +34,7 @@ import argparse
 import ast
 import asyncio
 import json
+import math
 import platform
 import random
 import re
@@ -275,13 +279,15 @@ class Editor(Protocol):
 
     async def insert(self, text: str) -> None: ...
 
-    async def ask(self) -> Answer: ...
+    async def ask(self, limit_ms: float | None = None) -> Answer:
+        """The suggestion at the cursor. `limit_ms`: the editor gives up after that long (the
+        user's next keystroke is due) and cancels the request, as editors do; the answer then
+        has a latency over the limit and no text."""
 
     async def command(self, name: str, *args: Any) -> None: ...
 
-    async def cancelled(self) -> None:
-        """The last answer came after the next keystroke: a real editor had cancelled that
-        request, so the server must not answer the next keystroke from it."""
+    async def wait_ms(self, ms: float) -> None:
+        """Real time passes (the developer reads, or has not pressed the next key yet)."""
 
 
 @dataclass
@@ -311,11 +317,12 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
                  kind: str = "", accept_ms: float = 0.0) -> SpanResult:
     """The developer types `target` at the cursor of `editor`, taking suggestions as they fit.
 
-    `typing_ms` None: every answer is seen. Else real time: an answer from the model is seen only
-    when its round trip fits between two keystrokes; the rest of a suggestion being typed through
-    is seen always (the editor already shows it), but a typing-through answer for a suggestion
-    that was never seen is not (the editor had cancelled that request). `accept_ms`: how long the
-    developer reads a suggestion before taking it (real time passes: the model's idle time).
+    `typing_ms` None: every answer is awaited and seen. Else real time, on the wall clock: a
+    key every `typing_ms`; a request not answered by the time the next key is due is cancelled
+    (late) and never seen, and the key is pressed. Whatever the server answers in time is seen —
+    the rest of the suggestion on screen, a generation an earlier key started and this one typed
+    into, one computed ahead. `accept_ms`: how long the developer reads a suggestion before
+    taking it (the model's idle time).
     """
     result = SpanResult(path, kind, len(target), unaided_keys(target))
     at = 0
@@ -326,10 +333,17 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
     taken_any = False
     accepted_whole = False  # the last action took a whole suggestion
     limit = 4 * len(target) + 8
+    key_at = time.perf_counter()  # when the last key (or accept) was pressed
+
+    def since_key_ms() -> float:
+        return (time.perf_counter() - key_at) * 1000
+
     while at < len(target) and result.requests < limit:
-        answer = await editor.ask()
+        wait = None if typing_ms is None else max(1.0, typing_ms - since_key_ms())
+        answer = await editor.ask(wait)
         result.requests += 1
-        if answer.source == "model":
+        late = wait is not None and answer.latency_ms > wait
+        if answer.source == "model" and not late:
             result.model_calls += 1
             result.latencies_ms.append(answer.latency_ms)
             if answer.fed is not None:
@@ -342,17 +356,8 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
         accepted_whole = False
         rest = target[at:]
         continues = bool(screen) and answer.text == screen
-        if not answer.text:
-            seen = False
-        elif typing_ms is None or continues:
-            seen = True
-        elif answer.source == "typed":
-            seen = False
-        else:
-            seen = answer.latency_ms <= typing_ms
-            result.late += not seen
-            if not seen:
-                await editor.cancelled()
+        result.late += late
+        seen = bool(answer.text) and not late
         if seen and not continues:
             result.shown += 1
             taken_any = taken_whole = False
@@ -364,7 +369,7 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
         pieces, whole = accept_plan(screen, rest) if screen else ([], False)
         if pieces:
             if accept_ms > 0:
-                await asyncio.sleep(accept_ms / 1000)  # reading it: the model is idle
+                await editor.wait_ms(accept_ms)  # reading it: the model is idle
             accepted_whole = whole
             for piece in pieces:
                 await editor.insert(piece)
@@ -374,6 +379,7 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
                 else:
                     await editor.command("fimlsp.partialAccept", item, item_taken)
                 result.accept_actions += 1
+            key_at = time.perf_counter()
             took = sum(map(len, pieces))
             at += took
             result.accepted_chars += took
@@ -385,8 +391,11 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
                 result.fully_accepted += 1
                 taken_whole = True
             continue
+        if typing_ms is not None:
+            await editor.wait_ms(typing_ms - since_key_ms())  # the next key is not due yet
         unit = next_unit(target, at)
         await editor.insert(unit)
+        key_at = time.perf_counter()
         result.typed_units += 1
         at += len(unit)
         screen = screen[len(unit):] if screen.startswith(unit) else ""
@@ -411,12 +420,12 @@ def position_of(text: str, index: int) -> Any:
 class LspEditor:
     """A document open in the real server, edited at one cursor."""
 
+    _asked = 0  # requests sent by every editor: their JSON-RPC ids
+
     def __init__(self, client: Any, uri: str, text: str) -> None:
         from lsprotocol import types
 
         self.client, self.uri, self.text, self.version, self.cursor = client, uri, text, 1, 0
-        self.typing_through = True  # the server's setting; off: nothing to forget
-        self._forget = False
         language = LANGUAGES.get(Path(uri).suffix, "plaintext")
         client.text_document_did_open(types.DidOpenTextDocumentParams(
             text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1,
@@ -437,26 +446,14 @@ class LspEditor:
     async def insert(self, text: str) -> None:
         self.replace(self.cursor, self.cursor, text)
 
-    async def cancelled(self) -> None:
-        self._forget = self.typing_through
+    async def wait_ms(self, ms: float) -> None:
+        if ms > 0:
+            await asyncio.sleep(ms / 1000)
 
-    def _typing_through(self, on: bool) -> None:
-        from lsprotocol import types
-
-        self.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-            settings={"fimlsp": {"typingThrough": on}}))
-
-    async def ask(self) -> Answer:
-        """One inlineCompletion at the cursor. After a cancelled (late) answer the server's
-        typing-through is off for this one request: a cancelled generation is never remembered
-        as shown, and this is the one switch that has the same effect from outside."""
-
-        forget, self._forget = self._forget, False
-        if forget:
-            self._typing_through(False)
-        text, request_id, latency, stats = await self.request()
-        if forget:
-            self._typing_through(True)
+    async def ask(self, limit_ms: float | None = None) -> Answer:
+        text, request_id, latency, stats = await self.request(limit_ms)
+        if latency == math.inf:
+            return Answer("", None, latency, "late")
         source = stats.get("source") or "model"
         if source == "cache" and not stats.get("prompt_tokens"):
             source = "typed"
@@ -465,9 +462,12 @@ class LspEditor:
             fed = stats["prompt_tokens"] - stats["reused_tokens"]
         return Answer(text, request_id, latency, source, fed)
 
-    async def request(self) -> tuple[str, int | None, float, dict[str, Any]]:
+    async def request(self, limit_ms: float | None = None
+                      ) -> tuple[str, int | None, float, dict[str, Any]]:
         """One automatic inlineCompletion at the cursor: (text, the item's request id, round
-        trip ms, `fimlsp.stats` after it)."""
+        trip ms, `fimlsp.stats` after it). `limit_ms`: cancelled (`$/cancelRequest`, as an
+        editor cancels when the next key comes) if not answered by then; the latency is then
+        infinite."""
         from lsprotocol import types
 
         params = types.InlineCompletionParams(
@@ -475,8 +475,18 @@ class LspEditor:
             position=position_of(self.text, self.cursor),
             context=types.InlineCompletionContext(
                 trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+        LspEditor._asked += 1
+        msg_id = f"bench-{LspEditor._asked}"
         started = time.perf_counter()
-        answer = await self.client.text_document_inline_completion_async(params)
+        pending = self.client.protocol.send_request_async(
+            types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(pending), limit_ms / 1000) \
+                if limit_ms is not None else await pending
+        except asyncio.TimeoutError:
+            self.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # consumed
+            return "", None, math.inf, {}
         latency = (time.perf_counter() - started) * 1000
         items = list(answer.items) if answer else []
         text, request_id = "", None
@@ -576,7 +586,6 @@ async def run_once(model: str, options: dict[str, Any], picked: dict[Path, list[
                 with_text = LspEditor(client, other.as_uri(), other.read_text(encoding="utf-8"))
                 others.append(with_text)
             editor = LspEditor(client, path.as_uri(), text)
-            editor.typing_through = options.get("typingThrough", True) is not False
             for span in spans:
                 editor.replace(span.start, span.end, "")
                 results.append(await retype(span.target, editor, typing_ms, span.path,
