@@ -313,8 +313,9 @@ def test_status_and_health_show_server_version_model_device(
 
 def test_builtin_ui_standin(tmp_path: Path) -> None:
     """The 0.12 path (vim.lsp.inline_completion) against a stand-in with 0.12's API, on 0.11 (the
-    real 0.12 is test_builtin_012_*: this one also covers its pre-release item shape). Full accepts go to Neovim's own handler (which runs the item's
-    command); word and line accepts take the item through on_accept and insert part of it."""
+    real 0.12 is test_builtin_012_*: this one also covers its pre-release item shape). Full
+    accepts go to Neovim's own handler (which runs the item's command); word and line accepts
+    take the item through on_accept and insert part of it."""
     nvim = neovim("pypi-0.11")
     result = tmp_path / "builtin.json"
     env = isolated_env(tmp_path) | {"FIMLSP_PLUGIN_DIR": str(PLUGIN),
@@ -384,7 +385,8 @@ def test_builtin_012_crlf_and_ranges(tmp_path: Path) -> None:
     assert r["all"] is True
     assert r["after_all"] == ["def f():", "    x = 1", "    x = 1", "    return x", "    pass"], r
     assert "\r" not in "".join(r["after_line"] + r["after_all"])
-    assert r["file"] == "def f():\r\n    x = 1\r\n    x = 1\r\n    return x\r\n    pass\r\n", r["file"]
+    assert r["file"] == ("def f():\r\n    x = 1\r\n    x = 1\r\n    return x\r\n"
+                         "    pass\r\n"), r["file"]
     assert r["word"] is True and r["after_word"] == ["x = ab()"], r["after_word"]
     # '\r\n    x = 1' is 11 characters of the server's text; the whole item ran its command;
     # the word '(' after the typed 'b' is 2 characters from the item's start.
