@@ -8,9 +8,10 @@ The rules, in the order `clean` applies them:
 1. Special tokens. Generation stops at the template's stop ids and decodes without special
    tokens, but a model can still spell `<|endoftext|>` or `<fim_middle>` out of plain pieces
    (document text that contains them is encoded as plain text). The first one ends the text.
-2. Line endings and indentation are the document's: CRLF if the document uses it, tabs or spaces
-   as the lines around the cursor indent, else as the whole document does, else as its language
-   wants (Go and Makefiles: tabs; Python: four spaces).
+2. Line endings and indentation are the document's: CRLF if the document uses it; tabs in Go and
+   Makefiles always (their tools demand them); else tabs or spaces as the indented lines nearest
+   the cursor have them, else as the whole document does, else as its language wants (Python:
+   four spaces).
 3. Single line vs block (`mode_for`): one line when text follows the cursor on its line, or when
    the cursor ends an ordinary line; a block when the cursor ends a line that opens one (`:`,
    `{`, `(`, `=>`, `do` …) and the block is not already below, or sits on an empty line.
@@ -289,9 +290,11 @@ def surroundings(cursor: Cursor, path: str | None = None) -> Surroundings:
 # Indented lines: their leading whitespace, when code follows it. A line such as ` * text`
 # continues a block comment at column 0: its space is not the document's indentation.
 _INDENTED = re.compile(r"^([ \t]+)(?![*\s])", re.M)
+_INDENTED_LINE = re.compile(r"([ \t]+)(?![*\s])")
+_NEAR = 6  # indented lines nearest the cursor that vote tabs or spaces
 _STYLE_SAMPLE = 400  # indented lines of the whole document looked at, when the cursor has none
-# Where the document has no indented line yet, its language's convention: gofmt indents Go with
-# tabs and make requires a tab before every recipe line; PEP 8 says four spaces.
+# Languages with a fixed convention: gofmt indents Go with tabs and make requires a tab before
+# every recipe line. Where the document has no indented line yet, PEP 8's four spaces.
 _TAB_FILES = (".go", ".mk", ".mak", "/makefile", "/gnumakefile")
 _SPACE_FILES = _PYTHON_FILES
 
@@ -306,15 +309,47 @@ def _vote(lines: list[str]) -> tuple[bool | None, int]:
     return with_tabs > len(lines) - with_tabs, unit if unit in (2, 3, 4, 8) else 4
 
 
+def _nearest_indents(prefix: str, suffix: str) -> list[str]:
+    """The leading whitespace of the `_NEAR` indented lines nearest the cursor (its own line
+    first, then alternately above and below, by distance), within `_LOOK` characters."""
+    above = prefix[-_LOOK:].replace("\r", "").split("\n")
+    below = suffix[:_LOOK].replace("\r", "").split("\n")
+    lines = [above.pop() + below.pop(0)]
+    if len(prefix) > _LOOK:
+        above = above[1:]  # cut mid-line
+    if len(suffix) > _LOOK:
+        below = below[:-1]
+    above.reverse()
+    for i in range(max(len(above), len(below))):
+        lines += [side[i] for side in (above, below) if i < len(side)]
+    found: list[str] = []
+    for line in lines:
+        match = _INDENTED_LINE.match(line)
+        if match:
+            found.append(match.group(1))
+            if len(found) >= _NEAR:
+                break
+    return found
+
+
 def indent_style(around: str, prefix: str, suffix: str,
                  path: str | None = None) -> tuple[bool | None, int]:
     """Tabs (True), spaces (False) or unknown (None), and the columns of a space level.
 
-    The lines around the cursor decide when some are indented; else the whole document (a file's
-    header has no indented line yet, the functions below it do); else the language's convention,
-    so that a Go file still gets tabs when the model writes spaces.
+    A language with a fixed convention follows it: gofmt indents Go with tabs and make needs a
+    tab before every recipe line, whatever a raw string, a template or a pasted block in the file
+    does. Otherwise the indented lines nearest the cursor decide — a count over a few thousand
+    characters would let 40 lines of an embedded template outvote the 5 lines of code the user is
+    writing in; else the whole document (a file's header has no indented line yet, the functions
+    below it do); else the language's convention (Python: four spaces).
     """
-    tabs, unit = _vote([m.group(1) for m in _INDENTED.finditer(around.replace("\r", ""))])
+    name = "/" + (path or "").rsplit("?", 1)[0].rsplit("#", 1)[0].rsplit("/", 1)[-1]
+    if name.lower().endswith(_TAB_FILES):
+        return True, 4
+    # The width of a space level from every indented line around the cursor (the smallest one);
+    # whether it is tabs or spaces from the nearest few.
+    _, unit = _vote([m.group(1) for m in _INDENTED.finditer(around.replace("\r", ""))])
+    tabs, _ = _vote(_nearest_indents(prefix, suffix))
     if tabs is not None:
         return tabs, unit
     sample: list[str] = []
@@ -325,9 +360,6 @@ def indent_style(around: str, prefix: str, suffix: str,
                 break
     if sample:
         return _vote(sample)
-    name = "/" + (path or "").rsplit("?", 1)[0].rsplit("#", 1)[0].rsplit("/", 1)[-1]
-    if name.lower().endswith(_TAB_FILES):
-        return True, 4
     if name.endswith(_SPACE_FILES):
         return False, 4
     return None, 4

@@ -347,13 +347,30 @@ INDENT_STYLE = [
     # The whole document decides before the convention: the functions further down use tabs.
     ("whole-document-tabs", "a.c", "int a(void) {", FAR_BELOW + "int b(void) {\n\treturn 1;\n}\n",
      "\n    return 0;\n}", "\n\treturn 0;"),
-    ("whole-document-two-spaces-in-go", "a.go", "func a() {",
-     FAR_BELOW + "func b() {\n  return\n}\n", "\n\treturn\n}", "\n  return"),
+    # Go's convention is not outvoted: gofmt rewrites any other indentation to tabs.
+    ("go-always-tabs", "a.go", "func a() {",
+     FAR_BELOW + "func b() {\n  return\n}\n", "\n  return\n}", "\n\treturn"),
     # Python's convention is four spaces; a language without one keeps what the model wrote.
     ("python-header-spaces", "a.py", "def f():", "\n", "\n\treturn 1", "\n    return 1"),
     ("unknown-language-unchanged", "notes.txt", "items:", "\n", "\n\t- one\n\t- two",
      "\n\t- one\n\t- two"),
 ]
+
+
+# 40 space-indented lines of an embedded template, then the code the user is writing in, with
+# tabs: the code is what a suggestion continues (issue 21: this voted spaces).
+TEMPLATE = "".join(f"    <li>{i}</li>\n" for i in range(40))
+TEMPLATE_GO = ("package main\n\nconst page = `\n" + TEMPLATE + "`\n\nfunc main() {\n"
+               + "".join(f"\tx{i} := {i}\n" for i in range(5)) + "\tif x0 > 0 {")
+TEMPLATE_JS = ("const page = `\n" + TEMPLATE + "`;\n\nfunction main() {\n"
+               + "".join(f"\tlet x{i} = {i};\n" for i in range(5)) + "\tif (x0 > 0) {")
+
+
+@pytest.mark.parametrize("path", ["main.go", "page.js", "file:///w/Makefile.mk"])
+def test_the_nearest_code_lines_decide_the_indentation_not_a_template(path: str) -> None:
+    prefix = TEMPLATE_JS if path.endswith(".js") else TEMPLATE_GO
+    got = clean("\n        run()\n    }\n}", at(prefix, "\n}\n"), "block", path)
+    assert got == "\n\t\trun()\n\t}", got
 
 
 @pytest.mark.parametrize(("path", "prefix", "suffix", "text", "expected"),

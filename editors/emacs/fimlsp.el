@@ -241,6 +241,10 @@ instead of the whole window.  Any real request stops it.  Default: t."
   "The connection to the fimlsp server, shared by every buffer, or nil.")
 (defvar fimlsp--start-error nil
   "Why the server could not be started, until `fimlsp-restart'; or nil.")
+(defvar fimlsp--state nil
+  "The server's state, for the mode line.
+nil (not running), `starting', `loading', `ready' or `error' (from the
+server's work-done progress).")
 
 (defvar-local fimlsp--overlay nil "Overlay showing the ghost text, or nil.")
 (defvar-local fimlsp--item nil
@@ -378,6 +382,7 @@ Buffers in `fimlsp-mode' are opened on it once it is initialized."
                            (mapconcat #'identity fimlsp-server-command " ")
                            (error-message-string error)))
              (message "fimlsp: %s (set `fimlsp-server-command')" fimlsp--start-error)
+             (fimlsp--set-state 'error)
              nil)))
          (connection
           (and process
@@ -388,6 +393,7 @@ Buffers in `fimlsp-mode' are opened on it once it is initialized."
                               :on-shutdown #'fimlsp--on-shutdown))))
     (when connection
       (setq fimlsp--connection connection)
+      (fimlsp--set-state 'starting)
       (jsonrpc-async-request
        connection :initialize
        (list :processId (emacs-pid)
@@ -421,7 +427,8 @@ Buffers in `fimlsp-mode' are opened on it once it is initialized."
 (defun fimlsp--on-shutdown (connection)
   "CONNECTION's process ended: forget it in every buffer."
   (when (eq connection fimlsp--connection)
-    (setq fimlsp--connection nil))
+    (setq fimlsp--connection nil)
+    (fimlsp--set-state nil))
   (dolist (buffer (buffer-list))
     (with-current-buffer buffer
       (when (eq fimlsp--opened connection)
@@ -447,9 +454,36 @@ Buffers in `fimlsp-mode' are opened on it once it is initialized."
 
 (defun fimlsp--handle-notification (_connection method params)
   "Handle the server's notification METHOD with PARAMS."
-  (when (and (eq method 'window/showMessage)
-             (<= (or (plist-get params :type) 4) 2))
-    (message "fimlsp: %s" (plist-get params :message))))
+  (pcase method
+    ('window/showMessage
+     (when (<= (or (plist-get params :type) 4) 2)
+       (message "fimlsp: %s" (plist-get params :message))))
+    ('$/progress
+     ;; The model load: begin/report while loading, end with "ready" or "failed".
+     (let ((value (plist-get params :value)))
+       (fimlsp--set-state
+        (if (equal (plist-get value :kind) "end")
+            (if (equal (plist-get value :message) "ready") 'ready 'error)
+          'loading))))))
+
+(defvar fimlsp-mode-line '(:eval (fimlsp--lighter))
+  "The mode line's lighter of `fimlsp-mode': FIM and the server's state.")
+(put 'fimlsp-mode-line 'risky-local-variable t)
+
+(defun fimlsp--set-state (state)
+  "Show STATE in the mode line of every buffer."
+  (unless (eq state fimlsp--state)
+    (setq fimlsp--state state)
+    (force-mode-line-update t)))
+
+(defun fimlsp--lighter ()
+  "The mode line's word for the server's state."
+  (pcase fimlsp--state
+    ('ready " FIM")
+    ('loading " FIM[loading]")
+    ('starting " FIM[starting]")
+    ('error " FIM[error]")
+    (_ (if fimlsp--start-error " FIM[error]" " FIM[off]"))))
 
 (defun fimlsp-shutdown ()
   "Stop the fimlsp server (`shutdown', then `exit').
@@ -554,6 +588,17 @@ It starts again with the next buffer in `fimlsp-mode'."
     (when (and connection (jsonrpc-running-p connection))
       (jsonrpc-notify connection :textDocument/didClose
                       (list :textDocument (list :uri fimlsp--uri))))))
+
+(defun fimlsp--renamed ()
+  "Reopen the buffer on the server under its new URI.
+For `after-set-visited-file-name-hook'.  Requests and warm starts name
+the URI it was opened under; the server would know no document under the
+new one."
+  (when (and fimlsp--opened (not (equal fimlsp--uri (fimlsp--buffer-uri))))
+    (fimlsp--flush-changes)
+    (fimlsp-dismiss)
+    (fimlsp--close)
+    (fimlsp--open)))
 
 (defun fimlsp--before-change (beg end)
   "Remember where the text from BEG to END was, before the edit."
@@ -714,9 +759,33 @@ It fits when the text from the item's start to point is a prefix of it."
             (let ((ghost (substring text (length typed))))
               (unless (string-empty-p ghost) ghost))))))))
 
+(defun fimlsp--closed-after-point (ghost)
+  "How many characters ending GHOST's first line are already after point.
+An electric pair (or the user) put a closer after point: a suggestion
+`a, b)' after `(' with `)' after point is shown and inserted as `a, b'."
+  (let* ((first (substring ghost 0 (string-match-p "\n" ghost)))
+         (after (buffer-substring-no-properties (point) (line-end-position)))
+         (after (string-trim-right after)))
+    (if (and (not (string-empty-p after))
+             (<= (length after) (length first))
+             (string-suffix-p after first)
+             (string-match-p "\\`[])}>\"'`;,]+\\'" after))
+        (length after)
+      0)))
+
+(defun fimlsp--visible-ghost ()
+  "The ghost text as shown and inserted.
+A one-line suggestion leaves out the closers already after point."
+  (let ((ghost (fimlsp--ghost)))
+    (if (or (null ghost) (string-match-p "\n" ghost))
+        ghost
+      (let ((visible (substring ghost 0 (- (length ghost)
+                                            (fimlsp--closed-after-point ghost)))))
+        (unless (string-empty-p visible) visible)))))
+
 (defun fimlsp--show ()
   "Draw the ghost text at point."
-  (let ((ghost (fimlsp--ghost)))
+  (let ((ghost (fimlsp--visible-ghost)))
     (unless (overlayp fimlsp--overlay)
       (setq fimlsp--overlay (make-overlay (point) (point) nil nil nil))
       (overlay-put fimlsp--overlay 'fimlsp t)
@@ -772,7 +841,7 @@ Starts the server again if it is not running (after a crash, say)."
 (defun fimlsp-accept ()
   "Insert the whole suggestion and tell the server it was taken."
   (interactive)
-  (let ((ghost (fimlsp--ghost))
+  (let ((ghost (fimlsp--visible-ghost))
         (item fimlsp--item)
         (connection fimlsp--opened))
     (unless ghost (user-error "Fimlsp: no suggestion"))
@@ -883,7 +952,9 @@ the language server's completions stay first."
                       connection :textDocument/completion
                       (list :textDocument (list :uri fimlsp--uri)
                             :position (fimlsp--position))
-                      :timeout fimlsp-request-timeout))
+                      :timeout fimlsp-request-timeout
+                      ;; Typing goes on while the model thinks: no freeze until C-g.
+                      :cancel-on-input t))
              (items (if (vectorp result) result (plist-get result :items)))
              (start (point))
              (candidates
@@ -920,7 +991,7 @@ the language server's completions stay first."
         (when connection
           (fimlsp--flush-changes)
           (fimlsp--execute connection "fimlsp.warm"
-                           (vector (fimlsp--buffer-uri) (fimlsp--position))))))))
+                           (vector fimlsp--uri (fimlsp--position))))))))
 
 (defun fimlsp--schedule ()
   "Ask for a suggestion once Emacs has been idle `fimlsp-idle-delay' seconds."
@@ -956,9 +1027,9 @@ the language server's completions stay first."
            (moved (not (eq (point) fimlsp--last-point))))
       (when fimlsp--item
         (cond ((not (or changed moved)))                 ; nothing happened
-              ;; Typed what the suggestion predicted: show the rest.
-              ((and changed (memq this-command '(self-insert-command
-                                                 org-self-insert-command))
+              ;; Typed (or yanked, or a mode's electric key inserted) what the
+              ;; suggestion predicted: show the rest.
+              ((and changed fimlsp--last-point (> (point) fimlsp--last-point)
                     (fimlsp--ghost))
                (fimlsp--show))
               (t (fimlsp--clear))))
@@ -1096,7 +1167,7 @@ point.  While it is shown:
 \\[fimlsp-dismiss] dismisses it.
 
 \\{fimlsp-mode-map}"
-  :lighter " FIM"
+  :lighter fimlsp-mode-line
   :keymap fimlsp-mode-map
   (if fimlsp-mode
       (progn
@@ -1105,6 +1176,7 @@ point.  While it is shown:
         (add-hook 'after-change-functions #'fimlsp--after-change nil t)
         (add-hook 'post-command-hook #'fimlsp--post-command nil t)
         (add-hook 'kill-buffer-hook #'fimlsp--close nil t)
+        (add-hook 'after-set-visited-file-name-hook #'fimlsp--renamed nil t)
         (setq fimlsp--last-tick (buffer-chars-modified-tick)
               fimlsp--last-point (point))
         (when (fimlsp--ensure-connection) (fimlsp--open))
@@ -1113,6 +1185,7 @@ point.  While it is shown:
     (remove-hook 'after-change-functions #'fimlsp--after-change t)
     (remove-hook 'post-command-hook #'fimlsp--post-command t)
     (remove-hook 'kill-buffer-hook #'fimlsp--close t)
+    (remove-hook 'after-set-visited-file-name-hook #'fimlsp--renamed t)
     (when (timerp fimlsp--timer) (cancel-timer fimlsp--timer))
     (when (timerp fimlsp--warm-timer) (cancel-timer fimlsp--warm-timer))
     (setq fimlsp--timer nil fimlsp--warm-timer nil)

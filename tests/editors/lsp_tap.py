@@ -4,9 +4,11 @@
 
 starts COMMAND with this process's stdout and stderr, copies stdin to it unchanged, and appends
 one line per message the editor sends to LOG: the method, and for `workspace/executeCommand` the
-command (`workspace/executeCommand fimlsp.stats`). LOG is created when the server starts, its first
-line `<started> MS` saying when (Unix time in milliseconds), so a test can tell whether and when an
-editor started a server and count what it asked for, without trusting the editor's own log.
+command (`workspace/executeCommand fimlsp.stats`); and each message whole, one JSON a line, to
+LOG.json (for the parameters a test checks: initializationOptions, URIs). LOG is created when
+the server starts, its first line `<started> MS` saying when (Unix time in milliseconds), so a
+test can tell whether and when an editor started a server and count what it asked for, without
+trusting the editor's own log.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def describe(message: dict[str, Any]) -> str:
     return method
 
 
-def pump(source: IO[bytes], sink: IO[bytes], log: IO[str]) -> None:
+def pump(source: IO[bytes], sink: IO[bytes], log: IO[str], full: IO[str]) -> None:
     """Copies LSP frames (headers, blank line, body) from source to sink, logging each body."""
     while True:
         headers = b""
@@ -45,7 +47,10 @@ def pump(source: IO[bytes], sink: IO[bytes], log: IO[str]) -> None:
         sink.write(headers + body)
         sink.flush()
         try:
-            log.write(describe(json.loads(body)) + "\n")
+            message = json.loads(body)
+            full.write(json.dumps(message) + "\n")
+            full.flush()
+            log.write(describe(message) + "\n")
         except ValueError:
             log.write("<not json>\n")
         log.flush()
@@ -53,14 +58,15 @@ def pump(source: IO[bytes], sink: IO[bytes], log: IO[str]) -> None:
 
 def main() -> int:
     log_path, command = sys.argv[1], sys.argv[sys.argv.index("--") + 1:]
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8") as log, \
+            open(log_path + ".json", "a", encoding="utf-8") as full:
         log.write(f"<started> {time.time() * 1000:.0f}\n")
         log.flush()
         child = subprocess.Popen(command, stdin=subprocess.PIPE)
         signal.signal(signal.SIGTERM, lambda *_: child.terminate())
         assert child.stdin is not None
         with contextlib.suppress(OSError):  # the editor or the server went away
-            pump(sys.stdin.buffer, child.stdin, log)
+            pump(sys.stdin.buffer, child.stdin, log, full)
         with contextlib.suppress(OSError):
             child.stdin.close()
         return child.wait()

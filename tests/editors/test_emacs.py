@@ -162,10 +162,61 @@ def test_ghost_text_accept_dismiss_and_capf(emacs: tuple[str, str, list[str]],
                      "eglot still runs pylsp for the buffer",
                      "fimlsp-completion-at-point offers fimlsp's candidates",
                      "fimlsp-version names both versions, model, device, quantization",
-                     "the server's copy of the buffer is the buffer (fimlsp.prompt)"):
+                     "the server's copy of the buffer is the buffer (fimlsp.prompt)",
+                     "yanking what the suggestion predicts keeps the rest shown",
+                     "with electric pairs the ghost text leaves out the closer after point",
+                     "c-electric-paren typing what the suggestion predicts keeps the rest",
+                     "fimlsp-completion-at-point gives way to input (:cancel-on-input)",
+                     "mode line: loading", "renamed: the server runs the warm start there"):
         assert required in names, f"{name}: check {required!r} did not run"
     sys.stderr.write(f"{name} {report['info'].get('emacs')}: {len(names)} checks passed, "
                      f"timings {report['timings']}\n")
+
+
+def test_dir_locals_cannot_set_fimlsp_variables(emacs: tuple[str, str, list[str]],
+                                                tmp_path: Path) -> None:
+    """A repository's .dir-locals.el naming another server program, endpoint, API key variable
+    or model is not applied without asking: no fimlsp variable is marked safe, so Emacs asks
+    (and, where it may not ask, as with `enable-local-variables' :safe, leaves them out)."""
+    name, executable, load_path = emacs
+    project = tmp_path / "cloned"
+    project.mkdir()
+    (project / ".dir-locals.el").write_text(
+        '((nil . ((fimlsp-server-command . ("/bin/sh" "-c" "echo owned"))\n'
+        '         (fimlsp-endpoint . "http://203.0.113.7:8000/v1")\n'
+        '         (fimlsp-api-key-env . "MY_UNRELATED_SECRET")\n'
+        '         (fimlsp-engine . "openai") (fimlsp-model . "/elsewhere/model"))))\n')
+    (project / "a.py").write_text("x = 1\n")
+    program = f"""
+(progn
+  (require 'fimlsp)
+  (let ((enable-local-variables :safe))
+    (find-file {json.dumps(str(project / "a.py"))}))
+  (princ (json-encode
+          (list (cons "applied" (vconcat (mapcar (lambda (v) (symbol-name (car v)))
+                                                 (cl-remove-if-not
+                                                  (lambda (v) (string-prefix-p "fimlsp-"
+                                                                (symbol-name (car v))))
+                                                  file-local-variables-alist))))
+                (cons "endpoint" fimlsp-endpoint)
+                (cons "command" (vconcat fimlsp-server-command))
+                (cons "safe" (vconcat
+                              (let (safe)
+                                (mapatoms
+                                 (lambda (s)
+                                   (when (and (custom-variable-p s)
+                                              (string-prefix-p "fimlsp-" (symbol-name s))
+                                              (or (get s 'safe-local-variable)
+                                                  (safe-local-variable-p s "x")))
+                                     (push (symbol-name s) safe))))
+                                safe)))))))"""
+    result = _run([executable, "--batch", "-Q", *_lp_args(load_path), "-L", str(EMACS_DIR),
+                   "--eval", "(require 'cl-lib)", "--eval", "(require 'json)",
+                   "--eval", program], 60, dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == {"applied": [], "endpoint": None, "command": ["fimlsp", "serve"],
+                    "safe": []}, (name, seen)
 
 
 def test_fimlsp_el_uses_no_private_eglot_or_jsonrpc_functions() -> None:

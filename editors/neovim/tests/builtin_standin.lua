@@ -18,7 +18,11 @@ vim.lsp.inline_completion = {
     local item = current
     current = nil
     if opts.on_accept then
-      opts.on_accept(item)
+      -- Like Neovim 0.12: an item returned by on_accept is inserted (and its command run).
+      local returned = opts.on_accept(item)
+      if returned then
+        table.insert(calls, { 'default accept', returned.insert_text })
+      end
     else
       table.insert(calls, { 'default accept', item.insert_text })
     end

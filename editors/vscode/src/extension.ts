@@ -11,6 +11,8 @@ import * as readline from 'readline';
 import * as vscode from 'vscode';
 import {
   DidChangeConfigurationNotification,
+  DidCloseTextDocumentNotification,
+  DidOpenTextDocumentNotification,
   ExecuteCommandRequest,
   LanguageClient,
   LanguageClientOptions,
@@ -43,6 +45,13 @@ const SERVER_OPTIONS = [
 ] as const;
 // Settings read by this extension to start the server: changing one restarts it.
 const START_OPTIONS = ['serverCommand', 'pythonPath'] as const;
+// Settings that send code off the machine (engine, endpoint, servedModel, tlsVerify), read the
+// server's environment (apiKeyEnv) or load files (model) — and the start options, which run a
+// program. A cloned repository's .vscode/settings.json must not set them before the user trusts
+// it: they are restrictedConfigurations in package.json, and workspace or folder values of them
+// are taken only in a trusted workspace (VS Code's get() does that for the start options; the
+// server options are read with inspect(), which does not, so `trusted()` below does).
+const RESTRICTED = new Set<string>(['model', 'engine', 'endpoint', 'servedModel', 'apiKeyEnv', 'tlsVerify']);
 const DEFAULT_COMMAND = ['fimlsp', 'serve'];
 
 type Options = Record<string, unknown>;
@@ -89,13 +98,27 @@ function config(): vscode.WorkspaceConfiguration {
   return vscode.workspace.getConfiguration(SECTION);
 }
 
+type Seen = { globalValue?: unknown; workspaceValue?: unknown; workspaceFolderValue?: unknown };
+
+/** The value of a setting the user set: the folder's, else the workspace's, else their own —
+ * except that a restricted setting takes only the user's own in an untrusted workspace. */
+export function settingValue(seen: Seen | undefined, restricted: boolean, trusted: boolean): unknown {
+  if (seen === undefined) {
+    return undefined;
+  }
+  if (restricted && !trusted) {
+    return seen.globalValue;
+  }
+  return seen.workspaceFolderValue ?? seen.workspaceValue ?? seen.globalValue;
+}
+
 /** Server options the user set somewhere (user, workspace or folder settings). */
 function explicitOptions(): Options {
   const settings = config();
   const options: Options = {};
+  const trusted = vscode.workspace.isTrusted;
   for (const key of SERVER_OPTIONS) {
-    const seen = settings.inspect(key);
-    const value = seen?.workspaceFolderValue ?? seen?.workspaceValue ?? seen?.globalValue;
+    const value = settingValue(settings.inspect(key), RESTRICTED.has(key), trusted);
     if (value !== undefined && value !== null && value !== '') {
       options[key] = value;
     }
@@ -123,6 +146,52 @@ function serverCommand(): string[] {
     return (command as string[]).map(expand);
   }
   return DEFAULT_COMMAND;
+}
+
+/** Whether `fimlsp.enable` is on for a language (the master switch aside): the documents the
+ * server is sent. A language switched off never has its text leave the editor; the master switch
+ * only hides suggestions, so that turning it back on costs nothing. */
+function languageEnabled(languageId: string): boolean {
+  const perLanguage = config().get<Record<string, boolean>>('enable') ?? {};
+  if (typeof perLanguage[languageId] === 'boolean') {
+    return perLanguage[languageId];
+  }
+  return perLanguage['*'] !== false;
+}
+
+/** Documents the server has open (sent with didOpen and not closed since), by URI. */
+let synced = new Set<string>();
+
+/** A document the server is to have: a file or untitled buffer of a language switched on. */
+function syncable(document: vscode.TextDocument): boolean {
+  return (document.uri.scheme === 'file' || document.uri.scheme === 'untitled') && languageEnabled(document.languageId);
+}
+
+/** After `fimlsp.enable` changed: opens on the server the documents of languages switched on,
+ * and closes those of languages switched off. */
+async function resync(): Promise<void> {
+  const current = client;
+  if (current === undefined || current.state !== State.Running) {
+    return;
+  }
+  for (const document of vscode.workspace.textDocuments) {
+    const uri = document.uri.toString();
+    const want = syncable(document);
+    if (want && !synced.has(uri)) {
+      synced.add(uri);
+      await current.sendNotification(
+        DidOpenTextDocumentNotification.type,
+        current.code2ProtocolConverter.asOpenTextDocumentParams(document),
+      );
+    } else if (!want && synced.has(uri)) {
+      synced.delete(uri);
+      shown.delete(uri);
+      await current.sendNotification(
+        DidCloseTextDocumentNotification.type,
+        current.code2ProtocolConverter.asCloseTextDocumentParams(document),
+      );
+    }
+  }
 }
 
 /** Whether completions are on for a document's language (`fimlsp.enabled` and `fimlsp.enable`). */
@@ -317,7 +386,14 @@ function warmSoon(editor: vscode.TextEditor | undefined): void {
     clearTimeout(warmTimer);
     warmTimer = undefined;
   }
-  if (editor === undefined || !config().get<boolean>('warm', true) || !enabledFor(editor.document.languageId)) {
+  // Only where the server has the document open: not the output channel, a git: diff or a
+  // language switched off (each would be an error on the server).
+  if (
+    editor === undefined ||
+    !config().get<boolean>('warm', true) ||
+    !synced.has(editor.document.uri.toString()) ||
+    !enabledFor(editor.document.languageId)
+  ) {
     return;
   }
   warmTimer = setTimeout(() => void warm(editor), WARM_DELAY_MS);
@@ -453,9 +529,10 @@ function createClient(): LanguageClient {
     options: { env: { ...process.env, PYTHONUNBUFFERED: '1' } },
   };
   sentOptions = explicitOptions();
+  synced = new Set<string>();
   const clientOptions: LanguageClientOptions = {
-    // Every file and untitled buffer; `fimlsp.enable` is applied per request below, so that
-    // changing it needs no restart.
+    // Files and untitled buffers; of those, only the languages `fimlsp.enable` switches on are
+    // sent (the didOpen middleware below), and `resync` follows changes of it without a restart.
     documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
     initializationOptions: sentOptions,
     outputChannel: output,
@@ -466,6 +543,33 @@ function createClient(): LanguageClient {
       stderr: (input, channel) => lines(input, (line) => serverLogLine(channel, line)),
     },
     middleware: {
+      didOpen: async (document, next) => {
+        if (!syncable(document)) {
+          return;
+        }
+        synced.add(document.uri.toString());
+        await next(document);
+      },
+      didChange: async (event, next) => {
+        if (synced.has(event.document.uri.toString())) {
+          await next(event);
+        }
+      },
+      didSave: async (document, next) => {
+        if (synced.has(document.uri.toString())) {
+          await next(document);
+        }
+      },
+      willSave: async (event, next) => {
+        if (synced.has(event.document.uri.toString())) {
+          await next(event);
+        }
+      },
+      didClose: async (document, next) => {
+        if (synced.delete(document.uri.toString())) {
+          await next(document);
+        }
+      },
       provideInlineCompletionItems: async (document, position, context, token, next) => {
         if (!enabledFor(document.languageId)) {
           return null;
@@ -676,6 +780,9 @@ async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): P
     await restart();
     return;
   }
+  if (event.affectsConfiguration(`${SECTION}.enable`)) {
+    await resync();
+  }
   const options = explicitOptions();
   if (JSON.stringify(options) === JSON.stringify(sentOptions)) {
     return;
@@ -727,6 +834,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand('fimlsp.acceptNextWord', () => acceptPart('word')),
     vscode.commands.registerCommand('fimlsp.acceptNextLine', () => acceptPart('line')),
     vscode.workspace.onDidChangeConfiguration((event) => void onConfigurationChanged(event)),
+    // The workspace's own values of the restricted settings apply from now on: start afresh.
+    vscode.workspace.onDidGrantWorkspaceTrust(() => void (client === undefined ? startWhenWanted() : restart())),
     vscode.workspace.onDidOpenTextDocument(() => void startWhenWanted()),
     vscode.workspace.onDidCloseTextDocument((document) => shown.delete(document.uri.toString())),
     vscode.window.onDidChangeActiveTextEditor((editor) => {

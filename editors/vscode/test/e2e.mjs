@@ -131,6 +131,11 @@ try {
   await page.goto(url, { waitUntil: 'domcontentloaded' });
   await page.locator('.monaco-workbench').waitFor();
   step('workbench loaded');
+  if (cfg.untrusted) {
+    // Workspace trust's start-up question: keep the folder in Restricted Mode.
+    await page.getByRole('button', { name: /No, I don't trust the authors/ }).click();
+    step('workspace left untrusted');
+  }
   // Startup is over once the onStartupFinished extensions (merge-conflict, ...) have activated:
   // fimlsp must not have started a server yet, with no file open.
   await until('startup to finish', () => /activationEvent: 'onStartupFinished'/.test(exthostLog()));
@@ -141,19 +146,25 @@ try {
   };
   step(`startup finished (server started: ${result.beforeFile.serverStarted})`);
 
-  // Open the file with Quick Open.
+  // Open a file with Quick Open.
+  const openFile = async (name, waitForText) => {
+    await page.locator('.monaco-workbench').click({ position: { x: 640, y: 360 } }).catch(() => {});
+    await page.keyboard.press('Control+P');
+    await page.locator('.quick-input-widget input').waitFor({ state: 'visible' });
+    await page.keyboard.type(name);
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: name }).first().waitFor();
+    await page.keyboard.press('Enter');
+    await page.locator('.tab.active', { hasText: name }).waitFor();
+    await page.locator('.editor-instance .monaco-editor .view-lines', { hasText: waitForText ?? '' }).first().waitFor();
+    step(`opened ${name}`);
+  };
+  if (cfg.firstFile) {
+    // A file of a language fimlsp is off for, opened first: it must never reach the server.
+    await openFile(cfg.firstFile, cfg.firstFileText);
+  }
   result.openedAt = Date.now();
-  await page.locator('.monaco-workbench').click({ position: { x: 640, y: 360 } }).catch(() => {});
-  await page.keyboard.press('Control+P');
-  const quickInput = page.locator('.quick-input-widget input');
-  await quickInput.waitFor({ state: 'visible' });
-  await page.keyboard.type(cfg.file);
-  await page.locator('.quick-input-list .monaco-list-row', { hasText: cfg.file }).first().waitFor();
-  await page.keyboard.press('Enter');
+  await openFile(cfg.file, cfg.waitForText);
   const editor = page.locator('.editor-instance .monaco-editor').first();
-  await editor.locator('.view-lines', { hasText: cfg.waitForText ?? '' }).waitFor();
-  await page.locator('.tab.active', { hasText: cfg.file }).waitFor();
-  step(`opened ${cfg.file}`);
   result.statusBefore = await waitForReady();
   step(`extension ready (${result.statusBefore})`);
 
@@ -225,6 +236,12 @@ try {
   // wait for the server's state, which the server puts last but for its sub-reports.
   await page.locator('.panel .view-lines', { hasText: /"state":"ready"/ }).first().waitFor();
   step('statistics shown');
+  if (cfg.focusOutput) {
+    // The output channel becomes the active text editor (an output: document): no warm start
+    // may go there (the server does not have it).
+    await page.locator('.panel .monaco-editor textarea').first().focus();
+    step('output channel focused');
+  }
 
   // Toggle turns completions off, and the status bar says so.
   await runCommand('fimlsp: Toggle inline completions');

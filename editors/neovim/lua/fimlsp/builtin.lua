@@ -18,20 +18,47 @@ function M.enable(buf, client_id, on)
   return pcall(vim.lsp.inline_completion.enable, on ~= false, { bufnr = buf, client_id = client_id })
 end
 
-local function partial(buf, item, how, execute)
+--- Where the item starts (0-based row, byte column): Neovim 0.12's vim.Range has start_row /
+--- start_col; its pre-releases had start = { row, col }.
+local function item_start(item)
+  local range = item.range
+  if type(range) ~= 'table' then
+    return nil
+  end
+  if type(range.start_row) == 'number' then
+    return range.start_row, range.start_col
+  end
+  if type(range.start) == 'table' then
+    return range.start.row, range.start.col
+  end
+  return nil
+end
+
+--- The item's text with \n breaks (buffer lines hold none; Neovim's own accept would leave a
+--- literal ^M at the end of each line of a CRLF file), and the characters the server's text has
+--- more per break (for fimlsp.partialAccept, which counts in the server's text).
+local function text_of(item)
   local text = item.insert_text
   if type(text) == 'table' then
     text = text.value
   end
-  if type(text) ~= 'string' or text == '' or api.nvim_get_current_buf() ~= buf then
+  if type(text) ~= 'string' then
+    return nil, 0
+  end
+  return ghost.plain_breaks(text)
+end
+
+local function partial(buf, item, how, execute)
+  local text, break_extra = text_of(item)
+  if not text or text == '' or api.nvim_get_current_buf() ~= buf then
     return
   end
   local pos = api.nvim_win_get_cursor(0)
   local row, col = pos[1] - 1, pos[2]
   local typed = ''
-  local start = item.range and item.range.start
-  if start and start.row == row and start.col <= col then
-    typed = api.nvim_get_current_line():sub(start.col + 1, col)
+  local start_row, start_col = item_start(item)
+  if start_row == row and start_col <= col then
+    typed = api.nvim_get_current_line():sub(start_col + 1, col)
     if text:sub(1, #typed) ~= typed then
       typed = ''
     end
@@ -49,7 +76,10 @@ local function partial(buf, item, how, execute)
       execute(client, command.command, command.arguments)
     else
       local args = command.arguments or {}
-      execute(client, 'fimlsp.partialAccept', { args[1], vim.fn.strchars(typed .. piece) })
+      local taken = typed .. piece
+      local _, breaks = taken:gsub('\n', '')
+      execute(client, 'fimlsp.partialAccept',
+              { args[1], vim.fn.strchars(taken) + breaks * break_extra })
     end
   end
 end
@@ -59,7 +89,14 @@ function M.accept(buf, how, execute)
   buf = (buf == nil or buf == 0) and api.nvim_get_current_buf() or buf
   local ic = vim.lsp.inline_completion
   if how == 'all' then
-    return ic.get({ bufnr = buf })
+    -- Neovim inserts the item (and runs its command) itself; only its line breaks are ours.
+    return ic.get({ bufnr = buf, on_accept = function(item)
+      local text = text_of(item)
+      if text and type(item.insert_text) == 'string' then
+        item.insert_text = text
+      end
+      return item
+    end })
   end
   return ic.get({ bufnr = buf, on_accept = function(item)
     partial(buf, item, how, execute)

@@ -160,6 +160,7 @@ local function plain_breaks(text)
   local crlf = text:find('\r\n', 1, true) ~= nil
   return (text:gsub('\r\n', '\n'):gsub('\r', '\n')), crlf and 1 or 0
 end
+M.plain_breaks = plain_breaks
 
 --- Shows the first usable item of an inlineCompletion `result` for the cursor at (`row`, `col`)
 --- in `buf` (the current buffer); `client` is the one that answered. Returns true if shown.

@@ -49,6 +49,10 @@ M.defaults = {
   exclude_filetypes = { 'help', 'gitrebase', 'netrw', 'qf', 'TelescopePrompt' },
   -- Optional function(bufnr) -> boolean, a last say on whether to attach to a buffer.
   should_attach = nil,
+  -- Buffers over this many characters are not attached (with a message): the server keeps such
+  -- a document in step but never completes in it (MAX_DOCUMENT_CHARS in fimlsp/documents.py),
+  -- so sending it every change would cost both sides for nothing.
+  max_document_chars = 8000000,
   -- Show suggestions at all (:FimlspEnable / :FimlspDisable change it at run time).
   enabled = true,
   -- Use Neovim's own vim.lsp.inline_completion: 'auto' = where it exists (0.12+); true; false =
@@ -364,6 +368,35 @@ local function client_config()
   }
 end
 
+local too_large_told = {} -- bufnr -> true once the user was told
+
+--- Whether `buf` holds more characters than the server completes in. Bytes first (cheap, and
+--- never fewer than characters); characters are counted only for a buffer over it in bytes.
+local function too_large(buf)
+  local limit = M.config.max_document_chars
+  if type(limit) ~= 'number' then
+    return false
+  end
+  local lines = api.nvim_buf_line_count(buf)
+  local bytes = api.nvim_buf_get_offset(buf, lines)
+  if bytes <= limit then
+    return false
+  end
+  local chars = api.nvim_buf_call(buf, function()
+    return vim.fn.wordcount().chars
+  end)
+  if chars <= limit then
+    return false
+  end
+  if not too_large_told[buf] then
+    too_large_told[buf] = true
+    notify(('not attached to %s: %d characters, over the server\'s limit of %d '
+      .. '(max_document_chars)'):format(vim.fn.fnamemodify(api.nvim_buf_get_name(buf), ':t'),
+        chars, limit), vim.log.levels.WARN)
+  end
+  return true
+end
+
 local function wanted(buf)
   if not api.nvim_buf_is_valid(buf) or not api.nvim_buf_is_loaded(buf) then
     return false
@@ -379,7 +412,10 @@ local function wanted(buf)
   if vim.tbl_contains(c.exclude_filetypes or {}, ft) then
     return false
   end
-  return not c.should_attach or c.should_attach(buf) and true or false
+  if c.should_attach and not c.should_attach(buf) then
+    return false
+  end
+  return not too_large(buf)
 end
 
 --- Before setup(), a command or action sets fimlsp up with the defaults (a plugin manager may
