@@ -429,6 +429,13 @@ class LocalEngine:
     def drop_session(self, key: str) -> None:
         self._sessions.pop(key, None)
 
+    def session_ids(self, key: str) -> list[int]:
+        """The ids whose keys and values the document's session holds (a copy; [] for none):
+        what background work that branches off the prompt (alternatives) puts back when done,
+        so the next keystroke reuses exactly what it would have."""
+        session = self._sessions.get(key)
+        return list(session.ids) if session is not None else []
+
     @property
     def session_count(self) -> int:
         return len(self._sessions)
@@ -493,16 +500,30 @@ class LocalEngine:
         result.stop_reason = reason or "warm"
         return result
 
+    def next_logprobs(self, key: str, prompt: list[int], should_stop: StopCheck = lambda: None,
+                      constraint: Constraint | None = None) -> torch.Tensor | None:
+        """Log-probabilities [vocab] of the token after `prompt` (within what `constraint`
+        allows), from the document's session: when it already holds `prompt` (the answer just
+        given), one forward of its last token. None when stopped first."""
+        _, _, logits, _ = self._resume(key, prompt, 1, should_stop)
+        if logits is None:
+            return None
+        if constraint is not None and constraint.active:
+            logits = constraint.mask(logits)
+        return torch.log_softmax(logits.float(), dim=-1)
+
     def generate(self, key: str, prompt: list[int], *, max_new_tokens: int,
                  stop_ids: set[int], should_stop: StopCheck = lambda: None,
                  temperature: float = 0.0, top_p: float = 1.0,
                  on_token: TokenCallback | None = None,
                  speculate: int | None = None,
-                 constraint: Constraint | None = None) -> Generation:
+                 constraint: Constraint | None = None,
+                 scores: list[float] | None = None) -> Generation:
         """Greedy (or sampled) continuation of `prompt`, reusing the document's cache.
         `speculate`: draft tokens for this request (next edits, which copy their prompt), instead
         of the engine's setting. `constraint` (token healing) limits the first tokens to those
-        it allows."""
+        it allows. `scores`: receives each sampled token's log-probability (alternatives are
+        ranked by their mean); no drafts then."""
         if not prompt:
             raise ValueError("empty prompt")
         session, result, logits, reason = self._resume(key, prompt, 1, should_stop)  # ≥1 to feed
@@ -512,15 +533,17 @@ class LocalEngine:
 
         started = time.perf_counter()
         result.stop_reason = self._decode(session, logits, result, max_new_tokens, stop_ids,
-                                          should_stop, temperature, top_p, on_token, speculate,
-                                          constraint)
+                                          should_stop, temperature, top_p, on_token,
+                                          0 if scores is not None else speculate, constraint,
+                                          scores)
         result.decode_ms = (time.perf_counter() - started) * 1000
         return result
 
     def _decode(self, session: Session, logits: torch.Tensor, result: Generation,
                 max_new_tokens: int, stop_ids: set[int], should_stop: StopCheck,
                 temperature: float, top_p: float, on_token: TokenCallback | None,
-                speculate: int | None = None, constraint: Constraint | None = None) -> str:
+                speculate: int | None = None, constraint: Constraint | None = None,
+                scores: list[float] | None = None) -> str:
         """Samples up to `max_new_tokens` into `result.ids`; returns why it stopped.
 
         Greedy decoding speculates: the tokens that followed the text's tail where it occurred
@@ -546,8 +569,10 @@ class LocalEngine:
 
         while True:
             healing = constraint if constraint is not None and constraint.active else None
-            token = sample(logits if healing is None else healing.mask(logits), temperature,
-                           top_p)
+            allowed = logits if healing is None else healing.mask(logits)
+            token = sample(allowed, temperature, top_p)
+            if scores is not None:
+                scores.append(float(torch.log_softmax(allowed.float(), dim=-1)[token]))
             if healing is not None:
                 healing.feed(token)
             reason = emit(token)
