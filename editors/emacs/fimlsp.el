@@ -244,9 +244,9 @@ instead of the whole window.  Any real request stops it.  Default: t."
 
 (defvar-local fimlsp--overlay nil "Overlay showing the ghost text, or nil.")
 (defvar-local fimlsp--item nil
-  "The suggestion shown: plist (:text :start :end-offset :command :accepted
-:choices :index).
-:text is the item's insertText, :start a marker where it begins (the
+  "The suggestion shown, a plist.
+Its keys are :text :start :end-offset :command :accepted :choices
+:index.  :text is the item's insertText, :start a marker where it begins (the
 range's start), :end-offset how many characters after the request's
 point the range replaced, :accepted how many characters of :text were
 taken with `fimlsp-accept-line' or `fimlsp-accept-word' so far,
@@ -823,7 +823,7 @@ break, the break and the next line's indentation."
          (string-match "\\`\n[ \t]*" text)
          (match-string 0 text))
         ((or (string-match "\\`[ \t]*[[:alnum:]_]+" text)
-             (string-match "\\`[ \t]*[^[:alnum:]_[:space:]]+" text)
+             (string-match "\\`[ \t]*[^[:alnum:]_ \t\n]+" text)
              (string-match "\\`[ \t]+" text))
          (match-string 0 text))
         (t (substring text 0 (min 1 (length text))))))
@@ -1164,9 +1164,9 @@ Starts the server (one for all buffers) if it is not running and keeps
 its copy of the buffer in sync.  After an edit and `fimlsp-idle-delay'
 seconds of idleness, asks the server for a suggestion and shows it after
 point.  While it is shown:
-\\<fimlsp-suggestion-map>\\[fimlsp-accept-or-indent] accepts it, \
-\\[fimlsp-accept-word] its next word, \\[fimlsp-accept-line] its next line, \
-\\[fimlsp-next-suggestion] and \\[fimlsp-previous-suggestion] show its alternatives, \
+\\<fimlsp-suggestion-map>\\[fimlsp-accept-or-indent] accepts it,
+\\[fimlsp-accept-word] its next word, \\[fimlsp-accept-line] its next line;
+\\[fimlsp-next-suggestion] and \\[fimlsp-previous-suggestion] show its alternatives;
 \\[fimlsp-dismiss] dismisses it.
 
 \\{fimlsp-mode-map}"
