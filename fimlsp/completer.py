@@ -36,7 +36,7 @@ from fimlsp.context import (
 )
 from fimlsp.documents import MAX_DOCUMENT_CHARS, Text
 from fimlsp.engine import Generation, choices
-from fimlsp.engine.local import LocalEngine
+from fimlsp.engine.local import LocalEngine, common_prefix
 from fimlsp.engine.remote import RemoteEngine
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import (
@@ -581,12 +581,15 @@ class Completer:
                 or self.branches.has(key, cursor, self.answer_settings):
             return
         engine, started = self.engine, time.perf_counter()
-        before = engine.session_ids(key)
+        prompt = self.prompt_for(cursor, key)
+        # Branches rewrite the session after the prompt only: that is what is kept.
+        kept = engine.keep(key, common_prefix(engine.session_ids(key), prompt.ids))
         try:
-            found = self._branches(key, cursor, shown, token, self.settings.alternatives)
+            found = self._branches(key, cursor, prompt, shown, token,
+                                   self.settings.alternatives)
         finally:
-            if before and not token():  # as the answers (and prefetch) left it
-                engine.prefill(key, before, token)
+            if not token():  # as the answers (and prefetch) left it
+                engine.put_back(key, kept, token)
         spent = (time.perf_counter() - started) * 1000
         if found is None or token():
             self.stats.add(alternatives_interrupted=1, alternatives_ms=spent)
@@ -595,12 +598,11 @@ class Completer:
         self.branches.put(key, cursor, [(text, self.next_id()) for text in found],
                           self.answer_settings)
 
-    def _branches(self, key: str, cursor: Cursor, shown: str, token: CancelToken,
-                  wanted: int) -> list[str] | None:
+    def _branches(self, key: str, cursor: Cursor, prompt: Prompt, shown: str,
+                  token: CancelToken, wanted: int) -> list[str] | None:
         """The distinct cleaned branches, likeliest (mean log-probability) first; None when
         stopped."""
         assert isinstance(self.engine, LocalEngine) and self.tokenizer is not None
-        prompt = self.prompt_for(cursor, key)
         mode = postprocess.mode_for(cursor, self.settings.multiline, key)
         heal = prompt.heal
         constraint = healing.Constraint(self.tokenizer, heal) if heal is not None else None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from lsprotocol import types as t
 from test_lsp import Doc, position_of, running, uri_for
 
@@ -65,9 +66,12 @@ def test_alternatives_are_distinct_cleaned_and_leave_the_session_as_it_was(
         cursor = _cursor(anchor, "distinct")
         first = on.complete(key, cursor)
         assert first.text == off.complete(key, cursor).text  # computed before any branch
-        held = on.engine.session_ids(key)
+        held = on.engine.keep(key, 0)
         on.alternatives(key, cursor, first.text, CancelToken())
-        assert on.engine.session_ids(key) == held  # put back for the next keystroke
+        # Put back for the next keystroke: the same ids, the very same keys and values.
+        back = on.engine.keep(key, 0)
+        assert back.ids == held.ids and back.keys is not None and held.keys is not None
+        assert torch.equal(back.keys, held.keys) and torch.equal(back.values, held.values)
         texts = [a.text for a in on.alternatives_for(key, cursor, first.text)]
         assert len(texts) == len(set(texts)) <= 3 and first.text not in texts, texts
         assert all(text.strip() for text in texts), texts

@@ -60,6 +60,22 @@ class Session:
 
     ids: list[int]
     cache: Any  # transformers DynamicCache (reference path) or lean.StaticKV (lean path)
+    # The last generation's prompt and the logits [vocab] after it: alternatives branch from
+    # them without computing the prompt's last position again (with dynamic int8 a forward's
+    # numbers depend on which tokens share it, so a recomputed position would change later
+    # answers).
+    after_prompt: tuple[list[int], torch.Tensor] | None = None
+
+
+@dataclass
+class Kept:
+    """A session's ids, and (lean path) the keys and values of those from `start` on, each
+    [layers, kv_heads, n, head_dim]: `LocalEngine.keep` / `put_back`."""
+
+    ids: list[int]
+    start: int
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -430,11 +446,43 @@ class LocalEngine:
         self._sessions.pop(key, None)
 
     def session_ids(self, key: str) -> list[int]:
-        """The ids whose keys and values the document's session holds (a copy; [] for none):
-        what background work that branches off the prompt (alternatives) puts back when done,
-        so the next keystroke reuses exactly what it would have."""
+        """The ids whose keys and values the document's session holds (a copy; [] for none)."""
         session = self._sessions.get(key)
         return list(session.ids) if session is not None else []
+
+    def keep(self, key: str, start: int) -> Kept:
+        """What the document's session holds from position `start` on, for `put_back` after
+        background work that branches off there (alternatives): the ids, and on the lean path a
+        copy of their keys and values, so that putting them back is exact, not a recomputation
+        (which dynamic int8 would not reproduce bit for bit)."""
+        session = self._sessions.get(key)
+        if session is None:
+            return Kept([], 0)
+        start = min(start, len(session.ids))
+        cache = session.cache
+        if self.lean is None or not hasattr(cache, "keys"):
+            return Kept(list(session.ids), start)
+        end = len(session.ids)
+        return Kept(list(session.ids), start, cache.keys[:, :, start:end].clone(),
+                    cache.values[:, :, start:end].clone())
+
+    def put_back(self, key: str, kept: Kept, should_stop: StopCheck = lambda: None) -> None:
+        """The session as `keep` found it: the copied keys and values written back where the
+        session still holds the ids before them, else the ids fed again."""
+        if not kept.ids:
+            return
+        session = self._sessions.get(key)
+        if session is not None and kept.keys is not None and \
+                len(session.ids) >= kept.start and session.ids[:kept.start] == \
+                kept.ids[:kept.start] and hasattr(session.cache, "keys"):
+            cache, end = session.cache, len(kept.ids)
+            cache.reserve(end)
+            cache.keys[:, :, kept.start:end] = kept.keys
+            cache.values[:, :, kept.start:end] = kept.values
+            cache.crop(end)
+            session.ids[:] = kept.ids
+            return
+        self.prefill(key, kept.ids, should_stop)
 
     @property
     def session_count(self) -> int:
@@ -503,11 +551,18 @@ class LocalEngine:
     def next_logprobs(self, key: str, prompt: list[int], should_stop: StopCheck = lambda: None,
                       constraint: Constraint | None = None) -> torch.Tensor | None:
         """Log-probabilities [vocab] of the token after `prompt` (within what `constraint`
-        allows), from the document's session: when it already holds `prompt` (the answer just
-        given), one forward of its last token. None when stopped first."""
-        _, _, logits, _ = self._resume(key, prompt, 1, should_stop)
-        if logits is None:
-            return None
+        allows), from the document's session: those the last generation kept when it was for
+        this prompt (the answer just given), else one forward of its last token. None when
+        stopped first."""
+        session = self._sessions.get(key)
+        kept = session.after_prompt if session is not None else None
+        if session is not None and kept is not None and kept[0] == prompt and \
+                session.ids[:len(prompt)] == prompt:
+            logits = kept[1]
+        else:
+            _, _, logits, _ = self._resume(key, prompt, 1, should_stop)
+            if logits is None:
+                return None
         if constraint is not None and constraint.active:
             logits = constraint.mask(logits)
         return torch.log_softmax(logits.float(), dim=-1)
@@ -530,6 +585,7 @@ class LocalEngine:
         if logits is None:
             result.stop_reason = reason or "cancelled"
             return result
+        session.after_prompt = (list(prompt), logits)
 
         started = time.perf_counter()
         result.stop_reason = self._decode(session, logits, result, max_new_tokens, stop_ids,
