@@ -42,10 +42,10 @@ def _completer(model: Path, **options: Any) -> Completer:
     return completer
 
 
-def _cursor(anchor: str, test: str) -> Cursor:
+def _cursor(anchor: str, test: str, preamble: str = "") -> Cursor:
     """The cursor after `anchor`, in a file of its own per `test` (the completers' recent
     answers would otherwise answer a later test without the model)."""
-    code = f"# {test}\n{CODE}"
+    code = f"# {test}\n{preamble}{CODE}"
     cut = code.index(anchor) + len(anchor)
     return Cursor(code[:cut], code[cut:], 0, 0)
 
@@ -214,3 +214,27 @@ async def test_cycling_gets_the_first_answer_then_its_alternatives(
             again = _texts(await _invoked(client, doc.uri, position_of(doc.text, cut + 1)))
             assert set(on) <= set(again), (on, again)
     assert firsts[0] == firsts[3]
+
+
+def test_alternatives_to_a_recent_answer_branch_from_the_prompt_again(
+        completers: tuple[Completer, Completer]) -> None:
+    """Back at a cursor after a keystroke elsewhere: the answer comes from the recent answers,
+    the session holds the other prompt, so the branches start from a forward of the prompt's
+    end; the session is still put back exactly."""
+    on, _ = completers
+    assert isinstance(on.engine, LocalEngine)
+    # A prompt over 256 tokens: the session's cache grows (in inference mode) past its first
+    # allocation, as in any real file.
+    preamble = "".join(f"LIMIT_{i} = {i * 7}  # the {i}th limit\n" for i in range(40))
+    key, cursor = "recent.py", _cursor("self.items[name] = ", "recent", preamble)
+    assert len(on.prompt_for(cursor).ids) > 256
+    first = on.complete(key, cursor)
+    on.complete(key, Cursor(cursor.prefix + "x", cursor.suffix, 0, 0))
+    again = on.complete(key, cursor)
+    assert again.source == "cache" and again.text == first.text and first.text
+    held = on.engine.keep(key, 0)
+    on.alternatives(key, cursor, again.text, CancelToken())
+    back = on.engine.keep(key, 0)
+    assert back.ids == held.ids and back.keys is not None and held.keys is not None
+    assert torch.equal(back.keys, held.keys) and torch.equal(back.values, held.values)
+    assert on.alternatives_for(key, cursor, again.text), "no alternatives"

@@ -450,6 +450,7 @@ class LocalEngine:
         session = self._sessions.get(key)
         return list(session.ids) if session is not None else []
 
+    @torch.inference_mode()
     def keep(self, key: str, start: int) -> Kept:
         """What the document's session holds from position `start` on, for `put_back` after
         background work that branches off there (alternatives): the ids, and on the lean path a
@@ -466,6 +467,7 @@ class LocalEngine:
         return Kept(list(session.ids), start, cache.keys[:, :, start:end].clone(),
                     cache.values[:, :, start:end].clone())
 
+    @torch.inference_mode()
     def put_back(self, key: str, kept: Kept, should_stop: StopCheck = lambda: None) -> None:
         """The session as `keep` found it: the copied keys and values written back where the
         session still holds the ids before them, else the ids fed again."""
