@@ -11,6 +11,10 @@ suggestion the same way typing does.
 Prefetched: the suggestion that will be wanted after the user accepts the one on screen,
 computed in the model's idle time (`Completer.prefetch`) and looked up as typing-through is.
 
+Alternatives: further suggestions at the cursor where one was shown, computed in the model's
+idle time (`Completer.alternatives`) and added to the list when the client asks there again
+(cycling), or after the user typed into them.
+
 Recent completions: an LRU keyed by prompt identity (the prompt's token ids and the generation
 settings), for the same prompt seen again — after an undo, or moving back to where the user was.
 Building the prompt needs the document's sticky window edges, so this one is asked on the
@@ -155,6 +159,65 @@ class Prefetched:
     def __len__(self) -> int:
         with self._lock:
             return sum(map(len, self._items.values()))
+
+
+@dataclass
+class Branches:
+    """Alternatives to the suggestion shown at `prefix`/`suffix`: (text, request id) each, the
+    likeliest first."""
+
+    prefix: str
+    suffix: str
+    texts: list[tuple[str, int]]
+    settings: Any
+
+
+class Alternatives:
+    """The alternatives computed for the newest suggestion of each document.
+
+    Filled from the model's thread, read on the event loop (a lock between them). One entry per
+    document: a suggestion shown elsewhere replaces it, closing the document drops it.
+    """
+
+    def __init__(self, documents: int = 64) -> None:
+        self._items: OrderedDict[str, Branches] = OrderedDict()
+        self._documents = documents
+        self._lock = threading.Lock()
+
+    def put(self, key: str, cursor: Cursor, texts: list[tuple[str, int]],
+            settings: Any) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = Branches(cursor.prefix, cursor.suffix, texts, settings)
+            while len(self._items) > self._documents:
+                self._items.popitem(last=False)
+
+    def has(self, key: str, cursor: Cursor, settings: Any) -> bool:
+        """Computed for exactly this cursor already (nothing to compute again)."""
+        with self._lock:
+            item = self._items.get(key)
+            return item is not None and item.settings == settings and \
+                (item.prefix, item.suffix) == (cursor.prefix, cursor.suffix)
+
+    def lookup(self, key: str, cursor: Cursor, settings: Any) -> list[tuple[str, int]]:
+        """The alternatives' rest at `cursor`: at the cursor they were made for, all of them;
+        after the user typed on, those that start with what was typed, without it."""
+        with self._lock:
+            item = self._items.get(key)
+        if item is None or item.settings != settings or cursor.suffix != item.suffix or \
+                not cursor.prefix.startswith(item.prefix):
+            return []
+        typed = cursor.prefix[len(item.prefix):]
+        return [(text[len(typed):], request_id) for text, request_id in item.texts
+                if text.startswith(typed) and text[len(typed):].strip()]
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
 
 
 class RecentCompletions:

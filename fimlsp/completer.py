@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+import torch
 from tokenizers import Tokenizer
 
 from fimlsp import __version__, healing, postprocess
-from fimlsp.cache import Prefetched, RecentCompletions, TypingThrough
+from fimlsp.cache import Alternatives, Prefetched, RecentCompletions, TypingThrough
 from fimlsp.config import Settings
 from fimlsp.context import (
     WINDOW_LINES,
@@ -35,7 +36,7 @@ from fimlsp.context import (
 )
 from fimlsp.documents import MAX_DOCUMENT_CHARS, Text
 from fimlsp.engine import Generation, choices
-from fimlsp.engine.local import LocalEngine
+from fimlsp.engine.local import LocalEngine, common_prefix
 from fimlsp.engine.remote import RemoteEngine
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.inflight import Progress
@@ -131,6 +132,11 @@ class Stats:
     prefetch_interrupted: int = 0  # ... stopped by a real request before they finished
     prefetch_ms: float = 0.0  # model time spent computing ahead
     prefetch_used_ms: float = 0.0  # ... on the ones used: the rest is the price of guessing
+    alternatives: int = 0  # alternatives computed (each distinct from the first and the others)
+    alternative_runs: int = 0  # suggestions whose alternatives were computed to the end
+    alternatives_interrupted: int = 0  # ... stopped by a real request first
+    alternatives_ms: float = 0.0  # model time spent on them
+    alternatives_shown: int = 0  # alternatives sent to a client (it asked again, cycling)
     finished: int = 0  # answers the time budget cut, generated to their end after being shown
     orphaned: int = 0  # generations whose request the client cancelled, left running (inflight)
     taken_over: int = 0  # ... requests answered by one of them: the user typed what it wrote
@@ -184,6 +190,7 @@ class Completer:
         self._recent = RecentCompletions(_RECENT)  # by prompt identity, on the model's thread
         self.typing = TypingThrough()  # the suggestion on screen per document, on the event loop
         self.ahead = Prefetched()  # suggestions for after an accept, computed in idle time
+        self.branches = Alternatives()  # further suggestions at the cursor, computed in idle time
         # Per document, bounded (LRU) and dropped when it closes (`forget`): where its prompt was
         # cut, and its neighbour snippets with the cursor line they were chosen at and the
         # documents they came from. The other documents' windows are in `_index`.
@@ -330,6 +337,23 @@ class Completer:
         return self.settings.token_healing and self.settings.engine == "local"
 
     @property
+    def offers_alternatives(self) -> bool:
+        """Alternatives are computed: the setting, and the in-process engine (which branches
+        its own KV session)."""
+        return self.settings.alternatives > 0 and self.settings.engine == "local"
+
+    @property
+    def alternatives_status(self) -> str:
+        """Alternatives as `fimlsp.stats` reports them, with why when they are off."""
+        if self.settings.alternatives <= 0:
+            return "off (alternatives setting)"
+        if self.settings.engine != "local":
+            return (f"off (the {self.settings.engine} engine would branch only by sampling or "
+                    "beam search in more requests, not from the first answer's prompt: not "
+                    "built)")
+        return f"on ({self.settings.alternatives})"
+
+    @property
     def healing_status(self) -> str:
         """Token healing as `fimlsp.stats` reports it, with why when it is off."""
         if not self.settings.token_healing:
@@ -452,6 +476,7 @@ class Completer:
                 self._repo.forget(name)
                 self._recent.forget(name)
                 self.ahead.forget(name)
+                self.branches.forget(name)
                 if self.engine is not None:
                     self.engine.drop_session(name)
                     for suffix in session_suffixes:
@@ -463,7 +488,7 @@ class Completer:
             return {"edges": len(self._edges), "neighbours": len(self._neighbours),
                     "windows": len(self._index), "recent": len(self._recent),
                     "repo": len(self._repo),
-                    "typing": len(self.typing),
+                    "typing": len(self.typing), "alternatives": len(self.branches),
                     "sessions": self.engine.session_count if self.engine is not None else 0}
 
     def complete(self, key: str, cursor: Cursor, token: CancelToken | None = None,
@@ -553,6 +578,99 @@ class Completer:
         self.stats.record(result.timings())
         return result
 
+    # -- alternatives: other suggestions at the same cursor ---------------------------------
+
+    def alternatives(self, key: str, cursor: Cursor, shown: str, token: CancelToken) -> None:
+        """Computes, in the model's idle time, up to `alternatives` further suggestions at
+        `cursor`, where `shown` is on screen, and keeps them where `alternatives_for` finds
+        them (the client asks again when the user cycles).
+
+        From the document's own KV session: the prompt is the one just answered, so one
+        forward of its last token gives the first token's distribution (within token
+        healing's constraint); each branch starts with another of its likeliest tokens, written
+        after the prompt's keys and values (cropped back, never prefilled again), and goes on
+        greedily under the same policy as the first answer. Branches equal to the first answer
+        or to each other once cleaned are dropped; the rest are ranked by mean log-probability.
+        What the session held before is put back at the end, so the next keystroke reuses
+        exactly what it would have. Any real request stops it between tokens; what it had is
+        then dropped."""
+        if not shown or not self.offers_alternatives or not isinstance(self.engine, LocalEngine)\
+                or self.branches.has(key, cursor, self.answer_settings):
+            return
+        engine, started = self.engine, time.perf_counter()
+        prompt = self.prompt_for(cursor, key)
+        # Branches rewrite the session after the prompt only: that is what is kept.
+        kept = engine.keep(key, common_prefix(engine.session_ids(key), prompt.ids))
+        try:
+            found = self._branches(key, cursor, prompt, shown, token,
+                                   self.settings.alternatives)
+        finally:
+            if not token():  # as the answers (and prefetch) left it
+                engine.put_back(key, kept, token)
+        spent = (time.perf_counter() - started) * 1000
+        if found is None or token():
+            self.stats.add(alternatives_interrupted=1, alternatives_ms=spent)
+            return
+        self.stats.add(alternatives=len(found), alternative_runs=1, alternatives_ms=spent)
+        self.branches.put(key, cursor, [(text, self.next_id()) for text in found],
+                          self.answer_settings)
+
+    def _branches(self, key: str, cursor: Cursor, prompt: Prompt, shown: str,
+                  token: CancelToken, wanted: int) -> list[str] | None:
+        """The distinct cleaned branches, likeliest (mean log-probability) first; None when
+        stopped."""
+        assert isinstance(self.engine, LocalEngine) and self.tokenizer is not None
+        mode = postprocess.mode_for(cursor, self.settings.multiline, key)
+        heal = prompt.heal
+        constraint = healing.Constraint(self.tokenizer, heal) if heal is not None else None
+        logprobs = self.engine.next_logprobs(key, prompt.ids, token, constraint)
+        if logprobs is None:
+            return None
+        tries = 3 * wanted  # branches that clean to the same text cost a try each
+        top = torch.topk(logprobs, min(tries + 1, logprobs.numel()))
+        candidates = [(int(i), float(v)) for v, i in zip(top.values.tolist(),
+                                                         top.indices.tolist(), strict=True)
+                      if v > float("-inf")]
+        if self.settings.temperature <= 0:
+            candidates = candidates[1:]  # the argmax: the first answer's own first token
+        raw = self.settings.policy == "raw"
+        stop_ids = self._stop_ids()
+        seen, ranked = {shown}, []
+        for first, first_score in candidates[:tries]:
+            if len(ranked) >= wanted:
+                break
+            if token():
+                return None
+            if first in stop_ids:
+                continue
+            ids, scores = [first], [first_score]
+            if self.settings.max_new_tokens > 1 and (raw or not postprocess.wants_stop(
+                    healing.suggestion(self.tokenizer, ids, heal), mode, cursor, key)):
+                generation = self._generate(key, cursor, prompt.ids, mode, token, [first],
+                                            heal, scores)
+                if generation.interrupted or generation.stop_reason == "time":
+                    return None
+                ids.extend(generation.ids)
+                self.stats.add(generated=len(generation.ids),
+                               forwards=generation.decode_forwards + bool(generation.ids))
+            text = healing.suggestion(self.tokenizer, ids, heal)
+            text = raw_text(text) if raw else postprocess.clean(text, cursor, mode, key)
+            if not text.strip() or text in seen:
+                continue
+            seen.add(text)
+            ranked.append((sum(scores) / len(scores), text))
+        ranked.sort(key=lambda pair: -pair[0])  # stable: equal scores keep the try order
+        return [text for _, text in ranked]
+
+    def alternatives_for(self, key: str, cursor: Cursor, first: str) -> list[Completion]:
+        """The alternatives ready at `cursor`, other than `first` (the answer the client gets
+        first); on the event loop."""
+        found = [Completion(text, request_id, "alternative", stop_reason="alternative")
+                 for text, request_id in self.branches.lookup(key, cursor, self.answer_settings)
+                 if text != first]
+        self.stats.add(alternatives_shown=len(found))
+        return found
+
     def warm(self, key: str, cursor: Cursor, token: CancelToken) -> Completion:
         """Prefills the prompt at `cursor` into the document's cache and answers nothing: the
         first keystroke there then costs one token, not the whole window. For the model's idle
@@ -584,14 +702,15 @@ class Completer:
 
     def _generate(self, key: str, cursor: Cursor, prompt: list[int], mode: str,
                   token: CancelToken, already: list[int] | None = None,
-                  heal: healing.Heal | None = None, progress: Progress | None = None
-                  ) -> Generation:
-        """`already`: tokens generated before (a cut answer going on): they follow the prompt,
-        and the policy and the length limit count them. `heal`: what token healing backed off
-        the prompt (`prompt.Prompt.heal`): the first tokens must write it again."""
+                  heal: healing.Heal | None = None, scores: list[float] | None = None,
+                  progress: Progress | None = None) -> Generation:
+        """`already`: tokens generated before (a cut answer going on, a branch's first token):
+        they follow the prompt, and the policy and the length limit count them. `heal`: what
+        token healing backed off the prompt (`prompt.Prompt.heal`): the first tokens must write
+        it again. `scores`: receives each new token's log-probability (in-process engine).
+        `progress`: where the text so far is kept for a later keystroke (inflight.py)."""
         assert self.engine is not None and self.tokenizer is not None and self.spec is not None
-        stop_ids = {i for t in self.spec.template.stop
-                    if (i := self.tokenizer.token_to_id(t)) is not None}
+        stop_ids = self._stop_ids()
         already = already or []
         generated: list[int] = list(already)
 
@@ -612,18 +731,28 @@ class Completer:
             for token_id in already:  # a cut answer going on: what it already wrote counts
                 constraint.feed(token_id)
         s = self.settings
-        if constraint is None or not constraint.active:
+        local: dict[str, Any] = {}  # what only the in-process engine takes
+        if constraint is not None and constraint.active:
+            local["constraint"] = constraint  # `heals`: only the local engine heals
+        if scores is not None:
+            local["scores"] = scores
+        if not local:
             return self.engine.generate(key, [*prompt, *already],
                                         max_new_tokens=max(1, s.max_new_tokens - len(already)),
                                         stop_ids=stop_ids, should_stop=token,
                                         temperature=s.temperature, top_p=s.top_p,
                                         on_token=on_token)
-        assert isinstance(self.engine, LocalEngine)  # `heals`: only the local engine heals
+        assert isinstance(self.engine, LocalEngine)
         return self.engine.generate(key, [*prompt, *already],
                                     max_new_tokens=max(1, s.max_new_tokens - len(already)),
                                     stop_ids=stop_ids, should_stop=token,
                                     temperature=s.temperature, top_p=s.top_p,
-                                    on_token=on_token, constraint=constraint)
+                                    on_token=on_token, **local)
+
+    def _stop_ids(self) -> set[int]:
+        assert self.tokenizer is not None and self.spec is not None
+        return {i for t in self.spec.template.stop
+                if (i := self.tokenizer.token_to_id(t)) is not None}
 
     def _decode(self, ids: list[int]) -> str:
         assert self.tokenizer is not None
@@ -680,6 +809,11 @@ class Completer:
                 "accepted_chars": s.accepted_chars,
                 "warmed": s.warmed, "warm_interrupted": s.warm_interrupted,
                 "healed": s.healed, "token_healing": self.healing_status,
+                "alternatives": s.alternatives, "alternative_runs": s.alternative_runs,
+                "alternatives_interrupted": s.alternatives_interrupted,
+                "alternatives_ms": round(s.alternatives_ms, 1),
+                "alternatives_shown": s.alternatives_shown,
+                "alternatives_status": self.alternatives_status,
                 "prefetched": s.prefetched, "prefetch_used": s.prefetch_used,
                 "prefetch_interrupted": s.prefetch_interrupted,
                 "prefetch_ms": round(s.prefetch_ms, 1),

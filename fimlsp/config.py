@@ -67,6 +67,9 @@ class Settings:
     token_healing: bool = True
     # In idle time, compute the suggestion that follows accepting the one on screen.
     prefetch: bool = True
+    # Further suggestions at the same cursor, computed in idle time after the first is shown
+    # (branches of the same KV session); 0 is off. The in-process engine only.
+    alternatives: int = 2
     # Prompt-lookup draft tokens per forward in greedy decoding: None measures at load whether
     # drafting pays on this machine (engine/local.py), 0 is off.
     speculate: int | None = None
@@ -118,6 +121,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "repo_index_timeout_s": (1, 3600),
     "connect_timeout_ms": (1, 600_000),
     "retries": (0, 10),
+    "alternatives": (0, 8),
     "speculate": (0, 16),
     "next_edit_max_tokens": (16, 4096),
 }

@@ -70,6 +70,11 @@ HELP: dict[str, str] = {
                 "follows accepting it, so that after an accept the next is there at once "
                 "(any keystroke stops it); the in-process engine only: a serving engine's time "
                 "is shared",
+    "alternatives": "further suggestions at the same cursor, for the editor's cycle key (VS "
+                    "Code's `1/3`): computed after the first is shown, while the model is idle "
+                    "(any keystroke stops them), from the same prompt's keys and values, each "
+                    "starting with another of the likeliest first tokens; 0 is off; the "
+                    "in-process engine only (`fimlsp.stats` says why it is off)",
     "speculate": "prompt-lookup draft tokens verified per forward (greedy output is the same "
                  "either way); 0 is off; unset: measured at load, on where verifying drafts "
                  "costs little more than one token (`fimlsp.stats` `choices` says why)",

@@ -75,6 +75,9 @@ class FimServer(LanguageServer):
         self.load_error = ""
         self._shown: OrderedDict[int, str] = OrderedDict()  # request id → suggestion shown
         self._taken: dict[int, int] = {}  # request id → characters of it the user accepted
+        # Per document: the cursor whose alternatives are being computed, and a future that is
+        # done when they are (a cycling client's request waits for it).
+        self._branching: dict[str, tuple[str, str, asyncio.Future[None]]] = {}
         self._loading: asyncio.Task[None] | None = None
         self._settled: asyncio.Event | None = None  # set while no load is under way
         self._told_not_ready = ""  # the not-ready reason last logged: once, not per request
@@ -370,21 +373,59 @@ class FimServer(LanguageServer):
         future.add_done_callback(done)
 
     def prefetch(self, uri: str, cursor: Cursor, shown: str) -> None:
-        """The suggestion after accepting `shown`, computed as background work: any request
-        stops it, so it only ever uses time in which the model would have waited."""
-        if not self.settings.prefetch or self.settings.engine != "local":
-            return  # a serving engine is shared: guesses would cost other people's time
+        """The suggestion after accepting `shown`, then the alternatives to `shown` at `cursor`,
+        computed as one background job (a second would cancel the first): any request stops
+        it, so it only ever uses time in which the model would have waited. The prefetch goes
+        first: accepting is what users do most."""
+        # A serving engine is shared: guesses would cost other people's time.
+        ahead = self.settings.prefetch and self.settings.engine == "local"
         completer = self.completer
-        future, _token = self.scheduler.submit_background(
-            lambda token: completer.prefetch(uri, cursor, shown, token))
+        others = completer.offers_alternatives
+        if not ahead and not others:
+            return
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        if others:
+            self._branching[uri] = (cursor.prefix, cursor.suffix, ready)
+
+        def job(token: Any) -> None:
+            if ahead:
+                completer.prefetch(uri, cursor, shown, token)
+            if others and not token():
+                completer.alternatives(uri, cursor, shown, token)
+
+        future, _token = self.scheduler.submit_background(job)
+
+        def settle() -> None:  # on the event loop
+            if not ready.done():
+                ready.set_result(None)
+            if self._branching.get(uri, (None, None, None))[2] is ready:
+                del self._branching[uri]
 
         def done(f: Any) -> None:
-            if f.cancelled() or isinstance(f.exception(), Cancelled):
+            if ahead and (f.cancelled() or isinstance(f.exception(), Cancelled)):
                 completer.stats.add(prefetch_interrupted=1)
-            elif f.exception() is not None:
+            elif not f.cancelled() and f.exception() is not None and \
+                    not isinstance(f.exception(), Cancelled):
                 log.warning("computing ahead failed: %s", f.exception())
+            loop.call_soon_threadsafe(settle)
 
         future.add_done_callback(done)
+
+    async def alternatives(self, uri: str, cursor: Cursor, first: Completion, invoked: bool
+                           ) -> list[Completion]:
+        """The alternatives to `first` at `cursor` that are ready. A request the user made
+        (cycling asks again, invoked) waits for those being computed for this very cursor, up
+        to the time budget; an automatic one never waits."""
+        pending = self._branching.get(uri)
+        if invoked and pending is not None and pending[:2] == (cursor.prefix, cursor.suffix):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pending[2]),
+                                       self.settings.time_budget_ms / 1000)
+        found = self.completer.alternatives_for(uri, cursor, first.text)
+        for other in found:
+            self._note_shown(other)
+        return found
 
     def warm(self, uri: str, position: types.Position) -> bool:
         """Starts a warm start at `position` when the model is ready; False when it is not.
@@ -557,15 +598,19 @@ def create_server(settings: Settings) -> FimServer:
                 params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
             ls.history.viewed(uri, params.position.line)
             edit = nextedit.inline_item(ls, uri, params.position)  # the cursor line's next edit
-            result = await ls.complete(uri, ls.cursor(uri, params.position, selected), invoked)
+            cursor = ls.cursor(uri, params.position, selected)
+            result = await ls.complete(uri, cursor, invoked)
             if result is None:
                 return types.InlineCompletionList(items=[edit] if edit else [])
             at = params.position
-            text, rng = result.text, types.Range(start=at, end=at)
-            if selected is not None:
-                text, rng = selected.text + text, selected.range
-            return types.InlineCompletionList(items=[types.InlineCompletionItem(
-                insert_text=text, range=rng, command=_item_command(result)),
+            rng = types.Range(start=at, end=at) if selected is None else selected.range
+            before = selected.text if selected is not None else ""
+            # The first answer first, then its alternatives where they are ready (cycling).
+            answers = [result, *await ls.alternatives(uri, cursor, result, invoked)]
+            return types.InlineCompletionList(items=[
+                *(types.InlineCompletionItem(insert_text=before + answer.text, range=rng,
+                                             command=_item_command(answer))
+                  for answer in answers),
                 *([edit] if edit else [])])
 
         empty = types.InlineCompletionList(items=[])

@@ -248,11 +248,14 @@ server's work-done progress).")
 
 (defvar-local fimlsp--overlay nil "Overlay showing the ghost text, or nil.")
 (defvar-local fimlsp--item nil
-  "The suggestion shown: plist (:text :start :end-offset :command :accepted).
-:text is the item's insertText, :start a marker where it begins (the
+  "The suggestion shown, a plist.
+Its keys are :text :start :end-offset :command :accepted :choices
+:index.  :text is the item's insertText, :start a marker where it begins (the
 range's start), :end-offset how many characters after the request's
 point the range replaced, :accepted how many characters of :text were
-taken with `fimlsp-accept-line' so far.")
+taken with `fimlsp-accept-line' or `fimlsp-accept-word' so far,
+:choices the answer's usable items (the first answer, then its
+alternatives) and :index the position of this one among them.")
 (defvar-local fimlsp--pending nil
   "The request in flight: plist (:gen :id :connection :tick :point), or nil.")
 (defvar-local fimlsp--generation 0 "Counter that tells requests apart.")
@@ -668,8 +671,9 @@ no arguments."
       (when (and id (jsonrpc-running-p connection))
         (jsonrpc-notify connection :$/cancelRequest (list :id id))))))
 
-(defun fimlsp--request (trigger-kind)
+(defun fimlsp--request (trigger-kind &optional pick)
   "Ask for a suggestion at point; TRIGGER-KIND 1 is invoked, 2 automatic.
+PICK: which of the answer's items to show (cycling), 1 when nil.
 Returns non-nil if a request was sent."
   (let ((connection (fimlsp--ready-connection)))
     (when connection
@@ -699,7 +703,7 @@ Returns non-nil if a request was sent."
                         (fimlsp--count :answered)
                         (if (and (eq tick (buffer-chars-modified-tick))
                                  (eq point (point)))
-                            (fimlsp--receive result)
+                            (fimlsp--receive result pick)
                           (fimlsp--count :stale)))))
                   (lambda (error)
                     (if (not (funcall mine-p))
@@ -726,23 +730,34 @@ Returns non-nil if a request was sent."
           ((consp text) (or (plist-get text :value) ""))
           (t ""))))
 
-(defun fimlsp--receive (result)
-  "Show the first usable item of inline completion RESULT at point."
-  (let* ((items (if (vectorp result) result (plist-get result :items)))
-         (item (cl-find-if (lambda (it) (not (string-empty-p (fimlsp--item-text it))))
-                           items)))
-    (when item
-      (let* ((range (plist-get item :range))
-             (start (if range (fimlsp--point (plist-get range :start)) (point)))
-             (end (if range (fimlsp--point (plist-get range :end)) (point))))
-        (setq fimlsp--item (list :text (fimlsp--item-text item)
-                                 :start (copy-marker (min start (point)))
-                                 :end-offset (max 0 (- end (point)))
-                                 :command (plist-get item :command)
-                                 :accepted 0))
-        (if (fimlsp--ghost)
-            (progn (fimlsp--show) (fimlsp--count :shown))
-          (fimlsp--clear))))))
+(defun fimlsp--receive (result &optional pick)
+  "Show usable item PICK (1 when nil, wrapping) of inline completion RESULT.
+The others (the first answer and its alternatives) stay at hand for
+`fimlsp-next-suggestion'."
+  (let ((choices (cl-remove-if (lambda (it) (string-empty-p (fimlsp--item-text it)))
+                               (append (if (vectorp result) result
+                                         (plist-get result :items))
+                                       nil))))
+    (when choices
+      (fimlsp--use-item choices (mod (1- (or pick 1)) (length choices))))))
+
+(defun fimlsp--use-item (choices index)
+  "Show item INDEX (from 0) of CHOICES, usable inline completion items, at point."
+  (let* ((item (nth index choices))
+         (range (plist-get item :range))
+         (start (if range (fimlsp--point (plist-get range :start)) (point)))
+         (end (if range (fimlsp--point (plist-get range :end)) (point))))
+    (when fimlsp--item (set-marker (plist-get fimlsp--item :start) nil))
+    (setq fimlsp--item (list :text (fimlsp--item-text item)
+                             :start (copy-marker (min start (point)))
+                             :end-offset (max 0 (- end (point)))
+                             :command (plist-get item :command)
+                             :accepted 0
+                             :choices choices
+                             :index index))
+    (if (fimlsp--ghost)
+        (progn (fimlsp--show) (fimlsp--count :shown))
+      (fimlsp--clear))))
 
 ;;;; Display
 
@@ -867,24 +882,78 @@ Starts the server again if it is not running (after a crash, say)."
     (unless ghost (user-error "Fimlsp: no suggestion"))
     (if (null newline)
         (fimlsp-accept)
-      (let* ((part (substring ghost 0 (1+ newline)))
-             (item fimlsp--item)
-             (connection fimlsp--opened)
-             (accepted (+ (length (plist-get item :text)) (- (length ghost))
-                          (length part)))
-             (command (plist-get item :command))
-             (arguments (plist-get command :arguments)))
-        (fimlsp--cancel-pending)
-        (fimlsp--insert part)
-        (setq fimlsp--item (plist-put item :accepted accepted))
-        (fimlsp--count :partial)
-        ;; fimlsp.partialAccept [id, characters of the item taken so far]
-        (when (and connection (jsonrpc-running-p connection)
-                   (equal (plist-get command :command) "fimlsp.accept")
-                   (> (length arguments) 0))
-          (fimlsp--execute connection "fimlsp.partialAccept"
-                           (vector (aref arguments 0) accepted)))
-        (if (fimlsp--ghost) (fimlsp--show) (fimlsp--clear))))))
+      (fimlsp--accept-part ghost (substring ghost 0 (1+ newline))))))
+
+(defun fimlsp--next-word (text)
+  "The next word of TEXT, as VS Code and the Neovim plugin take it.
+Blanks then a run of word characters, or of punctuation; at a line
+break, the break and the next line's indentation."
+  (cond ((string-prefix-p "\n" text)
+         (string-match "\\`\n[ \t]*" text)
+         (match-string 0 text))
+        ((or (string-match "\\`[ \t]*[[:alnum:]_]+" text)
+             (string-match "\\`[ \t]*[^[:alnum:]_ \t\n]+" text)
+             (string-match "\\`[ \t]+" text))
+         (match-string 0 text))
+        (t (substring text 0 (min 1 (length text))))))
+
+(defun fimlsp-accept-word ()
+  "Insert the suggestion's next word; keep showing the rest."
+  (interactive)
+  (let ((ghost (fimlsp--ghost)))
+    (unless ghost (user-error "Fimlsp: no suggestion"))
+    (let ((word (fimlsp--next-word ghost)))
+      (if (or (string-empty-p word) (= (length word) (length ghost)))
+          (fimlsp-accept)
+        (fimlsp--accept-part ghost word)))))
+
+(defun fimlsp--accept-part (ghost part)
+  "Insert PART, the start of GHOST (what is left of the suggestion).
+Tells the server how much of the suggestion is taken so far."
+  (let* ((item fimlsp--item)
+         (connection fimlsp--opened)
+         (accepted (+ (length (plist-get item :text)) (- (length ghost))
+                      (length part)))
+         (command (plist-get item :command))
+         (arguments (plist-get command :arguments)))
+    (fimlsp--cancel-pending)
+    (fimlsp--insert part)
+    (setq fimlsp--item (plist-put item :accepted accepted))
+    (fimlsp--count :partial)
+    ;; fimlsp.partialAccept [id, characters of the item taken so far]
+    (when (and connection (jsonrpc-running-p connection)
+               (equal (plist-get command :command) "fimlsp.accept")
+               (> (length arguments) 0))
+      (fimlsp--execute connection "fimlsp.partialAccept"
+                       (vector (aref arguments 0) accepted)))
+    (if (fimlsp--ghost) (fimlsp--show) (fimlsp--clear))))
+
+(defun fimlsp--cycle (step)
+  "Show the alternative STEP items away (1 next, -1 previous)."
+  (unless (fimlsp--ghost) (user-error "Fimlsp: no suggestion"))
+  (let* ((item fimlsp--item)
+         (choices (plist-get item :choices))
+         (untouched (and (= (point) (plist-get item :start))
+                         (eql 0 (plist-get item :accepted)))))
+    (if (and untouched (> (length choices) 1))
+        (fimlsp--use-item choices (mod (+ (plist-get item :index) step)
+                                       (length choices)))
+      ;; The server computes alternatives after it sent the first answer:
+      ;; ask again here (invoked: it waits for them) and show the next item.
+      (fimlsp--request 1 (+ 1 step)))))
+
+(defun fimlsp-next-suggestion ()
+  "Show the next alternative to the suggestion.
+The server computes up to `alternatives' of them after it sent the
+first suggestion; the first call asks again at point, then the list
+answered is cycled while nothing is typed."
+  (interactive)
+  (fimlsp--cycle 1))
+
+(defun fimlsp-previous-suggestion ()
+  "Show the previous alternative to the suggestion."
+  (interactive)
+  (fimlsp--cycle -1))
 
 (defun fimlsp-accept-or-indent ()
   "Accept the suggestion if one is shown, else do what TAB does without it."
@@ -1014,8 +1083,8 @@ the language server's completions stay first."
         (fimlsp--request 2)))))
 
 (defconst fimlsp--own-commands
-  '(fimlsp-accept fimlsp-accept-line fimlsp-accept-or-indent fimlsp-complete
-    fimlsp-dismiss)
+  '(fimlsp-accept fimlsp-accept-line fimlsp-accept-word fimlsp-accept-or-indent
+    fimlsp-complete fimlsp-dismiss fimlsp-next-suggestion fimlsp-previous-suggestion)
   "Commands that manage the suggestion themselves.")
 
 (defun fimlsp--post-command ()
@@ -1139,8 +1208,12 @@ Returns non-nil if it was applied."
   (let ((map (make-sparse-keymap)))
     (define-key map (kbd "TAB") #'fimlsp-accept-or-indent)
     (define-key map (kbd "<tab>") #'fimlsp-accept-or-indent)
-    (define-key map (kbd "C-<right>") #'fimlsp-accept-line)
+    (define-key map (kbd "C-<right>") #'fimlsp-accept-word)
     (define-key map (kbd "M-<right>") #'fimlsp-accept-line)
+    (define-key map (kbd "C-M-<right>") #'fimlsp-accept-line)
+    (define-key map (kbd "M-n") #'fimlsp-next-suggestion)
+    (define-key map (kbd "M-]") #'fimlsp-next-suggestion)
+    (define-key map (kbd "M-p") #'fimlsp-previous-suggestion)
     (define-key map (kbd "C-g") #'fimlsp-dismiss)
     map)
   "Keymap active while a suggestion is shown.")
@@ -1162,8 +1235,9 @@ Starts the server (one for all buffers) if it is not running and keeps
 its copy of the buffer in sync.  After an edit and `fimlsp-idle-delay'
 seconds of idleness, asks the server for a suggestion and shows it after
 point.  While it is shown:
-\\<fimlsp-suggestion-map>\\[fimlsp-accept-or-indent] accepts it, \
-\\[fimlsp-accept-line] accepts its next line, \
+\\<fimlsp-suggestion-map>\\[fimlsp-accept-or-indent] accepts it,
+\\[fimlsp-accept-word] its next word, \\[fimlsp-accept-line] its next line;
+\\[fimlsp-next-suggestion] and \\[fimlsp-previous-suggestion] show its alternatives;
 \\[fimlsp-dismiss] dismisses it.
 
 \\{fimlsp-mode-map}"

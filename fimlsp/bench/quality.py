@@ -946,6 +946,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--mid-word", type=int, default=0, metavar="N",
                         help="instead of retyping: N cursors inside identifiers, token healing "
                         "off and on side by side, and the word-start reference (bench/midword.py)")
+    parser.add_argument("--alternatives", type=int, default=0, metavar="N",
+                        help="instead of retyping: N identifiers (a cursor inside and one at "
+                        "the start of each), servers with alternatives off and on side by side: "
+                        "how many alternatives, and the first answer's latency "
+                        "(bench/alternatives.py)")
     parser.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
                         help="no run: the table (and --plot) from earlier --json files, merged")
     args = parser.parse_args(argv)
@@ -968,6 +973,11 @@ def main(argv: list[str]) -> int:
 
         return midword.main(model, files, args.mid_word, args.seed, _base_options(args),
                             args.json)
+    if args.alternatives:
+        from fimlsp.bench import alternatives
+
+        return alternatives.main(model, files, args.alternatives, args.seed,
+                                 _base_options(args), args.json)
     picked = sample(files, args.files, args.per_file, args.seed)
     neighbours = neighbours_for(picked, files, args.seed)
     order = [str(p) for p in picked]

@@ -60,6 +60,22 @@ class Session:
 
     ids: list[int]
     cache: Any  # transformers DynamicCache (reference path) or lean.StaticKV (lean path)
+    # The last generation's prompt and the logits [vocab] after it: alternatives branch from
+    # them without computing the prompt's last position again (with dynamic int8 a forward's
+    # numbers depend on which tokens share it, so a recomputed position would change later
+    # answers).
+    after_prompt: tuple[list[int], torch.Tensor] | None = None
+
+
+@dataclass
+class Kept:
+    """A session's ids, and (lean path) the keys and values of those from `start` on, each
+    [layers, kv_heads, n, head_dim]: `LocalEngine.keep` / `put_back`."""
+
+    ids: list[int]
+    start: int
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -429,6 +445,47 @@ class LocalEngine:
     def drop_session(self, key: str) -> None:
         self._sessions.pop(key, None)
 
+    def session_ids(self, key: str) -> list[int]:
+        """The ids whose keys and values the document's session holds (a copy; [] for none)."""
+        session = self._sessions.get(key)
+        return list(session.ids) if session is not None else []
+
+    @torch.inference_mode()
+    def keep(self, key: str, start: int) -> Kept:
+        """What the document's session holds from position `start` on, for `put_back` after
+        background work that branches off there (alternatives): the ids, and on the lean path a
+        copy of their keys and values, so that putting them back is exact, not a recomputation
+        (which dynamic int8 would not reproduce bit for bit)."""
+        session = self._sessions.get(key)
+        if session is None:
+            return Kept([], 0)
+        start = min(start, len(session.ids))
+        cache = session.cache
+        if self.lean is None or not hasattr(cache, "keys"):
+            return Kept(list(session.ids), start)
+        end = len(session.ids)
+        return Kept(list(session.ids), start, cache.keys[:, :, start:end].clone(),
+                    cache.values[:, :, start:end].clone())
+
+    @torch.inference_mode()
+    def put_back(self, key: str, kept: Kept, should_stop: StopCheck = lambda: None) -> None:
+        """The session as `keep` found it: the copied keys and values written back where the
+        session still holds the ids before them, else the ids fed again."""
+        if not kept.ids:
+            return
+        session = self._sessions.get(key)
+        if session is not None and kept.keys is not None and \
+                len(session.ids) >= kept.start and session.ids[:kept.start] == \
+                kept.ids[:kept.start] and hasattr(session.cache, "keys"):
+            cache, end = session.cache, len(kept.ids)
+            cache.reserve(end)
+            cache.keys[:, :, kept.start:end] = kept.keys
+            cache.values[:, :, kept.start:end] = kept.values
+            cache.crop(end)
+            session.ids[:] = kept.ids
+            return
+        self.prefill(key, kept.ids, should_stop)
+
     @property
     def session_count(self) -> int:
         return len(self._sessions)
@@ -493,34 +550,58 @@ class LocalEngine:
         result.stop_reason = reason or "warm"
         return result
 
+    def next_logprobs(self, key: str, prompt: list[int], should_stop: StopCheck = lambda: None,
+                      constraint: Constraint | None = None) -> torch.Tensor | None:
+        """Log-probabilities [vocab] of the token after `prompt` (within what `constraint`
+        allows), from the document's session: those the last generation kept when it was for
+        this prompt (the answer just given), else one forward of its last token. None when
+        stopped first."""
+        session = self._sessions.get(key)
+        kept = session.after_prompt if session is not None else None
+        if session is not None and kept is not None and kept[0] == prompt and \
+                session.ids[:len(prompt)] == prompt:
+            logits = kept[1]
+        else:
+            _, _, logits, _ = self._resume(key, prompt, 1, should_stop)
+            if logits is None:
+                return None
+        if constraint is not None and constraint.active:
+            logits = constraint.mask(logits)
+        return torch.log_softmax(logits.float(), dim=-1)
+
     def generate(self, key: str, prompt: list[int], *, max_new_tokens: int,
                  stop_ids: set[int], should_stop: StopCheck = lambda: None,
                  temperature: float = 0.0, top_p: float = 1.0,
                  on_token: TokenCallback | None = None,
                  speculate: int | None = None,
-                 constraint: Constraint | None = None) -> Generation:
+                 constraint: Constraint | None = None,
+                 scores: list[float] | None = None) -> Generation:
         """Greedy (or sampled) continuation of `prompt`, reusing the document's cache.
         `speculate`: draft tokens for this request (next edits, which copy their prompt), instead
         of the engine's setting. `constraint` (token healing) limits the first tokens to those
-        it allows."""
+        it allows. `scores`: receives each sampled token's log-probability (alternatives are
+        ranked by their mean); no drafts then."""
         if not prompt:
             raise ValueError("empty prompt")
         session, result, logits, reason = self._resume(key, prompt, 1, should_stop)  # ≥1 to feed
         if logits is None:
             result.stop_reason = reason or "cancelled"
             return result
+        session.after_prompt = (list(prompt), logits)
 
         started = time.perf_counter()
         result.stop_reason = self._decode(session, logits, result, max_new_tokens, stop_ids,
-                                          should_stop, temperature, top_p, on_token, speculate,
-                                          constraint)
+                                          should_stop, temperature, top_p, on_token,
+                                          0 if scores is not None else speculate, constraint,
+                                          scores)
         result.decode_ms = (time.perf_counter() - started) * 1000
         return result
 
     def _decode(self, session: Session, logits: torch.Tensor, result: Generation,
                 max_new_tokens: int, stop_ids: set[int], should_stop: StopCheck,
                 temperature: float, top_p: float, on_token: TokenCallback | None,
-                speculate: int | None = None, constraint: Constraint | None = None) -> str:
+                speculate: int | None = None, constraint: Constraint | None = None,
+                scores: list[float] | None = None) -> str:
         """Samples up to `max_new_tokens` into `result.ids`; returns why it stopped.
 
         Greedy decoding speculates: the tokens that followed the text's tail where it occurred
@@ -546,8 +627,10 @@ class LocalEngine:
 
         while True:
             healing = constraint if constraint is not None and constraint.active else None
-            token = sample(logits if healing is None else healing.mask(logits), temperature,
-                           top_p)
+            allowed = logits if healing is None else healing.mask(logits)
+            token = sample(allowed, temperature, top_p)
+            if scores is not None:
+                scores.append(float(torch.log_softmax(allowed.float(), dim=-1)[token]))
             if healing is not None:
                 healing.feed(token)
             reason = emit(token)

@@ -641,3 +641,32 @@ def test_next_edit(kind: str, tmp_path: Path, qwen_server_command: list[str]) ->
     assert r["after_apply"] == edited.replace("self.h = h", "self.height = height").rstrip("\n")
     assert r["marks_after_change"] == [] and r["stale_applied"] is False
     assert r["final"].split("\n")[5] == "# typed     def area(self):"
+
+
+CYCLE = PLUGIN / "tests" / "cycle.lua"
+
+
+@pytest.mark.parametrize("kind", list(NEOVIMS))
+def test_cycle_alternatives_and_accept_one(kind: str, tmp_path: Path,
+                                           server_command: list[str]) -> None:
+    """<M-]> shows the server's next alternative (asking again at the cursor the first time),
+    <M-]> / <M-[> cycle the list without asking, <Tab> inserts the one showing and the server
+    counts its characters."""
+    nvim = neovim(kind)
+    source = tmp_path / "cycle.py"
+    source.write_text("def add(a, b):\n    return a + b\n", encoding="utf-8")
+    r = run_script(nvim, CYCLE, {"cmd": server_command,
+                                 "server": {**SERVER_OPTIONS, "alternatives": 3},
+                                 "file": str(source)}, tmp_path)
+    assert not r.get("error"), r["error"]
+    assert r["state"] == "ready" and not r["timeouts"], r
+    first, second = r["first"], r["second"]
+    assert first["index"] == 1 and second["index"] == 2 and second["count"] >= 2, r
+    assert second["text"] != first["text"], r
+    third = 3 if second["count"] >= 3 else 1
+    assert r["third"]["index"] == third, r
+    assert r["back"] == second and r["requests_cycling"] == 0, r
+    assert "\n".join(r["after"]) == "\n".join(r["before"])[:len("def add(a, b):")] + \
+        second["text"] + "\n".join(r["before"])[len("def add(a, b):"):], r
+    assert r["stats"]["accepted_chars"] == len(second["text"]), r["stats"]
+    assert r["stats"]["alternatives_shown"] >= second["count"] - 1, r["stats"]

@@ -338,6 +338,68 @@ Emacs 28 logs messages as plists, Emacs 30 as JSON."
                         (fimlsp-test--stats)))
   (when (timerp fimlsp--timer) (cancel-timer fimlsp--timer))
 
+;; 2c. accept-word on a known item: word by word, as VS Code and Neovim.
+  (goto-char (point-max))
+  (insert "\n")
+  (let ((p (point))
+        (taken nil))
+    (fimlsp--receive '(:items [(:insertText "  alpha_beta(x, y)\nnext"
+                                            :command (:title "t" :command "fimlsp.accept"
+                                                             :arguments [0]))]))
+    (while (and (fimlsp-current-suggestion) (< (length taken) 10))
+      (let ((before (point)))
+        (fimlsp-test--command 'fimlsp-accept-word #'fimlsp-accept-word)
+        (push (buffer-substring-no-properties before (point)) taken)))
+    (fimlsp-test--check "accept-word takes a word, a run of punctuation, a line break at a time"
+                        (equal (reverse taken)
+                               '("  alpha_beta" "(" "x" "," " y" ")" "\n" "next"))
+                        (reverse taken))
+    (fimlsp-test--check "accept-word to the end inserts the whole item"
+                        (equal (buffer-substring-no-properties p (point))
+                               "  alpha_beta(x, y)\nnext")))
+  (when (timerp fimlsp--timer) (cancel-timer fimlsp--timer))
+
+  ;; 2d. Alternatives: M-n asks the server again at point (it waits for the
+  ;; alternatives it computes after the first answer) and shows the next
+  ;; item; M-n / M-p then cycle that list without a request; TAB accepts the
+  ;; one shown, and the server counts its characters.
+  (let* ((ghost (fimlsp-test--fresh-suggestion "suggestion for cycling"))
+         (p (point))
+         (chars (or (plist-get (fimlsp-test--stats) :accepted_chars) 0)))
+    (fimlsp-test--check "a suggestion to cycle from" ghost)
+    (when ghost
+      (fimlsp-test--command 'fimlsp-next-suggestion #'fimlsp-next-suggestion)
+      (fimlsp-test--wait "the alternatives" (lambda () (null fimlsp--pending)) 30)
+      (let ((second (fimlsp-current-suggestion))
+            (count (length (plist-get fimlsp--item :choices)))
+            (sent (fimlsp-test--counter :sent)))
+        (push (cons 'cycle (list ghost second count)) fimlsp-test--info)
+        (fimlsp-test--check "M-n shows the server's second item, another text"
+                            (and second (eql 1 (plist-get fimlsp--item :index)) (> count 1)
+                                 (not (equal second ghost)))
+                            (list ghost second count))
+        (fimlsp-test--command 'fimlsp-next-suggestion #'fimlsp-next-suggestion)
+        (fimlsp-test--check "M-n again cycles the list without a request"
+                            (and (= (fimlsp-test--counter :sent) sent)
+                                 (eql (mod 2 count) (plist-get fimlsp--item :index)))
+                            (plist-get fimlsp--item :index))
+        (fimlsp-test--command 'fimlsp-previous-suggestion #'fimlsp-previous-suggestion)
+        (fimlsp-test--check "M-p goes back" (equal (fimlsp-current-suggestion) second)
+                            (fimlsp-current-suggestion))
+        (fimlsp-test--command 'fimlsp-accept-or-indent #'fimlsp-accept-or-indent)
+        (fimlsp-test--check "TAB inserts the alternative shown"
+                            (equal (buffer-substring-no-properties p (point)) second)
+                            (buffer-substring-no-properties p (point)))
+        (fimlsp-test--check "the server counts the alternative's characters"
+                            (fimlsp-test--wait
+                             "server counted the alternative"
+                             (lambda () (eql (+ chars (length second))
+                                             (plist-get (fimlsp-test--stats)
+                                                        :accepted_chars)))
+                             10)
+                            (fimlsp-test--stats)))))
+  (when (timerp fimlsp--timer) (cancel-timer fimlsp--timer))
+
 ;; 3. Typing what the suggestion predicts keeps the rest; dismiss.
   (let* ((ghost (fimlsp-test--fresh-suggestion "suggestion for dismiss"))
          (text (buffer-string)))

@@ -103,6 +103,16 @@ function M.accept(buf, how, execute)
   end })
 end
 
+--- Cycles the items Neovim's last request got (`step` 1 or -1); false when it cannot.
+function M.select(buf, step)
+  local ic = vim.lsp.inline_completion
+  if type(ic.select) ~= 'function' then
+    return false
+  end
+  buf = (buf == nil or buf == 0) and api.nvim_get_current_buf() or buf
+  return pcall(ic.select, { bufnr = buf, count = step })
+end
+
 function M.dismiss(buf)
   return vim.lsp.inline_completion.get({ bufnr = buf, on_accept = function() end })
 end

@@ -139,7 +139,10 @@ local function render(buf)
   return true
 end
 
-local function first_text(result)
+--- The usable items of a result, in the server's order: { raw = item, text = its text }.
+--- The first is the suggestion; the others are its alternatives (cycled with next/previous).
+local function usable(result)
+  local found = {}
   local items = result and (result.items or result) or {}
   for _, raw in ipairs(items) do
     local text = raw.insertText
@@ -147,9 +150,10 @@ local function first_text(result)
       text = text.value -- a snippet: shown and inserted as its plain text
     end
     if type(text) == 'string' and text ~= '' then
-      return raw, text
+      table.insert(found, { raw = raw, text = text })
     end
   end
+  return found
 end
 
 --- Buffer lines hold no line break characters whatever 'fileformat' says; the server writes
@@ -162,18 +166,28 @@ local function plain_breaks(text)
 end
 M.plain_breaks = plain_breaks
 
---- Shows the first usable item of an inlineCompletion `result` for the cursor at (`row`, `col`)
---- in `buf` (the current buffer); `client` is the one that answered. Returns true if shown.
-function M.receive(buf, client, result, row, col)
-  local raw, text = first_text(result)
-  if not raw then
+--- Shows item `pick` (default 1, wrapping around) of the usable items of an inlineCompletion
+--- `result` for the cursor at (`row`, `col`) in `buf` (the current buffer); `client` is the one
+--- that answered. The others stay at hand for `M.cycle`. Returns true if shown.
+function M.receive(buf, client, result, row, col, pick)
+  local list = usable(result)
+  if #list == 0 then
     return false
   end
+  local index = ((pick or 1) - 1) % #list + 1
+  state(buf).choices = { client = client, list = list, row = row, col = col }
+  return M.show(buf, client, list[index], row, col, index, #list)
+end
+
+--- Shows `choice` ({ raw, text }), number `index` of `count`, anchored at (`row`, `col`).
+function M.show(buf, client, choice, row, col, index, count)
+  local raw, text = choice.raw, choice.text
   local encoding = client.offset_encoding
   local break_extra
   text, break_extra = plain_breaks(text)
   local item = { text = text, row = row, col = col, extra = 0, command = raw.command,
-                 client_id = client.id, raw = raw, break_extra = break_extra }
+                 client_id = client.id, raw = raw, break_extra = break_extra,
+                 index = index or 1, count = count or 1 }
   if raw.range then
     local s, e = raw.range.start, raw.range['end']
     local line = api.nvim_buf_get_lines(buf, s.line, s.line + 1, false)[1] or ''
@@ -191,9 +205,10 @@ function M.receive(buf, client, result, row, col)
   return false
 end
 
---- Asks the server for a suggestion at the cursor of the current window (which shows `buf`).
---- Returns false when no client is attached.
-function M.request(buf, kind)
+--- Asks the server for a suggestion at the cursor of the current window (which shows `buf`);
+--- `pick`: which of the answer's items to show (cycling). Returns false when no client is
+--- attached.
+function M.request(buf, kind, pick)
   buf = (buf == nil or buf == 0) and api.nvim_get_current_buf() or buf
   local client = opts.client_for(buf)
   if not client or api.nvim_get_current_buf() ~= buf then
@@ -226,7 +241,7 @@ function M.request(buf, kind)
       M.counters.stale = M.counters.stale + 1
       return
     end
-    M.receive(buf, client, result, row, col)
+    M.receive(buf, client, result, row, col, pick)
   end, buf)
   if ok and id then
     st.inflight = { client_id = client.id, id = id, seq = seq }
@@ -354,14 +369,38 @@ function M.accept(buf, how)
   return true
 end
 
---- What is showing in `buf`: { text = the part not yet typed or accepted, item = the LSP item }.
+--- Shows the next (`step` 1) or previous (-1) alternative to the suggestion showing. The server
+--- computes alternatives after it sent the suggestion, so the first cycle asks again at the
+--- cursor (invoked: the server waits for the alternatives being computed there) and shows the
+--- item after the first; then, while nothing was typed, the list answered is cycled here.
+--- Returns false when no suggestion is showing.
+function M.cycle(buf, step)
+  buf = (buf == nil or buf == 0) and api.nvim_get_current_buf() or buf
+  local item, typed = current(buf)
+  if not item then
+    return false
+  end
+  local st = state(buf)
+  local choices = st.choices
+  if typed == '' and item.count > 1 and choices and choices.list[item.index]
+      and choices.list[item.index].raw == item.raw then
+    local index = (item.index - 1 + step) % item.count + 1
+    return M.show(buf, choices.client, choices.list[index], choices.row, choices.col, index,
+                  item.count)
+  end
+  return M.request(buf, TRIGGER_INVOKED, 1 + step)
+end
+
+--- What is showing in `buf`: { text = the part not yet typed or accepted, item = the LSP item,
+--- index, count = which of the answer's items it is (alternatives) }.
 function M.suggestion(buf)
   buf = (buf == nil or buf == 0) and api.nvim_get_current_buf() or buf
   local item, typed = current(buf)
   if not item then
     return nil
   end
-  return { text = item.text:sub(#typed + 1), item = item.raw, typed = typed }
+  return { text = item.text:sub(#typed + 1), item = item.raw, typed = typed, index = item.index,
+           count = item.count }
 end
 
 function M.visible(buf)

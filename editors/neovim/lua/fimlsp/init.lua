@@ -74,6 +74,8 @@ M.defaults = {
     accept_word = '<M-Right>',   -- its next word
     accept_line = '<M-C-Right>', -- the rest of its current line
     dismiss = '<C-]>',           -- hide it (and cancel the request in flight)
+    next = '<M-]>',              -- show the next alternative suggestion (the server's list)
+    previous = '<M-[>',          -- ... the previous one
     trigger = '<M-\\>',          -- ask now, even with auto_trigger = false (ghost)
   },
   -- Next-edit suggestions (the server's textDocument/copilotInlineEdit; they need a next-edit
@@ -272,7 +274,7 @@ end
 
 local function map_keys(buf)
   local names = { accept = 'all', accept_word = 'word', accept_line = 'line', dismiss = 'dismiss',
-                  trigger = 'trigger' }
+                  trigger = 'trigger', next = 'next', previous = 'previous' }
   hidden[buf] = hidden[buf] or {}
   for name, how in pairs(names) do
     local lhs = M.config.keymaps[name]
@@ -288,6 +290,8 @@ local function map_keys(buf)
           -- vim.lsp.inline_completion.get() only schedules its edit.
           if how == 'dismiss' then
             done = builtin.dismiss(buf)
+          elseif how == 'next' or how == 'previous' then
+            done = builtin.select(buf, how == 'next' and 1 or -1)
           else
             done = builtin.accept(buf, how, execute)
           end
@@ -565,6 +569,25 @@ end
 
 function M.accept_line()
   return accept('line')
+end
+
+--- Shows the next / previous alternative to the suggestion showing; false when none shows.
+local function cycle(step)
+  if not set_up then
+    return false
+  end
+  if use_builtin then
+    return builtin.select(0, step)
+  end
+  return ghost.cycle(0, step)
+end
+
+function M.next()
+  return cycle(1)
+end
+
+function M.previous()
+  return cycle(-1)
 end
 
 function M.dismiss()
