@@ -240,11 +240,12 @@ def test_a_tiny_run_through_the_real_server_with_the_trained_model(
         assert r.model_calls >= 1 and r.late == 0
         assert len(r.fed) == r.model_calls and all(f >= 1 for f in r.fed)
     # Real time, at a key a millisecond: no model answer comes in time, so every one is
-    # cancelled by the editor; the server lets those generations run on (orphaned) for the keys
-    # that type into them, and what it answers in time is seen.
+    # cancelled by the editor, and only what the server answers in time is seen (whether a
+    # cancelled generation ran on for the next key depends on whether it had started: that is
+    # tests/test_inflight.py's, deterministically).
     results, stats = asyncio.run(run_once(str(trained_model), {"maxNewTokens": 12}, picked, {},
                                           1e-9))
-    assert sum(r.late for r in results) >= 1 and stats["orphaned"] >= 1
+    assert sum(r.late for r in results) >= 1
     for r in results:
         assert r.model_calls == 0 and r.late <= r.requests
         assert r.accepted <= r.shown and r.typed_units + r.accept_actions >= 1
