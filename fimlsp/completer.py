@@ -291,13 +291,24 @@ class Completer:
 
     def prompt_for(self, cursor: Cursor, key: str | None = None) -> Prompt:
         """The prompt at `cursor`; with a document `key`, its window edges are sticky."""
-        if self.tokenizer is None or self.spec is None:
-            self.load_tokenizer()
-        assert self.tokenizer is not None and self.spec is not None
         if key is None:
+            if self.tokenizer is None or self.spec is None:
+                self.load_tokenizer()
+            assert self.tokenizer is not None and self.spec is not None
             return build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
                                 self.window, self.settings.max_new_tokens,
                                 heal=self.heals)
+        return self._served_prompt(key, cursor)[0]
+
+    def _served_prompt(self, key: str, cursor: Cursor
+                       ) -> tuple[Prompt, list[Snippet], list[Snippet]]:
+        """The prompt a request in document `key` is served with (sticky edges, the open
+        documents' snippets, the workspace index's, the path header), with the index's snippets
+        and the open documents' that went into it: one function, so that `fimlsp.prompt` shows
+        exactly what a completion sends."""
+        if self.tokenizer is None or self.spec is None:
+            self.load_tokenizer()
+        assert self.tokenizer is not None and self.spec is not None
         with self._documents_lock:
             edges = self._edges.pop(key, None) or Edges()
             self._edges[key] = edges  # most recent last; the oldest go first
@@ -305,10 +316,11 @@ class Completer:
             snippets = self._snippets_for(key, cursor)
             repo, repo_name, path = self._repo_snippets(key, cursor, snippets)
             share = self.settings.neighbour_share + (self.settings.repo_share if repo else 0.0)
-            return build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
-                                self.window, self.settings.max_new_tokens, edges,
-                                [*repo, *snippets], path or display_path(key), share,
-                                repo_name, heal=self.heals)
+            prompt = build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
+                                  self.window, self.settings.max_new_tokens, edges,
+                                  [*repo, *snippets], path or display_path(key), share,
+                                  repo_name, heal=self.heals)
+            return prompt, repo, snippets
 
     @property
     def heals(self) -> bool:
@@ -378,23 +390,22 @@ class Completer:
         return len(snippets)
 
     def prompt_report(self, key: str, cursor: Cursor) -> tuple[Prompt, list[dict[str, Any]]]:
-        """`fimlsp.prompt`: the prompt at `cursor` with the workspace index's snippets (open
-        documents' snippets and sticky edges are the completions' own), and why each was
-        chosen."""
-        if self.tokenizer is None or self.spec is None:
-            self.load_tokenizer()
-        assert self.tokenizer is not None and self.spec is not None
+        """`fimlsp.prompt`: the prompt a completion at `cursor` is served with, built by the
+        same function (`_served_prompt`: sticky edges, both kinds of snippets, the path header,
+        token healing), and why each snippet was chosen. Like a completion it moves the
+        document's sticky edges, so the next completion there sends this very prompt. On the
+        worker thread, as completions are."""
+        prompt, repo, snippets = self._served_prompt(key, cursor)
         with self._documents_lock:
-            repo, repo_name, path = self._repo_snippets(key, cursor, [])
-            prompt = build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
-                                  self.window, self.settings.max_new_tokens, None, repo,
-                                  path or display_path(key), self.settings.repo_share,
-                                  repo_name, heal=self.heals)
             chosen = [dict(c) for c in self._repo.last.get(key, [])] if repo else []
+        chosen += [{"path": s.path, "line": s.line + 1, "kind": "open document",
+                    "reason": "similar identifiers", "score": round(s.score, 2),
+                    "chars": len(s.text)} for s in snippets]
         text = prompt.text
         for entry in chosen:  # a snippet the token budget cut entirely is listed, not shown
             entry["in_prompt"] = any(s.path == entry["path"] and s.line + 1 == entry["line"]
-                                     and s.text.split("\n", 1)[0] in text for s in repo)
+                                     and s.text.split("\n", 1)[0] in text
+                                     for s in [*repo, *snippets])
         return prompt, chosen
 
     @property

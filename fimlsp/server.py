@@ -558,7 +558,12 @@ def create_server(settings: Settings) -> FimServer:
         The protocol checks the arguments against these annotations (-32602 if they differ)."""
 
         async def work() -> dict[str, Any]:
-            prompt, chosen = ls.completer.prompt_report(uri, ls.cursor(uri, position, None))
+            completer, cursor = ls.completer, ls.cursor(uri, position, None)
+            # The model's thread builds it, as it builds a completion's: tokenizing a window and
+            # choosing snippets is no work for the event loop, and the state it reads is kept
+            # there.
+            prompt, chosen = await asyncio.wrap_future(ls.scheduler.run(
+                lambda: completer.prompt_report(uri, cursor)))
             return {"text": prompt.text, "ids": prompt.ids, **prompt.accounting(),
                     "snippets": chosen}
 
