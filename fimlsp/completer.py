@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from tokenizers import Tokenizer
 
@@ -49,6 +49,7 @@ from fimlsp.prompt import Edges, Prompt, build_prompt
 from fimlsp.repo.choose import RepoContext, uri_path
 from fimlsp.repo.index import RepoIndex
 from fimlsp.scheduler import CancelToken
+from fimlsp.sources import is_secret_path
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +375,7 @@ class Completer:
                 raise FimError(ErrorKind.INVALID_PARAMS,
                                f"fimlsp.context: definitions[{number}] must be {{uri: string, "
                                "text: string, line?: integer, name?: string}")
-            if not item["text"].strip():
+            if not item["text"].strip() or not self._may_lend(item["uri"]):
                 continue
             path = uri_path(item["uri"])
             root = index.root_of(path) if index is not None and path is not None else None
@@ -388,6 +389,15 @@ class Completer:
         with self._documents_lock:
             self._repo.set_editor(key, snippets)
         return len(snippets)
+
+    def _may_lend(self, uri: str) -> bool:
+        """A definition the editor sent may open a prompt unless its file is secrets-like
+        (sources.py): it may come from outside the workspace (a library), so only the name
+        rule applies."""
+        if self.settings.context_secrets:
+            return True
+        parsed = urlsplit(uri)
+        return not is_secret_path(unquote(parsed.path or parsed.netloc).split("/"))
 
     def prompt_report(self, key: str, cursor: Cursor) -> tuple[Prompt, list[dict[str, Any]]]:
         """`fimlsp.prompt`: the prompt a completion at `cursor` is served with, built by the

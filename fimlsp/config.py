@@ -54,6 +54,8 @@ class Settings:
     repo_max_files: int = 5_000
     repo_max_bytes: int = 20_000_000  # source bytes read, all folders: ~5x that held (memory)
     repo_index_timeout_s: int = 120  # indexing stops there; what was indexed is used
+    # Open documents with secrets-like names (fimlsp/sources.py) lend snippets after all.
+    context_secrets: bool = False
     log_level: str = "info"
     # Fetch a model that is not in the local Hugging Face cache. Off: a language server starts
     # whenever an editor opens a file, and must not start a download nobody asked for.

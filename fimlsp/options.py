@@ -50,6 +50,12 @@ HELP: dict[str, str] = {
     "repo_max_bytes": "most bytes of source the workspace index reads, all folders together",
     "repo_index_timeout_s": "seconds the first indexing of the folders may take; it stops "
                             "there and uses what it has",
+    "context_secrets": "let open documents with secrets-like names (`.env`, `*.pem`, `*.key`, "
+                       "`id_rsa*`, `.netrc`, `*credential*`, `*secret*`, `settings.json`, files "
+                       "under `.ssh` or `.vscode`: the list in docs/configuration.md) lend "
+                       "snippets to other documents' prompts; off, they never do (other "
+                       "documents lend only when they are `file:` documents inside the "
+                       "workspace folders or unsaved buffers)",
     "log_level": "stderr log level (`error`, `warning`, `info`, `debug`); `debug` also sends the "
                  "server's other log lines to the client, whose log gets each request's "
                  "timings as Debug messages at any level",

@@ -35,6 +35,7 @@ from fimlsp.pace import TypingPace
 from fimlsp.protocol import FimProtocol
 from fimlsp.repo.service import WorkspaceIndexer
 from fimlsp.scheduler import Cancelled, Scheduler
+from fimlsp.sources import ContextSources
 from fimlsp.validation import strict_converter
 
 log = logging.getLogger("fimlsp")
@@ -64,6 +65,8 @@ class FimServer(LanguageServer):
                          converter_factory=strict_converter)
         self.settings = settings
         self.documents = Documents()
+        # Which open documents may lend snippets: the workspace folders, no secrets (sources.py).
+        self.sources = ContextSources(allow_secrets=settings.context_secrets)
         self.repo = WorkspaceIndexer(self)  # the workspace index (fimlsp/repo)
         self.pace = TypingPace()  # keystroke intervals per document: the time an answer may take
         self.completer = self._new_completer()
@@ -82,7 +85,7 @@ class FimServer(LanguageServer):
 
     def _new_completer(self) -> Completer:
         completer = Completer(self.settings)
-        completer.documents = self.documents.all
+        completer.documents = lambda: self.documents.all(self.sources.allows)
         completer.repo_index = lambda: self.repo.index
         return completer
 
@@ -123,6 +126,7 @@ class FimServer(LanguageServer):
             self.warn_user(warning)
         old, self.settings = self.settings, parsed.settings
         logging.getLogger("fimlsp").setLevel(self.settings.log_level.upper())
+        self.sources.set_allow_secrets(self.settings.context_secrets)
         # Downloads newly allowed: a model that failed for want of them gets its second chance.
         retry = self.settings.allow_download and not old.allow_download and self.state == "failed"
         if retry or any(getattr(old, k) != getattr(self.settings, k) for k in _RELOAD_KEYS):
@@ -424,6 +428,7 @@ def create_server(settings: Settings) -> FimServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: FimServer, params: types.InitializeParams) -> None:
         ls.apply_options(params.initialization_options)
+        ls.sources.set_folders(ls.repo.folder_uris())
         if params.process_id and params.process_id > 0 and ls.watch_parent_process:
             watch_parent(params.process_id)
 
@@ -437,6 +442,7 @@ def create_server(settings: Settings) -> FimServer:
                                      params: types.DidChangeWorkspaceFoldersParams) -> None:
         ls.repo.remove_folders([f.uri for f in params.event.removed or []])
         ls.repo.add_folders([f.uri for f in params.event.added or []])
+        ls.sources.set_folders(ls.repo.folder_uris())  # pygls's workspace has them by now
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched_files(ls: FimServer,
