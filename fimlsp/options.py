@@ -88,6 +88,10 @@ HELP: dict[str, str] = {
     "served_model": "the serving engine's name for the model, when it is not the one it serves",
     "api_key_env": "name of the environment variable that holds the serving engine's API key "
                    "(sent as a Bearer token; the key itself is never a setting and never logged)",
+    "api_key_over_http": "send the `apiKeyEnv` key to a plain `http://` endpoint on another "
+                         "host, where anyone on the way can read it; off, such an endpoint with "
+                         "a key fails to load and says so (`https://` and this machine's "
+                         "loopback addresses need no permission)",
     "connect_timeout_ms": "how long to wait for the serving engine to accept a connection",
     "tls_verify": "verify the serving engine's TLS certificate (the system's CAs, or "
                   "`SSL_CERT_FILE`)",
@@ -113,7 +117,8 @@ UNSET: dict[str, str] = {
 # Changing one of these reloads the model; the others apply to the next request.
 RELOADS = frozenset({"model", "template", "tokenizer", "device", "dtype", "quantization",
                      "threads", "speculate", "allow_download", "engine", "endpoint", "served_model",
-                     "api_key_env", "connect_timeout_ms", "tls_verify", "retries"})
+                     "api_key_env", "api_key_over_http", "connect_timeout_ms", "tls_verify",
+                     "retries"})
 
 
 @dataclass(frozen=True)

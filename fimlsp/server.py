@@ -50,7 +50,7 @@ CMD_CONTEXT = "fimlsp.context"
 # Settings that need the model reloaded when they change; the rest apply to the next request.
 _RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads",
                 "speculate", "allow_download", "engine", "endpoint", "served_model", "api_key_env",
-                "connect_timeout_ms", "tls_verify", "retries")
+                "api_key_over_http", "connect_timeout_ms", "tls_verify", "retries")
 # How long a request the user asked for (Invoked) waits for a model that is still loading: a
 # plain LSP client would otherwise get nothing, and not know why. Automatic requests never wait.
 MODEL_WAIT_S = 60.0

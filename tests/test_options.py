@@ -43,7 +43,7 @@ def sample_value(option: options.Option) -> str:
     if option.kind == "float":
         low, high = option.range or (0.0, 1.0)
         return str(round(low + (high - low) * 0.3, 3))
-    return "some-value"
+    return "some_value"  # valid everywhere, apiKeyEnv (a variable name) too
 
 
 @pytest.mark.parametrize("option", options.all_options(), ids=lambda o: o.name)

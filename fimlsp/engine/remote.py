@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import logging
 import os
@@ -504,17 +505,37 @@ def _error_detail(response: http.client.HTTPResponse) -> str:
     return f": {str(text)[:300]}" if text else ""
 
 
-def api_key(settings: Settings) -> str | None:
+def api_key(settings: Settings, endpoint: Endpoint | None = None) -> str | None:
     """The key from the environment variable `apiKeyEnv` names; never from settings
-    themselves, so it is never in a config file, a log line or an echoed option."""
+    themselves, so it is never in a config file, a log line or an echoed option. Neither the
+    key nor the name is repeated in a message: a key pasted where the name goes would be.
+
+    A key for a plain `http://` endpoint on another host would cross the network readable:
+    refused unless `apiKeyOverHttp` says so (a workspace's settings must not be able to send
+    an unrelated secret of the environment to a host of its choosing)."""
     name = settings.api_key_env
     if not name:
         return None
     value = os.environ.get(name)
     if not value:
-        raise FimError(ErrorKind.CONFIG, f"apiKeyEnv names the environment variable {name}, "
-                       "which is not set in the server's environment")
+        raise FimError(ErrorKind.CONFIG, "the environment variable that apiKeyEnv names is not "
+                       "set in the server's environment")
+    if endpoint is not None and endpoint.scheme == "http" and not is_loopback(endpoint.host) \
+            and not settings.api_key_over_http:
+        raise FimError(ErrorKind.CONFIG, f"not sending the API key to {endpoint.host} over "
+                       "plain http://, where anyone on the way can read it: use an https:// "
+                       "endpoint, or set apiKeyOverHttp to allow it")
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """This machine by name or address (no name is looked up: `localhost` only)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class RemoteEngine:
@@ -528,7 +549,7 @@ class RemoteEngine:
         self.kind = kind
         self.dialect: Dialect = DIALECTS[kind]()
         self.endpoint = Endpoint.parse(settings.endpoint or DEFAULT_ENDPOINTS[kind], kind)
-        self.client = Client(self.endpoint, api_key(settings),
+        self.client = Client(self.endpoint, api_key(settings, self.endpoint),
                              settings.connect_timeout_ms / 1000, settings.tls_verify)
         self.tokenizer = tokenizer
         self.stop_texts = stop_texts
