@@ -381,21 +381,22 @@ class FimServer(LanguageServer):
                                            "server's log has the details") from None
             return empty
 
-    def accepted(self, args: tuple[Any, ...], partial: bool) -> None:
+    def accepted(self, request_id: int, partial: bool, chars: int | None = None) -> None:
         """Records what the user took; the text comes from what we showed, not from the client.
 
         `fimlsp.partialAccept [id, chars]` gives the characters of suggestion `id` taken so far
         (a running total, as VS Code and Emacs report it); `fimlsp.accept [id]` means all of it.
-        Repeats and a final accept after partial ones count each character once.
+        Repeats and a final accept after partial ones count each character once. The protocol
+        has checked the types (an id that is no integer is -32602 and counts nothing); an id
+        no longer remembered counts the accept without its characters.
         """
-        request_id = args[0] if args else None
-        if not isinstance(request_id, int) or request_id not in self._shown:
+        if request_id not in self._shown:
             self.completer.accepted("", partial)
             return
         text = self._shown[request_id]
         total = len(text)
-        if partial and len(args) > 1 and isinstance(args[1], int):
-            total = max(0, min(args[1], len(text)))
+        if partial and chars is not None:
+            total = max(0, min(chars, len(text)))
         before = self._taken.get(request_id, 0)
         if total <= before:
             return  # nothing new: a repeat, or an accept after everything was taken
@@ -542,16 +543,17 @@ def create_server(settings: Settings) -> FimServer:
         empty = types.CompletionList(is_incomplete=True, items=[])
         return await ls.guarded(work(), empty)
 
+    # Every command declares its arguments with types: the protocol checks them (-32602).
     @server.command(CMD_ACCEPT)
-    def accept(ls: FimServer, *args: Any) -> None:
-        ls.accepted(args, partial=False)
+    def accept(ls: FimServer, request_id: int) -> None:
+        ls.accepted(request_id, partial=False)
 
     @server.command(CMD_PARTIAL_ACCEPT)
-    def partial_accept(ls: FimServer, *args: Any) -> None:
-        ls.accepted(args, partial=True)
+    def partial_accept(ls: FimServer, request_id: int, chars: int | None = None) -> None:
+        ls.accepted(request_id, partial=True, chars=chars)
 
     @server.command(CMD_STATS)
-    def stats(ls: FimServer, *_args: Any) -> dict[str, Any]:
+    def stats(ls: FimServer) -> dict[str, Any]:
         return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None,
                 "next_edits": {**ls.history.sizes(), "answers": len(ls.next_edits.last),
                                "shown": ls.next_edits.shown,
@@ -598,9 +600,9 @@ def create_server(settings: Settings) -> FimServer:
         return await ls.guarded(work())
 
     @server.command(CMD_DOCUMENT_TEXT)
-    def document_text(ls: FimServer, uri: Any = None, *_args: Any) -> str | None:
+    def document_text(ls: FimServer, uri: str) -> str | None:
         """The server's copy of a document (null if not open): for tests and bug reports."""
-        return ls.documents.text(uri) if isinstance(uri, str) else None
+        return ls.documents.text(uri)
 
     nextedit.register(server)
 

@@ -71,6 +71,18 @@ GARBAGE_BODIES = [b"", b"{", b"}", b"[", b"nul", b"tru", b"{\"a\":}", b"{'a': 1}
                   b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":NaN}"]
 
 
+def accept_arguments_valid(command: str, arguments: list[Any]) -> bool:
+    """`fimlsp.accept [id]`, `fimlsp.partialAccept [id, chars?]` (chars may be null): JSON
+    integers, as the server declares them."""
+    def integer(value: Any) -> bool:
+        return type(value) is int
+
+    if command == "fimlsp.accept":
+        return len(arguments) == 1 and integer(arguments[0])
+    return 1 <= len(arguments) <= 2 and integer(arguments[0]) and (
+        len(arguments) == 1 or arguments[1] is None or integer(arguments[1]))
+
+
 def is_json(body: bytes) -> bool:
     """The server's rule: UTF-8, strict JSON (no NaN/Infinity)."""
 
@@ -245,7 +257,8 @@ class Plan:
             command = rng.choice(["fimlsp.accept", "fimlsp.partialAccept"])
             arguments = [rng.choice(JUNK) for _ in range(rng.randrange(3))]
             self.ask("workspace/executeCommand", {"command": command, "arguments": arguments},
-                     {RESULT}, "command: accept with any arguments")
+                     {RESULT} if accept_arguments_valid(command, arguments) else
+                     {INVALID_PARAMS}, "command: accept with any arguments")
         elif roll < 0.75:
             self.ask("workspace/executeCommand",
                      {"command": rng.choice(["fimlsp.nope", "", "FIMLSP.STATS", "😀"])},
