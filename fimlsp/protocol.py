@@ -573,7 +573,7 @@ async def _serve(protocol: FimProtocol, stdin: BinaryIO) -> int:
     while True:
         for item in await queue.get():
             try:
-                code = _dispatch(protocol, item)
+                code = dispatch(protocol, item)
             except SystemExit as exit_:
                 return exit_.code if isinstance(exit_.code, int) else 1
             except BrokenPipeError:
@@ -586,7 +586,9 @@ async def _serve(protocol: FimProtocol, stdin: BinaryIO) -> int:
             await asyncio.sleep(0)
 
 
-def _dispatch(protocol: FimProtocol, item: Any) -> int | None:
+def dispatch(protocol: FimProtocol, item: Any) -> int | None:
+    """One decoded event to the protocol: the same answers on every transport (stdio here,
+    sockets in transport.py)."""
     if isinstance(item, Message):
         protocol.handle_message(item.value)
     elif isinstance(item, Unparsable):
