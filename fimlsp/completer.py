@@ -225,7 +225,9 @@ class Completer:
         assert self.spec is not None and self.tokenizer is not None
         stops = [t for t in self.spec.template.stop if self.tokenizer.token_to_id(t) is not None]
         engine = RemoteEngine(self.settings, self.tokenizer, stops)
-        engine.probe()
+        if not engine.probe():  # down now: learned once it answers, the window with it
+            engine.learned = lambda: self.update_settings(self.settings)
+            engine.keep_probing()
         return engine
 
     def update_settings(self, settings: Settings) -> None:

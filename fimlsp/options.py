@@ -114,11 +114,19 @@ UNSET: dict[str, str] = {
     "served_model": "the one the engine serves",
     "api_key_env": "no key",
 }
-# Changing one of these reloads the model; the others apply to the next request.
-RELOADS = frozenset({"model", "template", "tokenizer", "device", "dtype", "quantization",
-                     "threads", "speculate", "allow_download", "engine", "endpoint", "served_model",
-                     "api_key_env", "api_key_over_http", "connect_timeout_ms", "tls_verify",
-                     "retries"})
+# Changing one of these reloads the engine, for every engine or for one kind only; the others
+# apply to the next request. A serving engine's settings never reload a model in this process,
+# and the in-process engine's resources mean nothing to a serving engine.
+RELOADS_ANY = frozenset({"model", "template", "tokenizer", "allow_download", "engine"})
+RELOADS_LOCAL = frozenset({"device", "dtype", "quantization", "threads", "speculate"})
+RELOADS_REMOTE = frozenset({"endpoint", "served_model", "api_key_env", "api_key_over_http",
+                            "connect_timeout_ms", "tls_verify", "retries"})
+RELOADS = RELOADS_ANY | RELOADS_LOCAL | RELOADS_REMOTE
+
+
+def reload_keys(engine: str) -> frozenset[str]:
+    """The settings whose change reloads `engine` ("local" or a serving engine's name)."""
+    return RELOADS_ANY | (RELOADS_LOCAL if engine == "local" else RELOADS_REMOTE)
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,10 @@ class Option:
         return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
 
     def meaning(self) -> str:
+        if self.name in RELOADS_LOCAL:
+            return self.help + "; reloads the model (in-process engine only)"
+        if self.name in RELOADS_REMOTE:
+            return self.help + "; reconnects to the serving engine (ignored with `local`)"
         return self.help + ("; reloads the model" if self.reloads else "")
 
 

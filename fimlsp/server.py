@@ -31,6 +31,7 @@ from fimlsp.engine import choices
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.nextedit import lsp as nextedit
 from fimlsp.nextedit.history import EditHistory
+from fimlsp.options import reload_keys
 from fimlsp.pace import TypingPace
 from fimlsp.protocol import FimProtocol
 from fimlsp.repo.service import WorkspaceIndexer
@@ -47,10 +48,6 @@ CMD_PROMPT = "fimlsp.prompt"
 CMD_DOCUMENT_TEXT = "fimlsp.documentText"
 CMD_WARM = "fimlsp.warm"
 CMD_CONTEXT = "fimlsp.context"
-# Settings that need the model reloaded when they change; the rest apply to the next request.
-_RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads",
-                "speculate", "allow_download", "engine", "endpoint", "served_model", "api_key_env",
-                "api_key_over_http", "connect_timeout_ms", "tls_verify", "retries")
 # How long a request the user asked for (Invoked) waits for a model that is still loading: a
 # plain LSP client would otherwise get nothing, and not know why. Automatic requests never wait.
 MODEL_WAIT_S = 60.0
@@ -129,7 +126,10 @@ class FimServer(LanguageServer):
         self.sources.set_allow_secrets(self.settings.context_secrets)
         # Downloads newly allowed: a model that failed for want of them gets its second chance.
         retry = self.settings.allow_download and not old.allow_download and self.state == "failed"
-        if retry or any(getattr(old, k) != getattr(self.settings, k) for k in _RELOAD_KEYS):
+        # One list per engine (options.reload_keys): a serving engine's endpoint does not
+        # reload the model in this process, nor its threads a serving engine.
+        if retry or any(getattr(old, k) != getattr(self.settings, k)
+                        for k in reload_keys(old.engine)):
             self.completer = self._new_completer()
             self.scheduler.set_workers(workers_for(self.settings))
             if self.state != "idle":
