@@ -43,7 +43,7 @@ from rawlsp import (
 pytestmark = pytest.mark.slow
 
 SEED = int(os.environ.get("FIMLSP_FUZZ_SEED", "9"))
-MESSAGES = 6000
+MESSAGES = int(os.environ.get("FIMLSP_FUZZ_MESSAGES", "6000"))
 RESULT = "result"
 PARSE, INVALID_REQUEST, NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 CANCELLED, NOT_INITIALIZED = -32800, -32002
@@ -418,10 +418,14 @@ def outcome(answer: dict[str, Any]) -> Any:
     return answer["error"]["code"] if "error" in answer else RESULT
 
 
-def test_fuzz_every_request_answered_once_with_its_code(tiny_model: Path, capsys: Any) -> None:
+@pytest.mark.parametrize("transport", ["stdio", "tcp"])
+def test_fuzz_every_request_answered_once_with_its_code(tiny_model: Path, capsys: Any,
+                                                        tmp_path: Path, transport: str) -> None:
+    """The same plan on both transports: TCP reads with the same decoder, after the token."""
     plan = Plan(SEED)
     plan.build(MESSAGES)
-    with RawServer(str(tiny_model)) as server:
+    with RawServer(str(tiny_model), tcp=transport == "tcp",
+                   token_file=str(tmp_path / "token")) as server:
         server.initialize()
         # Valid completions in the fuzz run the real (tiny) model: wait for it to load.
         deadline = time.monotonic() + WAIT_S
