@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import torch
 from tokenizers import Tokenizer
@@ -51,6 +51,7 @@ from fimlsp.prompt import Edges, Prompt, build_prompt
 from fimlsp.repo.choose import RepoContext, uri_path
 from fimlsp.repo.index import RepoIndex
 from fimlsp.scheduler import CancelToken
+from fimlsp.sources import is_secret_path
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,9 @@ class Completer:
         assert self.spec is not None and self.tokenizer is not None
         stops = [t for t in self.spec.template.stop if self.tokenizer.token_to_id(t) is not None]
         engine = RemoteEngine(self.settings, self.tokenizer, stops)
-        engine.probe()
+        if not engine.probe():  # down now: learned once it answers, the window with it
+            engine.learned = lambda: self.update_settings(self.settings)
+            engine.keep_probing()
         return engine
 
     def update_settings(self, settings: Settings) -> None:
@@ -311,13 +314,24 @@ class Completer:
 
     def prompt_for(self, cursor: Cursor, key: str | None = None) -> Prompt:
         """The prompt at `cursor`; with a document `key`, its window edges are sticky."""
-        if self.tokenizer is None or self.spec is None:
-            self.load_tokenizer()
-        assert self.tokenizer is not None and self.spec is not None
         if key is None:
+            if self.tokenizer is None or self.spec is None:
+                self.load_tokenizer()
+            assert self.tokenizer is not None and self.spec is not None
             return build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
                                 self.window, self.settings.max_new_tokens,
                                 heal=self.heals)
+        return self._served_prompt(key, cursor)[0]
+
+    def _served_prompt(self, key: str, cursor: Cursor
+                       ) -> tuple[Prompt, list[Snippet], list[Snippet]]:
+        """The prompt a request in document `key` is served with (sticky edges, the open
+        documents' snippets, the workspace index's, the path header), with the index's snippets
+        and the open documents' that went into it: one function, so that `fimlsp.prompt` shows
+        exactly what a completion sends."""
+        if self.tokenizer is None or self.spec is None:
+            self.load_tokenizer()
+        assert self.tokenizer is not None and self.spec is not None
         with self._documents_lock:
             edges = self._edges.pop(key, None) or Edges()
             self._edges[key] = edges  # most recent last; the oldest go first
@@ -325,10 +339,11 @@ class Completer:
             snippets = self._snippets_for(key, cursor)
             repo, repo_name, path = self._repo_snippets(key, cursor, snippets)
             share = self.settings.neighbour_share + (self.settings.repo_share if repo else 0.0)
-            return build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
-                                self.window, self.settings.max_new_tokens, edges,
-                                [*repo, *snippets], path or display_path(key), share,
-                                repo_name, heal=self.heals)
+            prompt = build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
+                                  self.window, self.settings.max_new_tokens, edges,
+                                  [*repo, *snippets], path or display_path(key), share,
+                                  repo_name, heal=self.heals)
+            return prompt, repo, snippets
 
     @property
     def heals(self) -> bool:
@@ -399,7 +414,7 @@ class Completer:
                 raise FimError(ErrorKind.INVALID_PARAMS,
                                f"fimlsp.context: definitions[{number}] must be {{uri: string, "
                                "text: string, line?: integer, name?: string}")
-            if not item["text"].strip():
+            if not item["text"].strip() or not self._may_lend(item["uri"]):
                 continue
             path = uri_path(item["uri"])
             root = index.root_of(path) if index is not None and path is not None else None
@@ -414,24 +429,32 @@ class Completer:
             self._repo.set_editor(key, snippets)
         return len(snippets)
 
+    def _may_lend(self, uri: str) -> bool:
+        """A definition the editor sent may open a prompt unless its file is secrets-like
+        (sources.py): it may come from outside the workspace (a library), so only the name
+        rule applies."""
+        if self.settings.context_secrets:
+            return True
+        parsed = urlsplit(uri)
+        return not is_secret_path(unquote(parsed.path or parsed.netloc).split("/"))
+
     def prompt_report(self, key: str, cursor: Cursor) -> tuple[Prompt, list[dict[str, Any]]]:
-        """`fimlsp.prompt`: the prompt at `cursor` with the workspace index's snippets (open
-        documents' snippets and sticky edges are the completions' own), and why each was
-        chosen."""
-        if self.tokenizer is None or self.spec is None:
-            self.load_tokenizer()
-        assert self.tokenizer is not None and self.spec is not None
+        """`fimlsp.prompt`: the prompt a completion at `cursor` is served with, built by the
+        same function (`_served_prompt`: sticky edges, both kinds of snippets, the path header,
+        token healing), and why each snippet was chosen. Like a completion it moves the
+        document's sticky edges, so the next completion there sends this very prompt. On the
+        worker thread, as completions are."""
+        prompt, repo, snippets = self._served_prompt(key, cursor)
         with self._documents_lock:
-            repo, repo_name, path = self._repo_snippets(key, cursor, [])
-            prompt = build_prompt(self.tokenizer, self.spec.template, self.order, cursor,
-                                  self.window, self.settings.max_new_tokens, None, repo,
-                                  path or display_path(key), self.settings.repo_share,
-                                  repo_name, heal=self.heals)
             chosen = [dict(c) for c in self._repo.last.get(key, [])] if repo else []
+        chosen += [{"path": s.path, "line": s.line + 1, "kind": "open document",
+                    "reason": "similar identifiers", "score": round(s.score, 2),
+                    "chars": len(s.text)} for s in snippets]
         text = prompt.text
         for entry in chosen:  # a snippet the token budget cut entirely is listed, not shown
             entry["in_prompt"] = any(s.path == entry["path"] and s.line + 1 == entry["line"]
-                                     and s.text.split("\n", 1)[0] in text for s in repo)
+                                     and s.text.split("\n", 1)[0] in text
+                                     for s in [*repo, *snippets])
         return prompt, chosen
 
     @property

@@ -54,6 +54,8 @@ class Settings:
     repo_max_files: int = 5_000
     repo_max_bytes: int = 20_000_000  # source bytes read, all folders: ~5x that held (memory)
     repo_index_timeout_s: int = 120  # indexing stops there; what was indexed is used
+    # Open documents with secrets-like names (fimlsp/sources.py) lend snippets after all.
+    context_secrets: bool = False
     log_level: str = "info"
     # Fetch a model that is not in the local Hugging Face cache. Off: a language server starts
     # whenever an editor opens a file, and must not start a download nobody asked for.
@@ -79,6 +81,8 @@ class Settings:
     endpoint: str | None = None  # base URL as OpenAI clients take it; None: the engine's default
     served_model: str | None = None  # the engine's name for the model; None: the one it serves
     api_key_env: str | None = None  # the environment variable holding the key (never the key)
+    # Send that key over plain http:// to a host other than this machine (readable on the way).
+    api_key_over_http: bool = False
     connect_timeout_ms: int = 3000
     tls_verify: bool = True
     retries: int = 2  # connection errors only; a request the engine refused is not retried
@@ -125,6 +129,11 @@ _RANGES: dict[str, tuple[float, float]] = {
     "speculate": (0, 16),
     "next_edit_max_tokens": (16, 4096),
 }
+# Values that must be names of environment variables (POSIX shells' rule).
+_ENV_NAMES = frozenset({"api_key_env"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Values never repeated in a warning: what was typed there may be the secret itself.
+_UNSHOWN = frozenset({"api_key_env"})
 # Spellings clients commonly use for the same thing.
 _ALIASES = {"max_tokens": "max_new_tokens", "quantize": "quantization", "window": "context_window",
             "neighbor_share": "neighbour_share"}
@@ -174,6 +183,9 @@ def _coerce(name: str, type_name: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise ValueError("must be a string")
         value = value.strip()
+        if name in _ENV_NAMES and not _ENV_NAME.match(value):
+            raise ValueError("must be the name of an environment variable (letters, digits and "
+                             "_, not starting with a digit), never the key itself")
         if name in _CHOICES:
             value = value.lower()
             if value not in _CHOICES[name]:
@@ -211,6 +223,10 @@ def parse_settings(options: Any, base: Settings | None = None) -> ParsedSettings
             changes[name] = _coerce(name, types[name], value)
         except ValueError as error:
             default = getattr(base, name)
+            if name in _UNSHOWN:
+                warnings.append(f"fimlsp: option '{raw_key}' {error} (the value is not shown: "
+                                "it may be a key); keeping the previous one")
+                continue
             warnings.append(
                 f"fimlsp: option '{raw_key}' {error} (got {value!r}); using {default!r}")
     return ParsedSettings(base.replace(**changes), warnings)

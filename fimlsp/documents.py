@@ -363,15 +363,17 @@ class Documents:
         version = self.get(uri)
         return None if version is None else str(version)
 
-    def all(self) -> Mapping[str, str]:
-        """The documents that may be scanned (not over MAX_DOCUMENT_CHARS), by unescaped URI.
+    def all(self, allowed: Callable[[str], bool] | None = None) -> Mapping[str, str]:
+        """The documents that may be scanned (not over MAX_DOCUMENT_CHARS, and `allowed` by
+        their unescaped URI: `sources.ContextSources.allows`), by unescaped URI.
 
         A snapshot of immutable versions, safe on the worker thread; a text is joined only when
         it is read (neighbour context reads other documents, not the one being typed in) and
         then once per version, so an unchanged document is the very same string object.
         """
         snapshot = dict(self._texts)  # one C-level copy: the event loop may open or close
-        return _View({k: v for k, v in snapshot.items() if len(v) <= MAX_DOCUMENT_CHARS})
+        return _View({k: v for k, v in snapshot.items() if len(v) <= MAX_DOCUMENT_CHARS
+                      and (allowed is None or allowed(k))})
 
     def change(self, uri: str, changes: Sequence[types.TextDocumentContentChangeEvent],
                encoding: str,

@@ -50,6 +50,12 @@ HELP: dict[str, str] = {
     "repo_max_bytes": "most bytes of source the workspace index reads, all folders together",
     "repo_index_timeout_s": "seconds the first indexing of the folders may take; it stops "
                             "there and uses what it has",
+    "context_secrets": "let open documents with secrets-like names (`.env`, `*.pem`, `*.key`, "
+                       "`id_rsa*`, `.netrc`, `*credential*`, `*secret*`, `settings.json`, files "
+                       "under `.ssh` or `.vscode`: the list in docs/configuration.md) lend "
+                       "snippets to other documents' prompts; off, they never do (other "
+                       "documents lend only when they are `file:` documents inside the "
+                       "workspace folders or unsaved buffers)",
     "log_level": "stderr log level (`error`, `warning`, `info`, `debug`); `debug` also sends the "
                  "server's other log lines to the client, whose log gets each request's "
                  "timings as Debug messages at any level",
@@ -87,6 +93,10 @@ HELP: dict[str, str] = {
     "served_model": "the serving engine's name for the model, when it is not the one it serves",
     "api_key_env": "name of the environment variable that holds the serving engine's API key "
                    "(sent as a Bearer token; the key itself is never a setting and never logged)",
+    "api_key_over_http": "send the `apiKeyEnv` key to a plain `http://` endpoint on another "
+                         "host, where anyone on the way can read it; off, such an endpoint with "
+                         "a key fails to load and says so (`https://` and this machine's "
+                         "loopback addresses need no permission)",
     "connect_timeout_ms": "how long to wait for the serving engine to accept a connection",
     "tls_verify": "verify the serving engine's TLS certificate (the system's CAs, or "
                   "`SSL_CERT_FILE`)",
@@ -109,10 +119,19 @@ UNSET: dict[str, str] = {
     "served_model": "the one the engine serves",
     "api_key_env": "no key",
 }
-# Changing one of these reloads the model; the others apply to the next request.
-RELOADS = frozenset({"model", "template", "tokenizer", "device", "dtype", "quantization",
-                     "threads", "speculate", "allow_download", "engine", "endpoint", "served_model",
-                     "api_key_env", "connect_timeout_ms", "tls_verify", "retries"})
+# Changing one of these reloads the engine, for every engine or for one kind only; the others
+# apply to the next request. A serving engine's settings never reload a model in this process,
+# and the in-process engine's resources mean nothing to a serving engine.
+RELOADS_ANY = frozenset({"model", "template", "tokenizer", "allow_download", "engine"})
+RELOADS_LOCAL = frozenset({"device", "dtype", "quantization", "threads", "speculate"})
+RELOADS_REMOTE = frozenset({"endpoint", "served_model", "api_key_env", "api_key_over_http",
+                            "connect_timeout_ms", "tls_verify", "retries"})
+RELOADS = RELOADS_ANY | RELOADS_LOCAL | RELOADS_REMOTE
+
+
+def reload_keys(engine: str) -> frozenset[str]:
+    """The settings whose change reloads `engine` ("local" or a serving engine's name)."""
+    return RELOADS_ANY | (RELOADS_LOCAL if engine == "local" else RELOADS_REMOTE)
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,10 @@ class Option:
         return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
 
     def meaning(self) -> str:
+        if self.name in RELOADS_LOCAL:
+            return self.help + "; reloads the model (in-process engine only)"
+        if self.name in RELOADS_REMOTE:
+            return self.help + "; reconnects to the serving engine (ignored with `local`)"
         return self.help + ("; reloads the model" if self.reloads else "")
 
 

@@ -13,8 +13,9 @@ Here the raw JSON value is checked in the order JSON-RPC and LSP give the errors
 
 1. not an object (batches included: LSP has none) → -32600, id null; a body that is not JSON
    never gets here (`framing` reports it and `serve_stdio` answers -32700, id null);
-2. no `"jsonrpc": "2.0"`, a `method` that is not a string, an id that is not an integer or a
-   string → -32600 (with the id when it is a valid one, else null);
+2. no `"jsonrpc": "2.0"`, a `method` that is not a string, a `method` together with `result`
+   or `error`, an id that is not an integer or a string → -32600 (with the id when it is a
+   valid one, else null);
 3. lifecycle: a request before `initialize` has been answered → -32002; after `shutdown` →
    -32600; notifications are dropped then, except `exit` (code 0 after shutdown, else 1);
 4. unknown method, or a notification method sent with an id → -32601;
@@ -130,6 +131,25 @@ class _Reject(Exception):
         self.code, self.message = code, message
 
 
+def _argument_hints(function: Callable[..., Any], parameters: list[inspect.Parameter]
+                    ) -> dict[str, Any]:
+    """The types of a command's arguments. `typing.get_type_hints` resolves every annotation,
+    the server's too, which a module may import only for type checking; the arguments'
+    own must resolve (an unresolvable one is a bug, not "anything goes")."""
+    try:
+        return typing.get_type_hints(function)
+    except NameError:
+        pass
+    namespace = getattr(function, "__globals__", {})
+    hints = {}
+    for parameter in parameters:
+        annotation = parameter.annotation
+        if isinstance(annotation, str):
+            annotation = eval(annotation, namespace)  # our own annotations, not input
+        hints[parameter.name] = annotation
+    return hints
+
+
 # -- the protocol -----------------------------------------------------------------------------
 
 
@@ -203,6 +223,11 @@ class FimProtocol(DocumentSync):
         method = message["method"]
         if not isinstance(method, str):
             self._reject(answer_to, INVALID_REQUEST, '"method" must be a string')
+        elif "result" in message or "error" in message:
+            # Neither a request nor a response: running it would let a `shutdown` that says it
+            # failed shut the server down.
+            self._reject(answer_to, INVALID_REQUEST, 'a message has a "method" (request, '
+                         'notification) or a "result" / "error" (response), never both')
         elif has_id and answer_to is None:
             self._reject(None, INVALID_REQUEST, '"id" must be an integer or a string')
         elif has_id:
@@ -399,17 +424,21 @@ class FimProtocol(DocumentSync):
         the server instance (a `functools.partial`, or a wrapper with `.func` for coroutines);
         that first parameter is not an argument."""
         function = getattr(handler, "func", handler)
-        hints = typing.get_type_hints(function)
         parameters = list(inspect.signature(function).parameters.values())
         if function is not handler:
             parameters = parameters[1:]
-        if parameters and parameters[-1].kind is inspect.Parameter.VAR_POSITIONAL:
-            return tuple(values)  # the handler checks what it takes
-        if len(values) != len(parameters):
-            raise JsonRpcInvalidParams(f"{command} takes {len(parameters)} argument"
-                                       f"{'s' if len(parameters) != 1 else ''}, got {len(values)}")
+        hints = _argument_hints(function, parameters)
+        # Every argument is declared and typed: a `*args` handler would take anything (an
+        # accept of "not-an-id" counted as an accept), so `*args` takes none here.
+        parameters = [p for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                          inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        least = sum(p.default is inspect.Parameter.empty for p in parameters)
+        if not least <= len(values) <= len(parameters):
+            count = str(least) if least == len(parameters) else f"{least} to {len(parameters)}"
+            raise JsonRpcInvalidParams(f"{command} takes {count} argument"
+                                       f"{'s' if count != '1' else ''}, got {len(values)}")
         args = []
-        for index, (parameter, value) in enumerate(zip(parameters, values, strict=True)):
+        for index, (parameter, value) in enumerate(zip(parameters, values, strict=False)):
             kind = hints.get(parameter.name, Any)
             try:
                 args.append(value if kind is Any else self._converter.structure(value, kind))
@@ -544,7 +573,7 @@ async def _serve(protocol: FimProtocol, stdin: BinaryIO) -> int:
     while True:
         for item in await queue.get():
             try:
-                code = _dispatch(protocol, item)
+                code = dispatch(protocol, item)
             except SystemExit as exit_:
                 return exit_.code if isinstance(exit_.code, int) else 1
             except BrokenPipeError:
@@ -557,7 +586,9 @@ async def _serve(protocol: FimProtocol, stdin: BinaryIO) -> int:
             await asyncio.sleep(0)
 
 
-def _dispatch(protocol: FimProtocol, item: Any) -> int | None:
+def dispatch(protocol: FimProtocol, item: Any) -> int | None:
+    """One decoded event to the protocol: the same answers on every transport (stdio here,
+    sockets in transport.py)."""
     if isinstance(item, Message):
         protocol.handle_message(item.value)
     elif isinstance(item, Unparsable):

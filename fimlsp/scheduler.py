@@ -36,6 +36,13 @@ class CancelToken:
         if self._reason is None:
             self._reason = reason
 
+    def remaining_s(self) -> float | None:
+        """Seconds left of the time budget (None: no budget), for waits that cannot check the
+        token while they block: connecting to a serving engine."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - time.monotonic())
+
     def __call__(self) -> str | None:
         if self._reason is not None:
             return self._reason

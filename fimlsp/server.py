@@ -33,10 +33,12 @@ from fimlsp.errors import ErrorKind, FimError
 from fimlsp.inflight import Flights, InFlight, Progress
 from fimlsp.nextedit import lsp as nextedit
 from fimlsp.nextedit.history import EditHistory
+from fimlsp.options import reload_keys
 from fimlsp.pace import TypingPace
 from fimlsp.protocol import FimProtocol
 from fimlsp.repo.service import WorkspaceIndexer
 from fimlsp.scheduler import Cancelled, Scheduler
+from fimlsp.sources import ContextSources
 from fimlsp.validation import strict_converter
 
 log = logging.getLogger("fimlsp")
@@ -48,10 +50,6 @@ CMD_PROMPT = "fimlsp.prompt"
 CMD_DOCUMENT_TEXT = "fimlsp.documentText"
 CMD_WARM = "fimlsp.warm"
 CMD_CONTEXT = "fimlsp.context"
-# Settings that need the model reloaded when they change; the rest apply to the next request.
-_RELOAD_KEYS = ("model", "template", "tokenizer", "device", "dtype", "quantization", "threads",
-                "speculate", "allow_download", "engine", "endpoint", "served_model", "api_key_env",
-                "connect_timeout_ms", "tls_verify", "retries")
 # How long a request the user asked for (Invoked) waits for a model that is still loading: a
 # plain LSP client would otherwise get nothing, and not know why. Automatic requests never wait.
 MODEL_WAIT_S = 60.0
@@ -66,6 +64,8 @@ class FimServer(LanguageServer):
                          converter_factory=strict_converter)
         self.settings = settings
         self.documents = Documents()
+        # Which open documents may lend snippets: the workspace folders, no secrets (sources.py).
+        self.sources = ContextSources(allow_secrets=settings.context_secrets)
         self.repo = WorkspaceIndexer(self)  # the workspace index (fimlsp/repo)
         self.pace = TypingPace()  # keystroke intervals per document: the time an answer may take
         self.flights = Flights()  # the running model request per document (inflight.py)
@@ -88,7 +88,7 @@ class FimServer(LanguageServer):
 
     def _new_completer(self) -> Completer:
         completer = Completer(self.settings)
-        completer.documents = self.documents.all
+        completer.documents = lambda: self.documents.all(self.sources.allows)
         completer.repo_index = lambda: self.repo.index
         return completer
 
@@ -129,9 +129,13 @@ class FimServer(LanguageServer):
             self.warn_user(warning)
         old, self.settings = self.settings, parsed.settings
         logging.getLogger("fimlsp").setLevel(self.settings.log_level.upper())
+        self.sources.set_allow_secrets(self.settings.context_secrets)
         # Downloads newly allowed: a model that failed for want of them gets its second chance.
         retry = self.settings.allow_download and not old.allow_download and self.state == "failed"
-        if retry or any(getattr(old, k) != getattr(self.settings, k) for k in _RELOAD_KEYS):
+        # One list per engine (options.reload_keys): a serving engine's endpoint does not
+        # reload the model in this process, nor its threads a serving engine.
+        if retry or any(getattr(old, k) != getattr(self.settings, k)
+                        for k in reload_keys(old.engine)):
             self.completer = self._new_completer()
             self.scheduler.set_workers(workers_for(self.settings))
             if self.state != "idle":
@@ -485,21 +489,22 @@ class FimServer(LanguageServer):
                                            "server's log has the details") from None
             return empty
 
-    def accepted(self, args: tuple[Any, ...], partial: bool) -> None:
+    def accepted(self, request_id: int, partial: bool, chars: int | None = None) -> None:
         """Records what the user took; the text comes from what we showed, not from the client.
 
         `fimlsp.partialAccept [id, chars]` gives the characters of suggestion `id` taken so far
         (a running total, as VS Code and Emacs report it); `fimlsp.accept [id]` means all of it.
-        Repeats and a final accept after partial ones count each character once.
+        Repeats and a final accept after partial ones count each character once. The protocol
+        has checked the types (an id that is no integer is -32602 and counts nothing); an id
+        no longer remembered counts the accept without its characters.
         """
-        request_id = args[0] if args else None
-        if not isinstance(request_id, int) or request_id not in self._shown:
+        if request_id not in self._shown:
             self.completer.accepted("", partial)
             return
         text = self._shown[request_id]
         total = len(text)
-        if partial and len(args) > 1 and isinstance(args[1], int):
-            total = max(0, min(args[1], len(text)))
+        if partial and chars is not None:
+            total = max(0, min(chars, len(text)))
         before = self._taken.get(request_id, 0)
         if total <= before:
             return  # nothing new: a repeat, or an accept after everything was taken
@@ -532,6 +537,7 @@ def create_server(settings: Settings) -> FimServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: FimServer, params: types.InitializeParams) -> None:
         ls.apply_options(params.initialization_options)
+        ls.sources.set_folders(ls.repo.folder_uris())
         if params.process_id and params.process_id > 0 and ls.watch_parent_process:
             watch_parent(params.process_id)
 
@@ -545,6 +551,7 @@ def create_server(settings: Settings) -> FimServer:
                                      params: types.DidChangeWorkspaceFoldersParams) -> None:
         ls.repo.remove_folders([f.uri for f in params.event.removed or []])
         ls.repo.add_folders([f.uri for f in params.event.added or []])
+        ls.sources.set_folders(ls.repo.folder_uris())  # pygls's workspace has them by now
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched_files(ls: FimServer,
@@ -649,16 +656,17 @@ def create_server(settings: Settings) -> FimServer:
         empty = types.CompletionList(is_incomplete=True, items=[])
         return await ls.guarded(work(), empty)
 
+    # Every command declares its arguments with types: the protocol checks them (-32602).
     @server.command(CMD_ACCEPT)
-    def accept(ls: FimServer, *args: Any) -> None:
-        ls.accepted(args, partial=False)
+    def accept(ls: FimServer, request_id: int) -> None:
+        ls.accepted(request_id, partial=False)
 
     @server.command(CMD_PARTIAL_ACCEPT)
-    def partial_accept(ls: FimServer, *args: Any) -> None:
-        ls.accepted(args, partial=True)
+    def partial_accept(ls: FimServer, request_id: int, chars: int | None = None) -> None:
+        ls.accepted(request_id, partial=True, chars=chars)
 
     @server.command(CMD_STATS)
-    def stats(ls: FimServer, *_args: Any) -> dict[str, Any]:
+    def stats(ls: FimServer) -> dict[str, Any]:
         return {**ls.completer.stats_report(), "state": ls.state, "error": ls.load_error or None,
                 "next_edits": {**ls.history.sizes(), "answers": len(ls.next_edits.last),
                                "shown": ls.next_edits.shown,
@@ -671,7 +679,12 @@ def create_server(settings: Settings) -> FimServer:
         The protocol checks the arguments against these annotations (-32602 if they differ)."""
 
         async def work() -> dict[str, Any]:
-            prompt, chosen = ls.completer.prompt_report(uri, ls.cursor(uri, position, None))
+            completer, cursor = ls.completer, ls.cursor(uri, position, None)
+            # The model's thread builds it, as it builds a completion's: tokenizing a window and
+            # choosing snippets is no work for the event loop, and the state it reads is kept
+            # there.
+            prompt, chosen = await asyncio.wrap_future(ls.scheduler.run(
+                lambda: completer.prompt_report(uri, cursor)))
             return {"text": prompt.text, "ids": prompt.ids, **prompt.accounting(),
                     "snippets": chosen}
 
@@ -700,9 +713,9 @@ def create_server(settings: Settings) -> FimServer:
         return await ls.guarded(work())
 
     @server.command(CMD_DOCUMENT_TEXT)
-    def document_text(ls: FimServer, uri: Any = None, *_args: Any) -> str | None:
+    def document_text(ls: FimServer, uri: str) -> str | None:
         """The server's copy of a document (null if not open): for tests and bug reports."""
-        return ls.documents.text(uri) if isinstance(uri, str) else None
+        return ls.documents.text(uri)
 
     nextedit.register(server)
 

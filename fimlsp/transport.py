@@ -18,8 +18,20 @@ holds the user's open documents. So:
 Why not pygls's `start_tcp` (pygls 2.1.1): it points the one protocol's writer at every new
 connection, so a second connection receives the first client's responses from then on and can
 read its documents with `fimlsp.prompt`; nothing is authenticated; and any connection ending shuts
-the server down. Each connection here is read by pygls's own loop (`run_async`) through a gate
-that lets messages reach a session only once the connection is admitted.
+the server down. Nor pygls's reader (`run_async`): it buffers whatever length a peer announces
+before anyone is authenticated, keeps every idle connection, and logs an over-long header line
+as an unhandled traceback. Each connection here is read by the decoder stdio uses
+(`framing.FrameDecoder`, events answered by `protocol.dispatch`), so both transports give the
+same answers to the same bytes, with limits that bind before a connection is admitted:
+
+- the first message must be `initialize` with the token, and nothing else is read or answered
+  before it: any other event (another method, garbage, an unparsable or over-long body) closes
+  the connection;
+- until then a body may be `UNAUTHENTICATED_MAX_BYTES` (the editors' initialize is a few KiB),
+  afterwards `framing.MAX_MESSAGE_BYTES` as on stdio; header lines are bounded by the decoder;
+- at most `MAX_PENDING` connections wait to be admitted (a new one pushes the oldest waiting
+  out, so idle strangers cannot keep the editor from connecting) and `MAX_CONNECTIONS` are open
+  at all; a waiting one is closed after `ADMIT_TIMEOUT_S`.
 """
 
 from __future__ import annotations
@@ -34,15 +46,14 @@ import os
 import secrets
 import socket
 import stat
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pygls.io_ import run_async
-
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.framing import MAX_MESSAGE_BYTES, FrameDecoder, Message, Skipped, TooLarge, Unparsable
+from fimlsp.protocol import RateLimitedLog, dispatch
 
 if TYPE_CHECKING:
     from fimlsp.server import FimServer
@@ -53,6 +64,10 @@ TOKEN_OPTION = "token"
 TOKEN_ENV = "FIMLSP_TOKEN"
 UNAUTHORIZED = -32001  # JSON-RPC's server-defined range; LSP has no code for it
 ADMIT_TIMEOUT_S = 30.0  # a connection that has not sent its initialize by then is closed
+UNAUTHENTICATED_MAX_BYTES = 256 * 1024  # largest body before the token was shown
+MAX_PENDING = 8  # connections waiting to be admitted at once; the oldest goes for a new one
+MAX_CONNECTIONS = 64  # open connections at all (admitted ones: with --allow-multiple-clients)
+READ_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -136,7 +151,10 @@ class Listener:
         self.listen = listen
         self.token = token
         self.served = 0  # admitted connections still open
+        self.connections = 0  # open connections, admitted or not
+        self.pending: list[Gate] = []  # connections not admitted yet, oldest first
         self.finished = asyncio.Event()
+        self.complain = RateLimitedLog(log)  # strangers' attempts: stderr, never a flood
 
     def refusal(self, token: Any) -> str | None:
         """Why a connection showing `token` may not have a session, or None."""
@@ -165,91 +183,118 @@ class Listener:
             self.finished.set()  # one client: the server's life is the client's, as on stdio
 
     async def connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.connections >= MAX_CONNECTIONS:
+            log.warning("connection refused: %d connections are open", self.connections)
+            writer.close()
+            return
         gate = Gate(self, writer)
+        self.connections += 1
+        self.pending.append(gate)
+        while len(self.pending) > MAX_PENDING:  # strangers that say nothing cannot crowd us
+            self.pending[0].close("too many connections waiting to be admitted")
         timer = asyncio.get_running_loop().call_later(ADMIT_TIMEOUT_S, gate.expire)
         try:
-            await run_async(stop_event=gate.stop, reader=reader, protocol=gate,  # type: ignore[arg-type]
-                            logger=log, error_handler=gate.report_error)
+            await gate.read(reader)
         except (OSError, asyncio.IncompleteReadError) as error:
             log.info("connection ended: %s", type(error).__name__)
         finally:
             timer.cancel()
+            self.connections -= 1
+            if gate in self.pending:
+                self.pending.remove(gate)
             writer.close()
             if gate.session is not None:
                 self.left(gate.session)
 
 
 class Gate:
-    """One connection's view of a session: nothing reaches it before the connection is admitted.
-
-    pygls's reader loop calls `structure_message` (as the JSON object hook) and `handle_message`
-    on what it takes for the protocol; until admission we keep the messages as plain JSON and
-    look at them ourselves, so no handler runs and no answer is written for an unknown peer.
-    """
+    """One connection: its bytes through the framing decoder, and nothing to a session before
+    the connection is admitted (the token shown in `initialize`)."""
 
     def __init__(self, listener: Listener, writer: asyncio.StreamWriter) -> None:
         self.listener = listener
         self.writer = writer
-        self.stop = threading.Event()
+        self.closed = False
         self.session: FimServer | None = None
+        self.decoder = FrameDecoder(UNAUTHENTICATED_MAX_BYTES)
 
-    def structure_message(self, data: dict[str, Any]) -> Any:
-        if self.session is None:
-            return data
-        return self.session.protocol.structure_message(data)
-
-    def handle_message(self, message: Any) -> None:
-        if self.session is not None:
-            # FimProtocol keeps messages as JSON objects until it has checked them.
-            method = (message.get("method") if isinstance(message, dict)
-                      else getattr(message, "method", None))
-            if self.listener.listen.allow_multiple and method == "exit":
-                self.close()  # ends this session only; pygls's exit would end the process
+    async def read(self, reader: asyncio.StreamReader) -> None:
+        while not self.closed:
+            chunk = await reader.read(READ_BYTES)
+            if not chunk:
+                truncated = self.decoder.finish()
+                if truncated is not None and self.session is not None:
+                    log.info("connection ended inside a message: %s", truncated.reason)
                 return
-            self.session.protocol.handle_message(message)
+            for event in self.decoder.feed(chunk):
+                if self.closed:
+                    return
+                self.handle(event)
+                # As on stdio: a handler just started takes its first step before the next
+                # message changes what it reads.
+                await asyncio.sleep(0)
+
+    def handle(self, event: Any) -> None:
+        if self.session is not None:
+            message = event.value if isinstance(event, Message) else None
+            if self.listener.listen.allow_multiple and isinstance(message, dict) \
+                    and message.get("method") == "exit":
+                self.close()  # ends this session only; the protocol's exit ends the process
+                return
+            dispatch(self.session.protocol, event)  # SystemExit on `exit`: the process ends
             return
+        message = event.value if isinstance(event, Message) else None
         is_initialize = isinstance(message, dict) and message.get("method") == "initialize" \
             and "id" in message
-        reason = (self.listener.refusal(_take_token(message.get("params"))) if is_initialize
-                  else "not authenticated: the first message must be initialize, with the token")
+        if not is_initialize:
+            self.refuse(message, _why_not(event))
+            return
+        assert isinstance(message, dict)
+        reason = self.listener.refusal(_take_token(message.get("params")))
         if reason is not None:
             self.refuse(message, reason)
             return
         session = self.session = self.listener.claim()
+        if self in self.listener.pending:
+            self.listener.pending.remove(self)
+        self.decoder.max_body = MAX_MESSAGE_BYTES
         session.protocol.set_writer(self.writer)  # type: ignore[arg-type]
         log.info("client admitted")
-        session.protocol.handle_message(session.protocol.structure_message(message))
+        dispatch(session.protocol, Message(message))
 
     def refuse(self, message: Any, reason: str) -> None:
-        log.warning("connection refused: %s", reason)
         request_id = message.get("id") if isinstance(message, dict) else None
-        if isinstance(request_id, (int, str)):
-            with contextlib.suppress(OSError):
+        if isinstance(request_id, (int, str)) and not isinstance(request_id, bool):
+            with contextlib.suppress(OSError, RuntimeError):
                 self.writer.write(_frame({"jsonrpc": "2.0", "id": request_id, "error": {
                     "code": UNAUTHORIZED, "message": f"fimlsp: {reason}"}}))
-        self.close()
+        self.close(reason)
 
-    def close(self) -> None:
-        self.stop.set()
+    def close(self, reason: str = "") -> None:
+        if self.closed:
+            return
+        if reason and self.session is None:
+            self.listener.complain(logging.WARNING, "connection refused: %s", reason)
+        self.closed = True
+        if self in self.listener.pending:
+            self.listener.pending.remove(self)
         self.writer.close()
 
     def expire(self) -> None:
         if self.session is None:
-            log.warning("connection refused: no initialize within %.0fs", ADMIT_TIMEOUT_S)
-            self.close()
+            self.close(f"no initialize within {ADMIT_TIMEOUT_S:.0f}s")
 
-    def report_error(self, error: Exception, source: Any) -> None:
-        """Errors of an admitted connection go to its session; of others, to our log only."""
-        if self.session is not None:
-            self.session._report_server_error(error, source)
-        else:
-            log.warning("unreadable message from a connection not admitted: %s",
-                        type(error).__name__)
 
-    def __getattr__(self, name: str) -> Any:  # anything else the reader loop may need
-        if self.session is None:
-            raise AttributeError(name)
-        return getattr(self.session.protocol, name)
+def _why_not(event: Any) -> str:
+    """Why a connection's first event does not admit it, for the log."""
+    if isinstance(event, TooLarge):
+        return (f"not authenticated: a {event.length}-byte message before initialize (at most "
+                f"{UNAUTHENTICATED_MAX_BYTES} until the token is shown)")
+    if isinstance(event, Unparsable):
+        return f"not authenticated: an unparsable first message ({event.reason})"
+    if isinstance(event, Skipped):
+        return f"not authenticated: {event.size} bytes that are no message ({event.reason})"
+    return "not authenticated: the first message must be initialize, with the token"
 
 
 def _prepare_socket_path(path: Path) -> None:

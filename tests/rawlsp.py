@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -53,24 +55,46 @@ def notification(method: str, params: Any = MISSING) -> dict[str, Any]:
 
 
 class RawServer:
-    def __init__(self, model: str = NO_MODEL, *extra: str) -> None:
+    """`tcp`: the server listens on a loopback port (`--tcp --port 0`) and this client talks
+    over one connection that shows the token in `initialize`, byte for byte as on stdio."""
+
+    def __init__(self, model: str = NO_MODEL, *extra: str, tcp: bool = False,
+                 token_file: str | None = None) -> None:
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        self.token: str | None = None
+        self.socket: socket.socket | None = None
+        args = [sys.executable, "-m", "fimlsp", "serve", "--model", model, *extra]
+        if tcp:
+            assert token_file is not None
+            args += ["--tcp", "--port", "0", "--token-file", token_file]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "fimlsp", "serve", "--model", model, *extra],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            args, stdin=subprocess.DEVNULL if tcp else subprocess.PIPE,
+            stdout=subprocess.DEVNULL if tcp else subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env)
         self.received: list[dict[str, Any]] = []
         self.answered: set[tuple[str, Any]] = set()  # keys of the ids answered so far
         self.stderr = bytearray()
         self.garbage = bytearray()  # anything on stdout that is not a well-formed frame
         self._changed = threading.Condition()
-        self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
-                         threading.Thread(target=self._read_stderr, daemon=True)]
-        for thread in self._threads:
-            thread.start()
+        self._threads = [threading.Thread(target=self._read_stderr, daemon=True)]
+        self._threads[0].start()
+        self._output: Any = self.process.stdout
+        if tcp:
+            port = int(self.wait_for(lambda: re.search(
+                rb"listening on 127\.0\.0\.1:(\d+)", self.stderr), "the port").group(1))
+            with open(token_file, encoding="utf-8") as handle:
+                self.token = handle.read().strip()
+            self.socket = socket.create_connection(("127.0.0.1", port))
+            self._output = self.socket.makefile("rb")
+        self._threads.append(threading.Thread(target=self._read_stdout, daemon=True))
+        self._threads[-1].start()
 
     # -- writing --------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        if self.socket is not None:
+            self.socket.sendall(data)
+            return
         assert self.process.stdin is not None
         self.process.stdin.write(data)
         self.process.stdin.flush()
@@ -79,13 +103,16 @@ class RawServer:
         self.write(encode(message))
 
     def close_stdin(self) -> None:
+        if self.socket is not None:
+            self.socket.shutdown(socket.SHUT_WR)
+            return
         assert self.process.stdin is not None
         self.process.stdin.close()
 
     # -- reading --------------------------------------------------------------------------------
 
     def _read_stdout(self) -> None:
-        stream = self.process.stdout
+        stream = self._output
         assert stream is not None
         buf = bytearray()
         while chunk := stream.read1(1 << 16):
@@ -148,7 +175,9 @@ class RawServer:
         return answer["error"]["code"] if "error" in answer else None
 
     def initialize(self) -> dict[str, Any]:
-        answer = self.ask("init", "initialize", MINIMAL_INITIALIZE)
+        params = MINIMAL_INITIALIZE if self.token is None else {
+            **MINIMAL_INITIALIZE, "initializationOptions": {"token": self.token}}
+        answer = self.ask("init", "initialize", params)
         assert "result" in answer, answer
         self.send(notification("initialized", {}))
         return answer
@@ -166,6 +195,10 @@ class RawServer:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self._output.close()
+                self.socket.close()
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):

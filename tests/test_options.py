@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fimlsp import cli, options, server
+from fimlsp import cli, options
 from fimlsp.config import _CHOICES, _RANGES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def sample_value(option: options.Option) -> str:
     if option.kind == "float":
         low, high = option.range or (0.0, 1.0)
         return str(round(low + (high - low) * 0.3, 3))
-    return "some-value"
+    return "some_value"  # valid everywhere, apiKeyEnv (a variable name) too
 
 
 @pytest.mark.parametrize("option", options.all_options(), ids=lambda o: o.name)
@@ -84,8 +84,14 @@ def test_every_setting_has_a_sentence_and_the_help_names_its_default(
         assert f"(default: {default})" in help_text, option.name
 
 
-def test_reload_keys_are_the_servers() -> None:
-    assert set(server._RELOAD_KEYS) == options.RELOADS
+def test_reload_keys_are_one_list_per_engine() -> None:
+    local, remote = options.reload_keys("local"), options.reload_keys("openai")
+    assert local | remote == options.RELOADS
+    assert {"endpoint", "served_model", "retries", "connect_timeout_ms", "tls_verify"} <= \
+        remote - local
+    assert {"device", "dtype", "quantization", "threads", "speculate"} <= local - remote
+    assert {"model", "engine", "tokenizer"} <= local & remote
+    assert all(options.reload_keys(kind) == remote for kind in ("llamacpp", "tgi", "ollama"))
 
 
 def test_fimlsp_options_markdown_is_the_readme_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,7 +72,25 @@ REQUESTS: list[tuple[str, str, Any, int, str]] = [
      prompt(URI, {"line": -3, "character": 0}), INVALID_PARAMS, "line"),
     ("prompt past the end of the document", "workspace/executeCommand",
      prompt(URI, {"line": 40, "character": 0}), INVALID_PARAMS, ""),
-]
+] + [(f"{command} {arguments}", "workspace/executeCommand",
+      {"command": command, "arguments": arguments}, INVALID_PARAMS, says)
+     for command, arguments, says in (
+         ("fimlsp.accept", ["not-an-id"], "arguments[0]"),
+         ("fimlsp.accept", [True], "arguments[0]"),
+         ("fimlsp.accept", [1.5], "arguments[0]"),
+         ("fimlsp.accept", [], "fimlsp.accept takes 1 argument"),
+         ("fimlsp.accept", [1, 2], "fimlsp.accept takes 1 argument"),
+         ("fimlsp.partialAccept", [True, "x"], "arguments[0]"),
+         ("fimlsp.partialAccept", [1, "x"], "arguments[1]"),
+         ("fimlsp.partialAccept", [1, 2, 3], "takes 1 to 2 arguments"),
+         ("fimlsp.stats", [1], "fimlsp.stats takes 0 arguments"),
+         ("fimlsp.documentText", [5], "arguments[0]"),
+         ("fimlsp.documentText", [], "takes 1 argument"),
+         ("fimlsp.acceptNextEdit", ["not-a-uri-but-a-string", "2"], "arguments[1]"),
+         ("fimlsp.acceptNextEdit", [], "takes 2 arguments"),
+         ("fimlsp.warm", [URI], "takes 2 arguments"),
+         ("fimlsp.context", [URI], "takes 2 arguments"),
+     )]
 
 # (name, raw message, expected code, whether the answer carries the message's id)
 MALFORMED: list[tuple[str, Any, int, bool]] = [
@@ -94,6 +112,12 @@ MALFORMED: list[tuple[str, Any, int, bool]] = [
     ("null", None, INVALID_REQUEST, False),
     ("an empty batch", [], INVALID_REQUEST, False),
     ("a batch", [request(900, "shutdown")], INVALID_REQUEST, False),
+    ("shutdown with an error", {**request("shutdown with an error", "shutdown"),
+                                "error": {"code": -32603, "message": "failed"}},
+     INVALID_REQUEST, True),
+    ("a request with a result", {**request("a request with a result", "fimlsp/x"),
+                                 "result": None}, INVALID_REQUEST, True),
+    ("exit with a result", {**notification("exit"), "result": 0}, INVALID_REQUEST, False),
 ]
 
 # Notifications never get an answer, valid or not.
@@ -201,3 +225,40 @@ def test_rate_limited_log_says_how_many_it_left_out(caplog: pytest.LogCaptureFix
     assert [r.getMessage() for r in caplog.records] == [
         "bad message 0", "bad message 1", "bad message 2",
         "7 more such messages in the last 11 s were not logged", "bad message 10"]
+
+
+def test_a_method_with_a_result_or_error_runs_nothing(server: RawServer) -> None:
+    """Neither shutdown nor exit ran above: the server still serves."""
+    for name in ("shutdown with an error", "exit with a result"):
+        server.send({**request(name, "shutdown"), "error": {"code": 1, "message": "no"}})
+        check_error(server.response(name), INVALID_REQUEST)
+    stats = server.ask("still serving", "workspace/executeCommand", {"command": "fimlsp.stats"})
+    assert isinstance(stats.get("result"), dict), stats
+    assert server.process.poll() is None
+
+
+def test_invalid_command_arguments_count_nothing(server: RawServer) -> None:
+    def counts(name: str) -> tuple[int, int, int, int]:
+        stats = server.ask(name, "workspace/executeCommand", {"command": "fimlsp.stats"})
+        result = stats["result"]
+        return (result["accepted"], result["partially_accepted"], result["accepted_chars"],
+                result["next_edits"]["accepted"])
+
+    before = counts("counts before")
+    for number, (command, arguments) in enumerate((
+            ("fimlsp.accept", ["not-an-id"]), ("fimlsp.partialAccept", [True, "x"]),
+            ("fimlsp.partialAccept", [7, "x"]), ("fimlsp.acceptNextEdit", [5])), 1):
+        answer = server.ask(f"bad {number}", "workspace/executeCommand",
+                            {"command": command, "arguments": arguments})
+        check_error(answer, INVALID_PARAMS)
+    assert counts("counts after") == before
+    # Valid ones still count (an id the server no longer remembers: the accept, no characters).
+    for number, (command, arguments) in enumerate((
+            ("fimlsp.accept", [424242]), ("fimlsp.partialAccept", [424243, 3]),
+            ("fimlsp.partialAccept", [424244]), ("fimlsp.acceptNextEdit", [URI, 1])), 1):
+        answer = server.ask(f"good {number}", "workspace/executeCommand",
+                            {"command": command, "arguments": arguments})
+        assert "result" in answer, answer
+    accepted, partial, chars, edits = counts("counts at the end")
+    assert (accepted, partial, chars, edits) == (before[0] + 1, before[1] + 2, before[2],
+                                                  before[3] + 1)

@@ -125,13 +125,15 @@ class StandIn:
     """A loopback HTTP server that answers each path with scripted replies (the last repeats)
     and records what it received and whether a client left a stream early."""
 
-    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None,
+                 host: str = "127.0.0.1") -> None:
         self.routes: dict[str, list[Reply]] = {}
         self.seen: list[Seen] = []
         self.closed_early = threading.Event()  # a client closed a stream before its end
         self.streaming = threading.Event()  # headers of a stalled stream went out
         self._lock = threading.Lock()
-        self.server = _Server(("127.0.0.1", port), _Handler)
+        self.host = host
+        self.server = _Server((host, port), _Handler)
         self.server.stand_in = self
         self.scheme = "http"
         if tls is not None:
@@ -144,7 +146,7 @@ class StandIn:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def on(self, path: str, *replies: Reply) -> StandIn:
         self.routes[path] = list(replies)
@@ -772,13 +774,14 @@ def test_api_key_is_a_bearer_header_and_never_shown(
         assert SECRET not in text  # ...without the key
 
 
-def test_api_key_env_that_is_not_set_says_which(tokenizer: Tokenizer,
+def test_api_key_env_that_is_not_set_says_so(tokenizer: Tokenizer,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FIMLSP_TEST_UNSET_KEY", raising=False)
     with pytest.raises(FimError) as error:
         make_engine("tgi", "http://127.0.0.1:9", tokenizer, api_key_env="FIMLSP_TEST_UNSET_KEY")
     assert error.value.kind is ErrorKind.CONFIG
-    assert "FIMLSP_TEST_UNSET_KEY" in error.value.message
+    assert "apiKeyEnv" in error.value.message and "not set" in error.value.message
+    assert "FIMLSP_TEST_UNSET_KEY" not in error.value.message  # it could be a pasted key
 
 
 # -- TLS ---------------------------------------------------------------------------------------

@@ -215,7 +215,8 @@ async def test_definitions_sent_by_the_editor_are_the_best_ranked(server: Client
     assert await server.command("fimlsp.context", doc.uri, sent) == 1
     prompt = await prompt_at_end(server, doc)
     assert signature in prompt["text"]
-    last = prompt["snippets"][-1]
+    # The index's snippets come first, open documents' last (nearest the code).
+    last = [s for s in prompt["snippets"] if s["kind"] != "open document"][-1]
     assert last["kind"] == "editor" and last["path"] == "requests/api.py", prompt["snippets"]
     for bad in ([{"uri": 3, "text": "x"}], "not a list", [{"uri": "file:///a.py"}] * 17):
         with pytest.raises(JsonRpcException) as raised:
@@ -231,6 +232,7 @@ async def test_repo_context_off_by_setting(server: Client, project: Path) -> Non
     await server.poll_stats(lambda s: s["repo_index"]["state"] == "off", "the index off")
     doc = Doc(server, uri_for(project, "off.py"), MAIN)
     prompt = await prompt_at_end(server, doc)
-    assert SIGNATURE not in prompt["text"] and prompt["snippets"] == []
+    assert SIGNATURE not in prompt["text"]
+    assert [s for s in prompt["snippets"] if s["kind"] != "open document"] == []
     server.configure(repoContext=True)
     await server.poll_stats(lambda s: s["repo_index"]["state"] == "ready", "the index back")

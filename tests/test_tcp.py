@@ -291,3 +291,53 @@ async def test_multiple_clients_each_get_their_own_session(tiny_model: Path,
         assert stats is not None and "result" in stats, stats
         assert server.process.returncode is None
         assert os.path.exists(token_file)
+
+
+async def test_strangers_are_bounded_and_the_client_gets_the_answers_stdio_gives(
+        tiny_model: Path, token_file: Path) -> None:
+    """Before the token: a size limit and a cap on waiting connections, enforced by the same
+    framing decoder as stdio; after it: the same answers as on stdio, no traceback."""
+    from fimlsp.transport import MAX_PENDING
+
+    async with serving("--tcp", "--port", "0", "--token-file", str(token_file),
+                       "--model", str(tiny_model)) as server:
+        port = int((await server.wait_line(r"listening on 127\.0\.0\.1:(\d+)")).group(1))
+        server.drain()
+        token = token_file.read_text().strip()
+
+        # 1 GiB announced by a stranger: refused on its size, never buffered.
+        big = await Connection.tcp(port)
+        big.writer.write(b"Content-Length: 1073741824\r\n\r\n" + b"x" * (1 << 20))
+        assert await big.closed_by_server()
+
+        # Strangers that connect and say nothing: the oldest make room for newer ones.
+        idle = [await Connection.tcp(port) for _ in range(MAX_PENDING + 3)]
+        for stranger in idle[:3]:
+            assert await stranger.closed_by_server()
+
+        client = await Connection.tcp(port)
+        answer = await client.initialize(token)
+        assert answer is not None and "capabilities" in answer["result"], answer
+        client.send({"method": "initialized", "params": {}})
+
+        # A header line far over any limit is skipped, as on stdio; the next request is served.
+        client.writer.write(b"X-Padding: " + b"a" * 70_000 + b"\r\n")
+        stats = await client.request("workspace/executeCommand", {"command": "fimlsp.stats"})
+        assert stats is not None and "requests" in stats["result"], stats
+
+        # JSON nested 3,000 deep: -32700 with id null, as on stdio.
+        body = b"[" * 3000 + b"]" * 3000
+        client.writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        while (message := await client.receive()) is not None:
+            if "method" not in message and message.get("id") is None:
+                break
+        assert message is not None and message["error"]["code"] == -32700, message
+        stats = await client.request("workspace/executeCommand", {"command": "fimlsp.stats"})
+        assert stats is not None and "requests" in stats["result"], stats
+
+        for stranger in (big, *idle):
+            assert stranger.received == []  # not a byte of the session
+        assert "a 1073741824-byte message before initialize" in server.stderr, server.stderr
+        assert "too many connections waiting" in server.stderr, server.stderr
+        assert "Traceback" not in server.stderr, server.stderr
+        client.close()

@@ -542,11 +542,24 @@ class LocalEngine:
         result.prefill_ms = (time.perf_counter() - started) * 1000
         return session, result, logits, reason
 
+    @contextlib.contextmanager
+    def _session_guard(self, key: str) -> Iterator[None]:
+        """Any failure inside a forward or a crop (out of memory, a CUDA error, a bug) may have
+        left the cache and the ids it stands for out of step: a cache that grew while its ids
+        did not, half-cropped layers. Nothing can tell which, so the document's session goes,
+        and its next request prefills from nothing, as a fresh engine would."""
+        try:
+            yield
+        except BaseException:
+            self.drop_session(key)
+            raise
+
     def prefill(self, key: str, prompt: list[int], should_stop: StopCheck = lambda: None
                 ) -> Generation:
         """Puts `prompt`'s keys and values in the document's cache without generating (a warm
         start): the next `generate` with this prompt feeds one token. Stops between chunks."""
-        _, result, _, reason = self._resume(key, prompt, 0, should_stop)
+        with self._session_guard(key):
+            _, result, _, reason = self._resume(key, prompt, 0, should_stop)
         result.stop_reason = reason or "warm"
         return result
 
@@ -583,18 +596,19 @@ class LocalEngine:
         ranked by their mean); no drafts then."""
         if not prompt:
             raise ValueError("empty prompt")
-        session, result, logits, reason = self._resume(key, prompt, 1, should_stop)  # ≥1 to feed
-        if logits is None:
-            result.stop_reason = reason or "cancelled"
-            return result
-        session.after_prompt = (list(prompt), logits)
+        with self._session_guard(key):
+            session, result, logits, reason = self._resume(key, prompt, 1, should_stop)
+            if logits is None:
+                result.stop_reason = reason or "cancelled"
+                return result
+            session.after_prompt = (list(prompt), logits)
 
-        started = time.perf_counter()
-        result.stop_reason = self._decode(session, logits, result, max_new_tokens, stop_ids,
-                                          should_stop, temperature, top_p, on_token,
-                                          0 if scores is not None else speculate, constraint,
-                                          scores)
-        result.decode_ms = (time.perf_counter() - started) * 1000
+            started = time.perf_counter()
+            result.stop_reason = self._decode(session, logits, result, max_new_tokens, stop_ids,
+                                              should_stop, temperature, top_p, on_token,
+                                              0 if scores is not None else speculate,
+                                              constraint, scores)
+            result.decode_ms = (time.perf_counter() - started) * 1000
         return result
 
     def _decode(self, session: Session, logits: torch.Tensor, result: Generation,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import logging
 import os
@@ -28,8 +29,9 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -50,6 +52,8 @@ DEFAULT_ENDPOINTS = {
     "ollama": "http://127.0.0.1:11434",
 }
 BACKOFF_S = 0.2  # first wait between attempts after a connection error; doubles each time
+PROBE_BACKOFF_S = 0.5  # first wait before asking a down engine again what it serves; doubles
+PROBE_MAX_WAIT_S = 30.0  # ... up to this
 WATCH_S = 0.02  # how often a blocked read checks whether its request should stop
 MAX_LINE = 1 << 20  # an event line longer than this is not from a completion API
 
@@ -402,6 +406,52 @@ class Stream:
         self.connection.close()
 
 
+class _Watch:
+    """Ends a request's blocking waits when it should stop (a newer keystroke, the time
+    budget): shuts its socket down from this thread, so a read blocked on the answer's headers
+    or on its next token returns, and the engine sees the client go. Only the socket:
+    `http.client` objects are not thread-safe."""
+
+    def __init__(self, should_stop: StopCheck) -> None:
+        self.should_stop = should_stop
+        self.done = threading.Event()  # the request is over (or the watch was told so)
+        self._lock = threading.Lock()
+        self._connection: http.client.HTTPConnection | None = None
+        self._stream: Stream | None = None
+        self._stopped = False
+
+    def attach(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._connection = connection
+            if self._stopped:
+                self._shut(connection)
+
+    def attach_stream(self, stream: Stream) -> None:
+        with self._lock:
+            self._stream = stream
+            if self._stopped:
+                stream.interrupt()
+
+    def run(self) -> None:
+        while not self.done.wait(WATCH_S):
+            if self.should_stop():
+                with self._lock:
+                    self._stopped = True
+                    if self._stream is not None:
+                        self._stream.interrupt()
+                    elif self._connection is not None:
+                        self._shut(self._connection)
+                self.done.set()  # also cuts a backoff between attempts short
+                return
+
+    @staticmethod
+    def _shut(connection: http.client.HTTPConnection) -> None:
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 class Client:
     """HTTP to one endpoint: connect, POST a JSON body, hand back the stream."""
 
@@ -418,12 +468,12 @@ class Client:
                 self._context.check_hostname = False
                 self._context.verify_mode = ssl.CERT_NONE
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, connect_timeout_s: float) -> http.client.HTTPConnection:
         e = self.endpoint
         if e.scheme == "https":
-            return http.client.HTTPSConnection(e.host, e.port, timeout=self.connect_timeout_s,
+            return http.client.HTTPSConnection(e.host, e.port, timeout=connect_timeout_s,
                                                context=self._context)
-        return http.client.HTTPConnection(e.host, e.port, timeout=self.connect_timeout_s)
+        return http.client.HTTPConnection(e.host, e.port, timeout=connect_timeout_s)
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream, "
@@ -433,16 +483,23 @@ class Client:
         return headers
 
     def open(self, method: str, path: str, body: dict[str, Any] | None,
-             read_timeout_s: float | None) -> tuple[http.client.HTTPConnection,
-                                                    http.client.HTTPResponse]:
-        """Sends the request; Unreachable for anything that means nobody answered."""
-        connection = self._connection()
+             read_timeout_s: float | None, connect_timeout_s: float | None = None,
+             connected: Callable[[http.client.HTTPConnection], None] | None = None
+             ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Sends the request; Unreachable for anything that means nobody answered.
+        `connected` gets the connection once its socket exists, before the request is sent:
+        a watcher can then end the wait for the answer's headers, not only for its body."""
+        connect_s = self.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
+        connection = self._connection(max(0.001, connect_s))
         data = json.dumps(body).encode() if body is not None else None
         try:
-            connection.request(method, self.endpoint.base + path, body=data,
-                               headers=self._headers())
+            connection.connect()
             if connection.sock is not None:
                 connection.sock.settimeout(read_timeout_s)
+            if connected is not None:
+                connected(connection)
+            connection.request(method, self.endpoint.base + path, body=data,
+                               headers=self._headers())
             response = connection.getresponse()
         except ssl.SSLError as error:
             connection.close()
@@ -504,17 +561,37 @@ def _error_detail(response: http.client.HTTPResponse) -> str:
     return f": {str(text)[:300]}" if text else ""
 
 
-def api_key(settings: Settings) -> str | None:
+def api_key(settings: Settings, endpoint: Endpoint | None = None) -> str | None:
     """The key from the environment variable `apiKeyEnv` names; never from settings
-    themselves, so it is never in a config file, a log line or an echoed option."""
+    themselves, so it is never in a config file, a log line or an echoed option. Neither the
+    key nor the name is repeated in a message: a key pasted where the name goes would be.
+
+    A key for a plain `http://` endpoint on another host would cross the network readable:
+    refused unless `apiKeyOverHttp` says so (a workspace's settings must not be able to send
+    an unrelated secret of the environment to a host of its choosing)."""
     name = settings.api_key_env
     if not name:
         return None
     value = os.environ.get(name)
     if not value:
-        raise FimError(ErrorKind.CONFIG, f"apiKeyEnv names the environment variable {name}, "
-                       "which is not set in the server's environment")
+        raise FimError(ErrorKind.CONFIG, "the environment variable that apiKeyEnv names is not "
+                       "set in the server's environment")
+    if endpoint is not None and endpoint.scheme == "http" and not is_loopback(endpoint.host) \
+            and not settings.api_key_over_http:
+        raise FimError(ErrorKind.CONFIG, f"not sending the API key to {endpoint.host} over "
+                       "plain http://, where anyone on the way can read it: use an https:// "
+                       "endpoint, or set apiKeyOverHttp to allow it")
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """This machine by name or address (no name is looked up: `localhost` only)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class RemoteEngine:
@@ -528,7 +605,7 @@ class RemoteEngine:
         self.kind = kind
         self.dialect: Dialect = DIALECTS[kind]()
         self.endpoint = Endpoint.parse(settings.endpoint or DEFAULT_ENDPOINTS[kind], kind)
-        self.client = Client(self.endpoint, api_key(settings),
+        self.client = Client(self.endpoint, api_key(settings, self.endpoint),
                              settings.connect_timeout_ms / 1000, settings.tls_verify)
         self.tokenizer = tokenizer
         self.stop_texts = stop_texts
@@ -540,24 +617,60 @@ class RemoteEngine:
         self.slot_count = 0
         self._lock = threading.Lock()
         self.model: Any = None  # no torch module here; the completer asks for one's config
+        self.probed = False  # the endpoint has said what it serves
+        self.learned: Callable[[], None] | None = None  # told when a probe has answered
+        self._stop_probing = threading.Event()
+
+    def __del__(self) -> None:
+        self._stop_probing.set()
 
     # -- what the endpoint serves ------------------------------------------------------------
 
-    def probe(self) -> None:
+    def probe(self) -> bool:
         """Asks the endpoint what it serves: the model name to send and its context limit.
-        Down is not an error here: the status says so, and requests try again."""
+        Down is not an error here: the status says so, requests try again, and `keep_probing`
+        asks again until it answers. True when it answered."""
         path = self.dialect.models_path()
         if path is None:
-            return
+            return True
         try:
             answer = self.client.get_json(path, self.client.connect_timeout_s)
         except Unreachable as error:
             self._down(str(error))
-            return
+            return False
         except FimError as error:
             self._down(error.message)
-            return
+            return False
         self._up()
+        self._learn(answer)
+        self.probed = True
+        if self.learned is not None:
+            self.learned()
+        return True
+
+    def keep_probing(self, first_wait_s: float = PROBE_BACKOFF_S) -> None:
+        """Probes again in the background, with backoff, until the endpoint answers: an engine
+        that was down when the server started is then learned (the model name an Ollama needs,
+        the window a smaller engine serves). The thread holds the engine weakly and ends once
+        nothing else holds it (the settings changed, a new engine took its place)."""
+        if self.probed:
+            return
+        reference = weakref.ref(self)
+        stop = self._stop_probing
+
+        def run() -> None:
+            wait = first_wait_s
+            while not stop.wait(wait):
+                engine = reference()
+                if engine is None or engine.probed or engine.probe():
+                    return
+                del engine
+                wait = min(wait * 2, PROBE_MAX_WAIT_S)
+
+        threading.Thread(target=run, daemon=True, name="fimlsp-remote-probe").start()
+
+    def _learn(self, answer: Any) -> None:
+        """What a probe's answer says: the model name to send, the window, llama.cpp's slots."""
         models = self.dialect.models(answer) if isinstance(answer, dict) else []
         if self.kind == "llamacpp":
             self.slot_count = int(answer.get("total_slots") or 0)
@@ -620,53 +733,61 @@ class RemoteEngine:
                           self.stop_texts, self.served_model, self._slot(key))
         result = Generation(prompt_tokens=len(prompt))
         started = time.perf_counter()
-        stream = self._open(request, should_stop)
-        if stream is None:
-            result.stop_reason = should_stop() or "cancelled"
-            return result
-        done = threading.Event()
-        watcher = threading.Thread(target=self._watch, args=(stream, should_stop, done),
-                                   daemon=True, name="fimlsp-remote-watch")
+        # Watched from before the request is sent: a newer keystroke or the time budget ends
+        # the wait for the answer's headers as well as for its tokens (an engine that accepts
+        # and never answers must not hold the request).
+        watch = _Watch(should_stop)
+        watcher = threading.Thread(target=watch.run, daemon=True, name="fimlsp-remote-watch")
         watcher.start()
+        stream = None
         try:
+            stream = self._open(request, should_stop, watch)
+            if stream is None:
+                result.stop_reason = should_stop() or "cancelled"
+                return result
             result.stop_reason = self._read(stream, result, started, max_new_tokens, stop_ids,
                                             should_stop, on_token)
         finally:
-            done.set()
+            watch.done.set()
             watcher.join()  # it may be interrupting the stream right now: let it finish first
-            stream.close()  # early stop: the engine sees the client go and aborts the request
+            if stream is not None:
+                stream.close()  # early stop: the engine sees the client go and aborts
         return result
 
-    def _open(self, request: Request, should_stop: StopCheck) -> Stream | None:
-        """Connects, retrying connection errors only (with backoff); None if told to stop."""
+    def _open(self, request: Request, should_stop: StopCheck, watch: _Watch) -> Stream | None:
+        """Connects, retrying connection errors only (with backoff); None if told to stop.
+        The connect waits `connectTimeoutMs` at most, and never past the time budget."""
         wait = BACKOFF_S
+        remaining = getattr(should_stop, "remaining_s", None)
         for attempt in range(self.retries + 1):
             if should_stop():
                 return None
+            left = remaining() if callable(remaining) else None
+            connect_s = self.client.connect_timeout_s if left is None else \
+                min(self.client.connect_timeout_s, left)
             try:
                 connection, response = self.client.open(
-                    "POST", self.dialect.path(), self.dialect.body(request), None)
+                    "POST", self.dialect.path(), self.dialect.body(request), None, connect_s,
+                    watch.attach)
             except Unreachable as error:
+                if should_stop():  # the watcher ended the wait: not the engine's failure
+                    return None
                 self._down(str(error))
                 if attempt == self.retries:
                     raise FimError(ErrorKind.ENGINE_UNAVAILABLE,
                                    f"{self.kind} endpoint {self.endpoint} is unreachable "
                                    f"({error})") from None
-                time.sleep(wait)  # backoff between retries, on the request's own thread
+                left = remaining() if callable(remaining) else None
+                time.sleep(wait if left is None else min(wait, left))  # never past the budget
+                if should_stop():
+                    return None
                 wait *= 2
                 continue
             self._up()
-            return Stream(connection, response, self.dialect.lines)
+            stream = Stream(connection, response, self.dialect.lines)
+            watch.attach_stream(stream)
+            return stream
         return None
-
-    @staticmethod
-    def _watch(stream: Stream, should_stop: StopCheck, done: threading.Event) -> None:
-        """Closes the stream when the request should stop while a read is blocked (the engine
-        still prefilling, or stalled): the read returns, and the engine aborts."""
-        while not done.wait(WATCH_S):
-            if should_stop():
-                stream.interrupt()
-                return
 
     def _read(self, stream: Stream, result: Generation, started: float, max_new_tokens: int,
               stop_ids: set[int], should_stop: StopCheck, on_token: TokenCallback | None) -> str:

@@ -211,5 +211,7 @@ def register(server: FimServer) -> None:
         """A buffer was entered: the cursor comes with the next request, not here."""
 
     @server.command(CMD_ACCEPT_EDIT)
-    def accept_edit(ls: FimServer, *_args: Any) -> None:
+    def accept_edit(ls: FimServer, uri: str, version: int | None) -> None:
+        """The arguments its items carry, declared so the protocol checks them: anything else
+        is -32602 and counts nothing."""
         ls.next_edits.accepted += 1
