@@ -16,8 +16,9 @@ from test_lsp import Doc, running
 
 FAULTS = Path(__file__).parent / "faults"
 TEXT = "def mean(values):\n    total = sum(values)\n    return total / \n"
+# Nothing in the background (prefetch, alternatives): the one fault must hit the request.
 OPTIONS = {"policy": "raw", "maxNewTokens": 16, "typingThrough": False, "prefetch": False,
-           "tokenHealing": False}
+           "alternatives": 0, "tokenHealing": False}
 
 
 async def answers(model: Path, root: Path, fault: Path | None) -> tuple[list[Any], dict[str, Any]]:

@@ -633,7 +633,8 @@ async def test_while_loading_invoked_requests_wait_and_automatic_ones_say_why_on
         assert nothing(first)
         invoked = await client.ask(client.text_document_inline_completion_async(
             params(t.InlineCompletionTriggerKind.Invoked)))
-        assert isinstance(invoked, t.InlineCompletionList) and len(invoked.items) == 1, invoked
+        # the suggestion first; alternatives may follow it (an invoked request waits for them)
+        assert isinstance(invoked, t.InlineCompletionList) and len(invoked.items) >= 1, invoked
         assert invoked.items[0].insert_text.strip()
         assert "request waits for model" in client.tail()
         why = [m for m in client.logged if "no completions while model loading" in m.message]
