@@ -8,6 +8,7 @@ the same document and position. Everything here runs on the scheduler's worker t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import threading
@@ -15,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import torch
@@ -62,6 +63,24 @@ _MIN_CONTEXT_CHARS = 16_384
 _RECENT = 64  # completions kept by prompt identity (undo, moving back and forth)
 MAX_EDITOR_DEFINITIONS = 16  # definitions a client may send per `fimlsp.context`
 MAX_EDITOR_CHARS = 4000  # of each one's text
+
+
+T = TypeVar("T")
+
+
+def _idle_work(method: Callable[..., T]) -> Callable[..., T]:
+    """A Completer method whose model work nobody waits for (computing ahead, alternatives, a
+    warm start, finishing a cut answer): the engine may try another thread count in it
+    (engine/threads.py), which a request the user waits for never pays."""
+
+    @functools.wraps(method)
+    def wrapper(self: Completer, *args: Any, **kwargs: Any) -> T:
+        if isinstance(self.engine, LocalEngine):
+            with self.engine.idle_work():
+                return method(self, *args, **kwargs)
+        return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
@@ -569,6 +588,7 @@ class Completer:
 
     # -- computing ahead: the suggestion after an accept ------------------------------------
 
+    @_idle_work
     def prefetch(self, key: str, cursor: Cursor, shown: str, token: CancelToken) -> None:
         """Computes, in the model's idle time, the suggestion that will be asked for once the
         user accepts `shown` at `cursor`, and keeps it where `answer_ahead` finds it: after an
@@ -603,6 +623,7 @@ class Completer:
 
     # -- alternatives: other suggestions at the same cursor ---------------------------------
 
+    @_idle_work
     def alternatives(self, key: str, cursor: Cursor, shown: str, token: CancelToken) -> None:
         """Computes, in the model's idle time, up to `alternatives` further suggestions at
         `cursor`, where `shown` is on screen, and keeps them where `alternatives_for` finds
@@ -694,6 +715,7 @@ class Completer:
         self.stats.add(alternatives_shown=len(found))
         return found
 
+    @_idle_work
     def warm(self, key: str, cursor: Cursor, token: CancelToken) -> Completion:
         """Prefills the prompt at `cursor` into the document's cache and answers nothing: the
         first keystroke there then costs one token, not the whole window. For the model's idle
@@ -710,6 +732,7 @@ class Completer:
                        warm_interrupted=int(generation.interrupted))
         return result
 
+    @_idle_work
     def finish(self, key: str, cut: Unfinished, token: CancelToken) -> str | None:
         """The whole answer that a cut one is the first lines of (the time budget cut it): the
         generation goes on from where it stopped, on the same KV session, in the model's idle

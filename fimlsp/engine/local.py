@@ -29,6 +29,7 @@ from fimlsp import hub
 from fimlsp.config import Settings
 from fimlsp.engine import Generation, StopCheck, TokenCallback, TokenChecks, choices
 from fimlsp.engine.lean import lean_enabled, lean_for
+from fimlsp.engine.threads import ThreadPicker
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.healing import Constraint
 from fimlsp.models import (
@@ -323,6 +324,7 @@ class LocalEngine:
         # Threads per phase, when `choose_threads` measured them: a prefill of many tokens uses
         # every core; one token at a time may run faster on fewer. None: leave torch's as set.
         self.threads: dict[str, int] = {}
+        self.picker: ThreadPicker | None = None  # per forward, from how fast they ran lately
         self.cache_kwarg = cache_kwarg(model)  # asked once: the signature does not change
         self.quantization = "none"  # what `load` resolved `auto` to, for status lines
         self.choices: dict[str, choices.Choice] = {}  # ... each setting's value and why
@@ -395,12 +397,31 @@ class LocalEngine:
         pick = min(best, key=lambda n: best[n])
         self.threads = {"prefill": most, "decode": pick}
         torch.set_num_threads(pick)
+        # From now on every forward runs on whichever count has been faster lately (threads.py):
+        # the measurement above is only where it starts.
+        self.picker = ThreadPicker([1, most])
+        for n, seconds in best.items():
+            self.picker.record("decode", n, 1, seconds)
         return choices.Choice(pick, f"{chosen.why}; a token took {best[most] * 1000:.1f} ms "
-                              f"on {most} threads and {best[1] * 1000:.1f} ms on one here "
-                              f"(prefills use {most})")
+                              f"on {most} threads and {best[1] * 1000:.1f} ms on one here; "
+                              f"each kind of forward then runs on whichever of 1 and {most} "
+                              "has been faster lately")
+
+    @contextlib.contextmanager
+    def idle_work(self) -> Iterator[None]:
+        """What runs inside is work nobody waits for (computing ahead, alternatives, a warm
+        start): it may try the thread count not in favour (threads.py)."""
+        if self.picker is None:
+            yield
+            return
+        with self.picker.idle_work():
+            yield
 
     def _use_threads(self, phase: str) -> None:
-        """The thread count measured best for this phase, if one was (`choose_threads`)."""
+        """The thread count measured best for this phase, if one was (`choose_threads`); with a
+        picker, each forward chooses its own."""
+        if self.picker is not None:
+            return
         wanted = self.threads.get(phase)
         if wanted and torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
@@ -414,7 +435,7 @@ class LocalEngine:
                               f"{ratio:.2f}× one token here; drafts pay below "
                               f"{SPECULATE_PAYS_BELOW}×")
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> dict[str, Any]:
         """Where and how the model runs: device, dtype of its weights, quantization."""
         weights = next(iter(self.model.parameters()), None)
         return {"device": str(self.device),
@@ -423,7 +444,8 @@ class LocalEngine:
                 "forward": "lean" if self.lean is not None else "transformers",
                 "engine": "local", "threads": (self.threads.get("decode")
                                                or torch.get_num_threads())
-                if self.device.type == "cpu" else None}
+                if self.device.type == "cpu" else None,
+                **({"threads_now": self.picker.favoured()} if self.picker is not None else {})}
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -503,6 +525,12 @@ class LocalEngine:
                  ) -> torch.Tensor:
         """Runs `ids` after what the session holds; returns the last position's logits [vocab],
         or with `all_logits` every fed position's [n, vocab] (to verify a draft)."""
+        if self.picker is not None:
+            with self.picker.running(len(ids)):
+                return self._forward_on(session, ids, all_logits)
+        return self._forward_on(session, ids, all_logits)
+
+    def _forward_on(self, session: Session, ids: list[int], all_logits: bool) -> torch.Tensor:
         if self.lean is not None:
             logits = self.lean.forward(ids, session.cache, all_logits=all_logits)  # [1|n, vocab]
             session.ids.extend(ids)
