@@ -59,6 +59,7 @@ _TOKEN = re.compile(r"\w+|\S")
 _WORD = re.compile(r"\w+")
 
 # Variants of `--sweep`: what each changes from the shipped defaults.
+SERVER_MODULE = "_server_module"  # in a variant: the module run instead of `fimlsp`
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "int8": {"quantization": "int8"},
@@ -76,6 +77,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no typing-through": {"typingThrough": False},
     "no token healing": {"tokenHealing": False},
     "no repo context": {"repoContext": False},
+    # Not a setting: the server as it was before a cancelled generation ran on (inflight.py).
+    "cancel stops": {SERVER_MODULE: "fimlsp.bench._cancel_stops"},
 }
 
 
@@ -517,8 +520,9 @@ async def _start_server(model: str, options: dict[str, Any], root: Path) -> Any:
     from fimlsp.lspclient import editor_client
 
     client, loaded, problems = editor_client("fimlsp-bench-quality")
-
-    await client.start_io(sys.executable, "-m", "fimlsp", "serve", "--model", model)
+    options = dict(options)
+    module = options.pop(SERVER_MODULE, "fimlsp")
+    await client.start_io(sys.executable, "-m", module, "serve", "--model", model)
     server = client._server
     stderr: list[bytes] = []
 
