@@ -61,6 +61,12 @@ log = logging.getLogger(__name__)
 CONTEXT_CHARS_PER_TOKEN = 8
 _MIN_CONTEXT_CHARS = 16_384
 _RECENT = 64  # completions kept by prompt identity (undo, moving back and forth)
+# Quick starts: an automatic request whose prompt would take longer than this to read (a file
+# just opened, a jump far away) is answered from a short prompt near the cursor, in a session of
+# its own, while the whole prompt is read in the background (the server's warm start).
+QUICK_PREFILL_MS = 600.0
+MIN_QUICK_WINDOW = 256  # tokens: less is not worth a suggestion
+QUICK_SUFFIX = "#quick"  # the short prompt's engine session: `key` + this
 MAX_EDITOR_DEFINITIONS = 16  # definitions a client may send per `fimlsp.context`
 MAX_EDITOR_CHARS = 4000  # of each one's text
 
@@ -108,6 +114,7 @@ class Completion:
     generated_tokens: int = 0
     stop_reason: str = ""
     total_ms: float = 0.0
+    quick: bool = False  # from a short prompt: the whole one is still to be read (warm start)
     # An answer the time budget cut short, so the rest can be generated after it was shown
     # (`Completer.finish`). Not part of the timings.
     unfinished: Unfinished | None = field(default=None, repr=False)
@@ -364,6 +371,28 @@ class Completer:
                                   repo_name, heal=self.heals)
             return prompt, repo, snippets
 
+    def _quick_prompt(self, key: str, cursor: Cursor, prompt: Prompt) -> Prompt | None:
+        """A short prompt at `cursor` when reading the whole `prompt` would take longer than
+        `QUICK_PREFILL_MS` at the engine's recent prefill speed; None when it would not (or when
+        nothing says how fast reading is). Its window edges are sticky, like the document's, so
+        its own session is reused keystroke after keystroke."""
+        engine = self.engine
+        if not isinstance(engine, LocalEngine) or engine.prefill_s_per_token is None or \
+                self.tokenizer is None or self.spec is None:
+            return None
+        per_token_ms = engine.prefill_s_per_token * 1000
+        if engine.unread(key, prompt.ids) * per_token_ms <= QUICK_PREFILL_MS:
+            return None
+        window = max(MIN_QUICK_WINDOW,
+                     int(QUICK_PREFILL_MS / per_token_ms) + self.settings.max_new_tokens)
+        if window >= len(prompt.ids) + self.settings.max_new_tokens:
+            return None
+        with self._documents_lock:
+            edges = self._edges.setdefault(key + QUICK_SUFFIX, Edges())
+        return build_prompt(self.tokenizer, self.spec.template, self.order, cursor, window,
+                            self.settings.max_new_tokens, edges, (), display_path(key),
+                            heal=self.heals)
+
     @property
     def heals(self) -> bool:
         """Token healing is on: the setting, and an engine that can constrain its first tokens
@@ -513,6 +542,7 @@ class Completer:
         with self._documents_lock:
             for name in {key, unquote(key)}:
                 self._edges.pop(name, None)
+                self._edges.pop(name + QUICK_SUFFIX, None)
                 self._neighbours.pop(name, None)
                 self._index.forget(name)
                 self._repo.forget(name)
@@ -521,7 +551,7 @@ class Completer:
                 self.branches.forget(name)
                 if self.engine is not None:
                     self.engine.drop_session(name)
-                    for suffix in session_suffixes:
+                    for suffix in (*session_suffixes, QUICK_SUFFIX):
                         self.engine.drop_session(name + suffix)
 
     def document_state(self) -> dict[str, int]:
@@ -535,14 +565,20 @@ class Completer:
 
     def complete(self, key: str, cursor: Cursor, token: CancelToken | None = None,
                  request_id: int | None = None, count: bool = True,
-                 progress: Progress | None = None) -> Completion:
+                 progress: Progress | None = None, quick: bool = False) -> Completion:
         """The cleaned suggestion for `cursor`; blocking, on the worker thread. `count`: a
         request of the user's (not one computed ahead), for the stats. `progress`: where the
-        text so far is kept for a later keystroke to take the generation over (inflight.py)."""
+        text so far is kept for a later keystroke to take the generation over (inflight.py).
+        `quick`: an automatic request, which may be answered from a short prompt when the whole
+        one would take long to read (`QUICK_PREFILL_MS`)."""
         started = time.perf_counter()
         request_id = request_id if request_id is not None else self.next_id()
         self._count(cache=False, request=count)
         prompt = self.prompt_for(cursor, key)
+        session = key
+        short = self._quick_prompt(key, cursor, prompt) if quick else None
+        if short is not None:
+            prompt, session = short, key + QUICK_SUFFIX
         mode = postprocess.mode_for(cursor, self.settings.multiline, key)
         # Settings and a healed prompt's removed text are part of the answer: `self.re|` and
         # `self.req|` back off to the same ids.
@@ -558,7 +594,7 @@ class Completer:
         else:
             generation = self._generate(key, cursor, prompt.ids, mode,
                                         token or CancelToken(), heal=prompt.heal,
-                                        progress=progress)
+                                        progress=progress, session=session)
             self.stats.add(healed=int(prompt.heal is not None))
             text = healing.suggestion(self.tokenizer, generation.ids, prompt.heal)
             cut = generation.stop_reason == "time" and mode == "block" and \
@@ -570,7 +606,8 @@ class Completer:
             result = Completion(text, request_id, "model", len(prompt.ids),
                                 generation.reused_tokens, generation.prefill_ms,
                                 generation.decode_ms, len(generation.ids), generation.stop_reason)
-            if cut and text:
+            result.quick = short is not None
+            if cut and text and short is None:  # a quick answer's rest is not worth its session
                 result.unfinished = Unfinished(prompt.ids, generation.ids, mode, prompt.heal,
                                                cursor)
             self.stats.add(generated=len(generation.ids),
@@ -749,12 +786,14 @@ class Completer:
     def _generate(self, key: str, cursor: Cursor, prompt: list[int], mode: str,
                   token: CancelToken, already: list[int] | None = None,
                   heal: healing.Heal | None = None, scores: list[float] | None = None,
-                  progress: Progress | None = None) -> Generation:
+                  progress: Progress | None = None, session: str | None = None
+                  ) -> Generation:
         """`already`: tokens generated before (a cut answer going on, a branch's first token):
         they follow the prompt, and the policy and the length limit count them. `heal`: what
         token healing backed off the prompt (`prompt.Prompt.heal`): the first tokens must write
         it again. `scores`: receives each new token's log-probability (in-process engine).
-        `progress`: where the text so far is kept for a later keystroke (inflight.py)."""
+        `progress`: where the text so far is kept for a later keystroke (inflight.py).
+        `session`: the engine session to use, when not the document's own (a quick start's)."""
         assert self.engine is not None and self.tokenizer is not None and self.spec is not None
         stop_ids = self._stop_ids()
         already = already or []
@@ -782,14 +821,15 @@ class Completer:
             local["constraint"] = constraint  # `heals`: only the local engine heals
         if scores is not None:
             local["scores"] = scores
+        key_for_engine = session or key
         if not local:
-            return self.engine.generate(key, [*prompt, *already],
+            return self.engine.generate(key_for_engine, [*prompt, *already],
                                         max_new_tokens=max(1, s.max_new_tokens - len(already)),
                                         stop_ids=stop_ids, should_stop=token,
                                         temperature=s.temperature, top_p=s.top_p,
                                         on_token=on_token)
         assert isinstance(self.engine, LocalEngine)
-        return self.engine.generate(key, [*prompt, *already],
+        return self.engine.generate(key_for_engine, [*prompt, *already],
                                     max_new_tokens=max(1, s.max_new_tokens - len(already)),
                                     stop_ids=stop_ids, should_stop=token,
                                     temperature=s.temperature, top_p=s.top_p,

@@ -258,7 +258,8 @@ class FimServer(LanguageServer):
             uri, self.settings.time_budget_ms)
         progress = Progress()
         future, token = self.scheduler.submit(
-            uri, lambda tok: completer.complete(uri, cursor, tok, request_id, progress=progress),
+            uri, lambda tok: completer.complete(uri, cursor, tok, request_id, progress=progress,
+                                                quick=not invoked),
             budget / 1000)
         flight = InFlight(cursor, request_id, completer.answer_settings, future, token, progress)
         if self.settings.engine == "local":  # a serving engine's time is not ours to spend
@@ -343,7 +344,9 @@ class FimServer(LanguageServer):
         if not result.text:
             return None
         self._note_shown(result)
-        if result.unfinished is not None:
+        if result.quick:  # from a short prompt: now the whole one is read, in idle time
+            self._warm(uri, cursor)
+        elif result.unfinished is not None:
             self.finish(uri, cursor, result)
         else:
             self.prefetch(uri, cursor, result.text)
@@ -436,9 +439,12 @@ class FimServer(LanguageServer):
         Nothing waits for it: its log line says what it prefilled, or that a request came first."""
         if self.state != "ready":
             return False
-        completer = self.completer
-        cursor = self.cursor(uri, position, None)
         self.history.viewed(uri, position.line)  # where the user looks: next edits' context
+        self._warm(uri, self.cursor(uri, position, None))
+        return True
+
+    def _warm(self, uri: str, cursor: Cursor) -> None:
+        completer = self.completer
         future, _token = self.scheduler.submit_background(
             lambda token: completer.warm(uri, cursor, token))
 
@@ -451,7 +457,6 @@ class FimServer(LanguageServer):
                 log.info(f.result().log_line(uri))
 
         future.add_done_callback(done)
-        return True
 
     def _note_shown(self, result: Completion) -> None:
         self._shown[result.request_id] = result.text

@@ -9,9 +9,15 @@ from pathlib import Path
 import pytest
 
 from fimlsp.cache import TypingThrough
-from fimlsp.completer import Completer, finished_lines
+from fimlsp.completer import (
+    MIN_QUICK_WINDOW,
+    QUICK_PREFILL_MS,
+    Completer,
+    finished_lines,
+)
 from fimlsp.config import Settings
 from fimlsp.context import Cursor
+from fimlsp.engine.local import LocalEngine
 from fimlsp.pace import MIN_BUDGET_MS, PACE_FACTOR, TypingPace
 from fimlsp.scheduler import CancelToken
 
@@ -103,3 +109,41 @@ def test_a_cut_block_shows_its_finished_lines_and_the_rest_comes_after(
     moved = Cursor(cursor.prefix + typed, cursor.suffix, cursor.line, 3)
     assert typing.lookup("cut.py", moved, "s") == full.text[len(typed):]
     assert not typing.extend("cut.py", shown.request_id + 1, cursor.prefix, rest)
+
+
+def long_text() -> str:
+    """A few hundred tokens of code before the cursor: more than a quick start reads."""
+    body = "".join(f"def handler_{i}(request, value):\n    return request.get(value, {i})\n\n\n"
+                   for i in range(40))
+    return body + "def write_config(path, text):\n    with open(path, "
+
+
+def test_a_prompt_too_long_to_read_in_time_is_answered_from_a_short_one_first(
+        trained_model: Path) -> None:
+    """Quick starts (Completer._quick_prompt): with reading as slow as a loaded CPU reads a
+    164M model, an automatic request at a cursor whose prompt is not cached gets a short prompt
+    in a session of its own; once the whole prompt is read (the server's warm start), the next
+    automatic request is the ordinary one. A request the user asked for always waits."""
+    settings = Settings(model=str(trained_model), quantization="none", max_new_tokens=16,
+                        time_budget_ms=600000, alternatives=0)
+    completer = Completer(settings)
+    completer.load()
+    engine = completer.engine
+    assert isinstance(engine, LocalEngine)
+    text = long_text()
+    lines = text.split("\n")
+    cursor = completer.cursor_for(text, len(lines) - 1, len(lines[-1]))
+    full = completer.prompt_for(cursor, "q.py")
+    engine.prefill_s_per_token = 0.02  # 20 ms a token: the whole prompt would take seconds
+    assert len(full.ids) * 20 > QUICK_PREFILL_MS
+
+    invoked = completer.complete("asked.py", cursor)  # quick=False: the user waits
+    assert not invoked.quick and invoked.prompt_tokens == len(full.ids)
+
+    quick = completer.complete("q.py", cursor, quick=True)
+    assert quick.quick and quick.prompt_tokens <= MIN_QUICK_WINDOW - settings.max_new_tokens
+    assert engine.unread("q.py", full.ids) == len(full.ids)  # the document's session: untouched
+    completer.warm("q.py", cursor, CancelToken())  # what the server runs after showing it
+    assert engine.unread("q.py", full.ids) <= 1
+    whole = completer.complete("q.py", cursor, quick=True)
+    assert not whole.quick and whole.text == invoked.text

@@ -43,6 +43,8 @@ from fimlsp.models import (
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # tokens per forward during prefill: bounds how long a cancel waits
+PREFILL_CHUNK_S = 0.15  # ... and fewer where reading that many takes longer than this
+MIN_PREFILL_CHUNK = 32
 # Prompt-lookup draft tokens per verifying forward. Whether drafting pays depends on the
 # machine: on a CPU a forward of 7 tokens measured 2.4× one token (int8, 164M: compute-bound),
 # more than the 1.75 tokens per forward the drafts won on the fixture (docs/benchmarks.md); where
@@ -325,6 +327,9 @@ class LocalEngine:
         # every core; one token at a time may run faster on fewer. None: leave torch's as set.
         self.threads: dict[str, int] = {}
         self.picker: ThreadPicker | None = None  # per forward, from how fast they ran lately
+        # Seconds per prompt token of recent prefills (moving average; None before the first):
+        # what a prompt would cost to read, before reading it (`Completer` quick starts).
+        self.prefill_s_per_token: float | None = None
         self.cache_kwarg = cache_kwarg(model)  # asked once: the signature does not change
         self.quantization = "none"  # what `load` resolved `auto` to, for status lines
         self.choices: dict[str, choices.Choice] = {}  # ... each setting's value and why
@@ -356,7 +361,9 @@ class LocalEngine:
         ids = [(7 + 13 * i) % vocab for i in range(context + extra)]
         session = self._session(key)
         try:
+            started = time.perf_counter()
             self._prefill(session, ids[:context], lambda: None)
+            self._note_prefill(context, time.perf_counter() - started)
             yield session, ids
         finally:
             self.drop_session(key)
@@ -549,12 +556,23 @@ class LocalEngine:
         """Feeds `ids` in chunks; stops early (cache stays valid for what was fed) on a signal."""
         logits = None
         self._use_threads("prefill" if len(ids) > 1 else "decode")
-        for begin in range(0, len(ids), self.prefill_chunk):
+        chunk = self._chunk_tokens()
+        for begin in range(0, len(ids), chunk):
             reason = should_stop()
             if reason:
                 return None, reason
-            logits = self._forward(session, ids[begin:begin + self.prefill_chunk])
+            logits = self._forward(session, ids[begin:begin + chunk])
         return logits, None
+
+    def _chunk_tokens(self) -> int:
+        """Tokens per prefill forward: as many as `PREFILL_CHUNK_S` reads at the recent speed,
+        within [`MIN_PREFILL_CHUNK`, `prefill_chunk`] — a request arriving during a background
+        prefill (a warm start) waits for the chunk under way, so on a slow or loaded CPU the
+        chunks get shorter."""
+        if self.prefill_s_per_token is None:
+            return self.prefill_chunk
+        fits = int(PREFILL_CHUNK_S / self.prefill_s_per_token)
+        return max(min(MIN_PREFILL_CHUNK, self.prefill_chunk), min(self.prefill_chunk, fits))
 
     def _resume(self, key: str, prompt: list[int], feed_at_least: int, should_stop: StopCheck
                 ) -> tuple[Session, Generation, torch.Tensor | None, str | None]:
@@ -567,8 +585,23 @@ class LocalEngine:
         result = Generation(prompt_tokens=len(prompt), reused_tokens=reused)
         started = time.perf_counter()
         logits, reason = self._prefill(session, prompt[reused:], should_stop)
-        result.prefill_ms = (time.perf_counter() - started) * 1000
+        elapsed = time.perf_counter() - started
+        result.prefill_ms = elapsed * 1000
+        if reason is None:
+            self._note_prefill(len(prompt) - reused, elapsed)
         return session, result, logits, reason
+
+    def _note_prefill(self, tokens: int, seconds: float) -> None:
+        if tokens >= PREFILL_CHUNK // 4:  # a few tokens time the overheads, not the reading
+            per_token = seconds / tokens
+            old = self.prefill_s_per_token
+            self.prefill_s_per_token = per_token if old is None else 0.5 * old + 0.5 * per_token
+
+    def unread(self, key: str, prompt: list[int]) -> int:
+        """Tokens of `prompt` the document's session does not hold: what a request would
+        prefill."""
+        session = self._sessions.get(key)
+        return len(prompt) - (common_prefix(session.ids, prompt) if session is not None else 0)
 
     @contextlib.contextmanager
     def _session_guard(self, key: str) -> Iterator[None]:
