@@ -13,8 +13,9 @@ with `--repo`, e.g. a TypeScript package unpacked from npm):
 3. The cache: the rest of the cursor's line typed character by character, prompts built as the
    server builds them (sticky edges, the snippets chosen per keystroke): tokens re-evaluated per
    keystroke with the index on and off.
-4. Delay while indexing: the time to build a prompt on the main thread, alone and while the
-   index builds on its thread (the GIL is shared).
+4. Delay while indexing: how late a thread that slept 2 ms wakes up, and the time to build a
+   prompt on the main thread, alone and while the index builds on its thread (the GIL is
+   shared): p50 / p95 / max. `--timing-only` measures only this and the index time.
 
 Needs shared/tokenizers (or --shared). No model weights.
 """
