@@ -4,6 +4,7 @@ with edits, the per-request choice (resolution, dedup, stability) and the reposi
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from fimlsp.context import Cursor, Snippet
 from fimlsp.models import TEMPLATES, load_tokenizer
 from fimlsp.prompt import neighbour_ids
 from fimlsp.repo import files
+from fimlsp.repo import index as index_module
 from fimlsp.repo.choose import RepoContext, imports
 from fimlsp.repo.index import RepoIndex, terms
 from fimlsp.repo.parse import parse, parser_for
@@ -170,6 +172,43 @@ def test_bm25_and_definitions_follow_edits(tmp_path: Path) -> None:
     index.remove_file((tmp_path / "a.py").resolve())
     assert index.definitions("parse_receipt") == [] and index.report()["files"] == 1
     assert index.memory_estimate() > 0
+
+
+def test_the_parsing_process_sends_postings_in_small_slices_that_merge_exactly(
+        tmp_path: Path) -> None:
+    """The worker process inverts each file's postings and pickles them in slices of at most
+    MERGE_SLICE terms, so the index thread never holds the GIL for one long unpickle; merged,
+    they are exactly each chunk's terms, and a file's removal takes all of them out again."""
+    big = "".join(f"def handler_{i}(request_{i}, payload_{i % 7}):\n"
+                  f"    return dispatch_{i}(request_{i}.value_{i % 13})\n\n" for i in range(400))
+    (tmp_path / "big.py").write_text(big)
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.py").write_text(f"def only_in_{name}(x):\n    return dispatch_1(x)\n")
+    _parser, _defs, chunks, lengths, slices = index_module.analyse(str(tmp_path / "big.py"), 0)
+    pieces = [pickle.loads(piece) for piece in slices]
+    assert len(pieces) > 10 and all(len(p) <= index_module.MERGE_SLICE for p in pieces)
+    assert lengths == [sum(terms(c.text).values()) for c in chunks]
+
+    index = RepoIndex()  # four files: parsed in the worker process, as in a first index
+    index.roots[tmp_path] = tmp_path.name
+    try:
+        index.index_files(index.candidates([tmp_path]))
+    finally:
+        index.release_worker(wait=True)
+    assert len(index.files) == 4
+    expected: dict[str, dict[int, int]] = {}
+    for cid, (_path, chunk, length) in index._chunks.items():
+        counts = terms(chunk.text)
+        assert length == sum(counts.values())
+        for term, count in counts.items():
+            expected.setdefault(term, {})[cid] = count
+    assert index._postings == expected
+    assert index._total_length == sum(length for _p, _c, length in index._chunks.values())
+    index.remove_file((tmp_path / "big.py").resolve())
+    assert all(index._postings.values())  # no empty posting left
+    kept = set(index._chunks)
+    assert all(set(p) <= kept for p in index._postings.values())
+    assert "handler_3" not in index._postings and "dispatch_1" in index._postings
 
 
 def test_caps_stop_the_walk_and_say_which(tmp_path: Path) -> None:

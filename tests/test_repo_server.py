@@ -109,6 +109,11 @@ async def test_a_definition_from_an_unopened_file_is_in_the_prompt(server: Clien
     assert "rectangle_area" in chosen[0]["reason"] and chosen[0]["in_prompt"]
     stats = (await server.stats())["repo_index"]
     assert stats["definition_hits"] >= 1 and stats["requests_with_context"] >= 1, stats
+    # fimlsp.stats reports the hit rates, as the counters give them.
+    assert stats["definition_hit_rate"] == \
+        round(stats["definition_hits"] / stats["definition_lookups"], 3), stats
+    assert 0 < stats["definition_hit_rate"] <= 1, stats
+    assert stats["searches"] >= 1 and 0 <= stats["search_hit_rate"] <= 1, stats
 
 
 async def test_ignored_binary_and_secret_files_never_reach_the_prompt(server: Client,

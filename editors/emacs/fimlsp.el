@@ -214,6 +214,24 @@ instead of the whole window.  Any real request stops it.  Default: t."
   "Seconds point must rest before a warm start is asked for.  Default: 0.5."
   :type 'number)
 
+(defcustom fimlsp-editor-definitions t
+  "Non-nil: send the server the definitions eglot's server knows near point.
+Where eglot manages the buffer, the identifiers before point (those of
+point's line, the word being typed left out, and the two lines above;
+six at most) are looked up with `textDocument/definition' on eglot's
+connection, in the background, whenever they change; the definitions
+found in other files are sent to fimlsp (`fimlsp.context'), which puts
+them first among the prompt's snippets: a library's signature, or a
+function of a file that is not open.  They apply from the next request.
+Default: t."
+  :type 'boolean)
+
+(defcustom fimlsp-editor-definitions-timeout 2
+  "Seconds after which a definition lookup is given up.  Default: 2.
+A lookup waits until eglot has sent its server the latest changes, which
+eglot does once Emacs is idle (`eglot-send-changes-idle-time')."
+  :type 'number)
+
 (defcustom fimlsp-request-timeout 15
   "Seconds after which an unanswered request is given up.  Default: 15."
   :type 'number)
@@ -283,7 +301,13 @@ START and END are LSP positions of BEG and END before the change.")
 
 (defvar-local fimlsp-counters nil
   "Plist of counters, for tests and curiosity:
-:sent :answered :stale :cancelled :errors :shown :accepted :partial.")
+:sent :answered :stale :cancelled :errors :shown :accepted :partial,
+and for `fimlsp-editor-definitions' :definition-lookups,
+:definitions-sent and :definition-timeouts.")
+(defvar-local fimlsp--definitions-key nil
+  "The identifiers near point looked up last, joined by spaces.")
+(defvar-local fimlsp--definitions-generation 0
+  "Counter that tells definition lookups apart.")
 
 (defun fimlsp--count (key)
   "Add one to counter KEY of `fimlsp-counters'."
@@ -515,9 +539,9 @@ It starts again with the next buffer in `fimlsp-mode'."
   "Position encoding of the current connection."
   (if fimlsp--connection (fimlsp-connection-encoding fimlsp--connection) "utf-16"))
 
-(defun fimlsp--units (string)
-  "Length of STRING in the position encoding's units."
-  (pcase (fimlsp--encoding)
+(defun fimlsp--units (string &optional encoding)
+  "Length of STRING in ENCODING's units (default: the connection's)."
+  (pcase (or encoding (fimlsp--encoding))
     ("utf-32" (length string))
     ("utf-8" (length (encode-coding-string string 'utf-8 t)))
     (_ (+ (length string) (cl-count-if (lambda (char) (> char #xFFFF)) string)))))
@@ -1041,6 +1065,213 @@ the language server's completions stay first."
         (when candidates
           (list start (point) candidates :exclusive 'no))))))
 
+;;;; The editor's definitions (eglot)
+
+;; fimlsp.el needs nothing of eglot, and loads none of it: where eglot
+;; manages a buffer, its public `eglot-current-server' gives the connection
+;; to ask, and jsonrpc's `jsonrpc-connection-ready-p' says when eglot has
+;; sent that server the buffer's latest changes.
+(declare-function eglot-current-server "eglot" ())
+(declare-function eglot-server-capable "eglot" (&rest feats))
+
+(defconst fimlsp--definition-names 6
+  "Identifiers looked up per lookup, nearest point first.")
+(defconst fimlsp--definition-lines 14
+  "Lines of each definition sent, as the server's own index shows them.")
+(defconst fimlsp--definition-chars 4000
+  "Characters of each definition sent, at most (the server keeps no more).")
+(defconst fimlsp--definition-file-bytes (* 4 1024 1024)
+  "Larger files are not read for a definition.")
+
+(defun fimlsp--names-near ()
+  "Identifiers before point, nearest first: a list of (NAME . POSITION).
+Those of point's line (the word being typed left out) and the two lines
+above, at least three characters long, each once."
+  (save-excursion
+    (save-restriction
+      (widen)
+      (let ((end (point)) (case-fold-search nil) names)
+        (cl-loop
+         for line below 3
+         do (let* ((bol (line-beginning-position))
+                   (text (buffer-substring-no-properties
+                          bol (if (zerop line) end (line-end-position))))
+                   (start 0) found)
+              (when (zerop line)
+                (setq text (replace-regexp-in-string "[A-Za-z0-9_$]+\\'" "" text)))
+              (while (string-match "[A-Za-z_$][A-Za-z0-9_$]*" text start)
+                (push (cons (match-string 0 text) (+ bol (match-beginning 0))) found)
+                (setq start (match-end 0)))
+              (dolist (name found)   ; nearest first already
+                (when (and (>= (length (car name)) 3)
+                           (not (assoc (car name) names))
+                           (< (length names) fimlsp--definition-names))
+                  (push name names))))
+         until (/= 0 (forward-line -1)))
+        (nreverse names)))))
+
+(defun fimlsp--file-uri (file)
+  "The file: URI of FILE, its true name, as eglot names it to its server."
+  (let ((path (file-truename file))
+        (allowed (copy-sequence url-path-allowed-chars)))
+    (aset allowed ?: nil)
+    (concat "file://" (if (string-prefix-p "/" path) "" "/")
+            (url-hexify-string path allowed))))
+
+(defun fimlsp--uri-file (uri)
+  "The local file of file: URI, or nil."
+  (when (and (stringp uri) (string-prefix-p "file://" uri))
+    (let ((path (decode-coding-string
+                 (url-unhex-string (replace-regexp-in-string "\\`file://[^/]*" "" uri))
+                 'utf-8)))
+      (if (string-match "\\`/[A-Za-z]:" path) (substring path 1) path))))
+
+(defun fimlsp--definition-text (uri line)
+  "Up to `fimlsp--definition-lines' lines of URI from 0-based LINE, or nil.
+From the buffer visiting it if there is one (unsaved changes included),
+else from the file, read as the user: a file they cannot read gives nil."
+  (let* ((file (fimlsp--uri-file uri))
+         (visiting (and file (find-buffer-visiting file)))
+         (text
+          (cond
+           ((not (natnump line)) nil)
+           (visiting
+            (with-current-buffer visiting
+              (save-excursion
+                (save-restriction
+                  (widen)
+                  (goto-char (point-min))
+                  (when (zerop (forward-line line))
+                    (let ((start (point)))
+                      (forward-line fimlsp--definition-lines)
+                      (buffer-substring-no-properties start (point))))))))
+           ((and file (file-regular-p file) (file-readable-p file)
+                 (< (or (file-attribute-size (file-attributes file)) 0)
+                    fimlsp--definition-file-bytes))
+            (with-temp-buffer
+              (condition-case nil
+                  (progn
+                    (insert-file-contents file)
+                    (goto-char (point-min))
+                    (when (zerop (forward-line line))
+                      (let ((start (point)))
+                        (forward-line fimlsp--definition-lines)
+                        (buffer-substring-no-properties start (point)))))
+                (file-error nil)))))))
+    (when (and text (string-match-p "[^ \t\n]" text))
+      (substring text 0 (min (length text) fimlsp--definition-chars)))))
+
+(defun fimlsp--definition-location (result)
+  "The first location of a `textDocument/definition' RESULT: (URI . LINE)."
+  (let* ((first (cond ((vectorp result) (and (> (length result) 0) (aref result 0)))
+                      ((listp result) result)))
+         (uri (or (plist-get first :targetUri) (plist-get first :uri)))
+         (range (or (plist-get first :targetRange) (plist-get first :range)))
+         (line (plist-get (plist-get range :start) :line)))
+    (and (stringp uri) (natnump line) (cons uri line))))
+
+(defun fimlsp--update-definitions ()
+  "Look up the definitions near point if its identifiers changed.
+Only where eglot manages the buffer; see `fimlsp-editor-definitions'."
+  (when (and fimlsp-editor-definitions buffer-file-name
+             (fboundp 'eglot-current-server))
+    (let ((server (eglot-current-server))
+          (connection (fimlsp--ready-connection)))
+      (when (and server connection (jsonrpc-running-p server))
+        (let ((key (mapconcat #'car (fimlsp--names-near) " ")))
+          (unless (equal key fimlsp--definitions-key)
+            (setq fimlsp--definitions-key key)
+            (fimlsp--count :definition-lookups)
+            ;; Looked at first from a timer: eglot may learn of the change
+            ;; itself only from one (Emacs 30's track-changes signals so).
+            (run-with-timer 0.1 nil #'fimlsp--definitions-when-ready
+                            (current-buffer) (cl-incf fimlsp--definitions-generation)
+                            server connection
+                            (+ (float-time) fimlsp-editor-definitions-timeout))))))))
+
+(defun fimlsp--definitions-when-ready (buffer gen server connection deadline)
+  "Ask SERVER about the names near point in BUFFER once it is ready.
+eglot's server is ready once eglot has sent it the buffer's latest
+changes (`jsonrpc-connection-ready-p'), which it does when Emacs is idle:
+until then this looks again every tenth of a second, up to DEADLINE.  The
+positions are taken then, from the buffer as the server has it.  GEN: the
+lookup; a newer one makes this one stop.  CONNECTION: fimlsp's."
+  (when (and (buffer-live-p buffer)
+             (eql gen (buffer-local-value 'fimlsp--definitions-generation buffer)))
+    (with-current-buffer buffer
+      (cond
+       ((not (jsonrpc-running-p server)))
+       ((jsonrpc-connection-ready-p server :textDocument/definition)
+        (fimlsp--look-up-definitions server connection gen (fimlsp--names-near)
+                                     (- deadline (float-time))))
+       ((> (float-time) deadline)
+        (fimlsp--count :definition-timeouts)
+        (setq fimlsp--definitions-key nil))   ; the next command looks up again
+       (t (run-with-timer 0.1 nil #'fimlsp--definitions-when-ready
+                          buffer gen server connection deadline))))))
+
+(defun fimlsp--look-up-definitions (server connection gen names timeout)
+  "Ask eglot's SERVER where NAMES are defined; send the answers to CONNECTION.
+NAMES: a list of (NAME . POSITION) in the current buffer.  GEN: the
+lookup.  Asynchronous: what has not answered after TIMEOUT seconds (at
+least one) is left out."
+  (let* ((buffer (current-buffer))
+         (encoding (or (and (fboundp 'eglot-server-capable)
+                            (ignore-errors (eglot-server-capable :positionEncoding)))
+                       "utf-16"))
+         (uri (fimlsp--file-uri buffer-file-name))
+         (own-file (file-truename buffer-file-name))
+         (found (make-vector (length names) nil))
+         (waiting (length names))
+         (finish
+          (lambda ()
+            (when (buffer-live-p buffer)
+              (with-current-buffer buffer
+                (when (eql gen fimlsp--definitions-generation)
+                  (fimlsp--count :definitions-sent)
+                  (fimlsp--execute connection "fimlsp.context"
+                                   (vector fimlsp--uri
+                                           (vconcat (delq nil (append found nil))))))))))
+         (done
+          (lambda (index result timed-out)
+            (when (and (buffer-live-p buffer)
+                       (eql gen (buffer-local-value 'fimlsp--definitions-generation buffer)))
+              (when timed-out
+                (with-current-buffer buffer (fimlsp--count :definition-timeouts)))
+              (let* ((location (fimlsp--definition-location result))
+                     (file (and location (fimlsp--uri-file (car location)))))
+                (when (and file (not (equal (ignore-errors (file-truename file)) own-file)))
+                  (let ((text (fimlsp--definition-text (car location) (cdr location))))
+                    (when text
+                      (aset found index
+                            (list :uri (car location) :line (cdr location)
+                                  :name (car (nth index names)) :text text))))))
+              (when (zerop (cl-decf waiting))
+                (funcall finish))))))
+    (if (null names)
+        (funcall finish)
+      (cl-loop
+       for (_name . position) in names
+       for index from 0
+       do (let ((index index))
+            (jsonrpc-async-request
+             server :textDocument/definition
+             (list :textDocument (list :uri uri)
+                   :position
+                   (save-excursion
+                     (save-restriction
+                       (widen)
+                       (goto-char position)
+                       (list :line (1- (line-number-at-pos nil t))
+                             :character (fimlsp--units
+                                         (buffer-substring-no-properties
+                                          (line-beginning-position) position)
+                                         encoding)))))
+             :success-fn (lambda (result) (funcall done index result nil))
+             :error-fn (lambda (_error) (funcall done index nil nil))
+             :timeout-fn (lambda () (funcall done index nil t))
+             :timeout (max 1 timeout)))))))
+
 ;;;; Automatic requests
 
 (defun fimlsp--schedule-warm ()
@@ -1108,6 +1339,9 @@ the language server's completions stay first."
         (fimlsp--schedule))
       (when (and moved (not changed))
         (fimlsp--schedule-warm))
+      (when (or changed moved)
+        (with-demoted-errors "fimlsp: looking up definitions: %S"
+          (fimlsp--update-definitions)))
       (setq fimlsp--last-tick tick
             fimlsp--last-point (point)))))
 

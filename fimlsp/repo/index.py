@@ -22,12 +22,12 @@ import heapq
 import math
 import multiprocessing
 import os
+import pickle
 import re
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -39,11 +39,11 @@ from fimlsp.repo.parse import Chunk, Definition, parse
 
 K1, B = 1.2, 0.75
 COMMON_SHARE = 0.05  # a term in more than this share of the chunks says little: not scored
-MERGE_SLICE = 16  # chunks merged per hold of the lock (and of the GIL)
-MERGE_WORK_S = 0.002  # merging this long, the index thread pauses MERGE_PAUSE_S: it holds
-MERGE_PAUSE_S = 0.002  # the GIL about half the time, and small files cost no sleep each
+MERGE_SLICE = 64  # terms merged per hold of the lock (and of the GIL)
+MERGE_WORK_S = 0.001  # merging this long, the index thread pauses MERGE_PAUSE_S: it holds
+MERGE_PAUSE_S = 0.001  # the GIL about half the time, and small files cost no sleep each
 MAX_POSTINGS = 2500  # postings scored per query, rarest terms first: bounds a query's time
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_IDENT3 = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")  # the identifiers worth a term
 _PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _STOP = frozenset("""  # keywords and words every file has: no signal
 and as assert async await break class continue def del elif else except false finally for from
@@ -69,28 +69,55 @@ def _split(identifier: str) -> tuple[str, ...]:
 
 
 def terms(text: str) -> Counter[str]:
-    """Index terms of a text: identifiers of 3+ characters and their parts."""
-    counts: Counter[str] = Counter()
-    for identifier in _IDENT.findall(text):
-        if len(identifier) >= 3:
-            counts.update(_split(identifier))
-    return counts
+    """Index terms of a text: identifiers of 3+ characters and their parts. Each distinct
+    identifier is split once (counted in C first): a chunk repeats its names many times, and
+    this is most of the time a file's indexing takes after the parse."""
+    counts: dict[str, int] = {}
+    get = counts.get
+    for identifier, count in Counter(_IDENT3.findall(text)).items():
+        for term in _split(identifier):
+            counts[term] = get(term, 0) + count
+    return Counter(counts)
 
 
-# What the worker sends back for one file: parser, definitions, chunks with their terms.
-Analysis = tuple[str, list[Definition], list[tuple[Chunk, dict[str, int]]]]
+CHUNK_ID_SPAN = 1 << 16  # chunk ids reserved per indexed file version (more than a file has)
+
+# What the worker sends back for one file: parser, definitions, chunks, each chunk's length in
+# terms, and the file's postings already inverted (term → {chunk id: count}, ids from `base`),
+# pickled in slices of MERGE_SLICE terms: the result arrives on the executor's own thread, whose
+# unpickling holds the GIL in one C call; the slices are unpickled one at a time as they are
+# merged, so no single step holds it long (a 300 kB file's postings: 2.5 ms in one piece).
+Analysis = tuple[str, list[Definition], list[Chunk], list[int], list[bytes]]
 
 
-def analyse(path: str) -> Analysis | None:
+def analyse(path: str, base: int = 0) -> Analysis | None:
     """Reads and parses one file: the CPU-heavy part of indexing, run in the worker process
     so that it never holds the server's GIL (the event loop and the model's thread need it).
-    None when the file is not indexable source (binary, too large, generated)."""
+    The postings come inverted, with the chunk ids the index gave (`base` on): merging them is
+    then one dict operation per term of the file, not one per term of each chunk, and what the
+    index thread does under the GIL is what costs least. None when the file is not indexable
+    source (binary, too large, generated)."""
     file = Path(path)
     text = repo_files.read_source(file)
     if text is None:
         return None
     parsed = parse(text, repo_files.extension(file.name))
-    return parsed.parser, parsed.definitions, [(c, dict(terms(c.text))) for c in parsed.chunks]
+    chunks = parsed.chunks[:CHUNK_ID_SPAN]
+    lengths = []
+    inverted: dict[str, dict[int, int]] = {}
+    for number, chunk in enumerate(chunks):
+        counts = terms(chunk.text)
+        lengths.append(sum(counts.values()))
+        for term, count in counts.items():
+            posting = inverted.get(term)
+            if posting is None:
+                inverted[term] = {base + number: count}
+            else:
+                posting[base + number] = count
+    items = list(inverted.items())
+    slices = [pickle.dumps(items[start:start + MERGE_SLICE], pickle.HIGHEST_PROTOCOL)
+              for start in range(0, len(items), MERGE_SLICE)]
+    return parsed.parser, parsed.definitions, chunks, lengths, slices
 
 
 def _lower_priority() -> None:
@@ -108,7 +135,8 @@ class FileEntry:
     size: int
     parser: str
     definitions: list[Definition]
-    chunk_ids: list[int]
+    chunk_ids: range
+    terms: tuple[str, ...]  # the terms its chunks hold: what to take out of the postings
     version: int  # changes each time the file is indexed again
 
 
@@ -158,7 +186,6 @@ class RepoIndex:
         self._definitions: dict[str, list[tuple[Path, Definition]]] = {}
         self._chunks: dict[int, tuple[Path, Chunk, int]] = {}  # id → file, chunk, length
         self._postings: dict[str, dict[int, int]] = {}
-        self._terms_of: dict[int, tuple[str, ...]] = {}
         self._total_length = 0
         self._next_chunk = 0
         self._versions = 0
@@ -209,19 +236,28 @@ class RepoIndex:
             return
         pool = self._worker() if len(todo) > 2 else None
         paths = [str(c.path) for _r, c in todo]
-        results: Iterable[Analysis | None]
+        bases = [self._reserve() for _ in todo]
+        results: Iterator[Analysis | None] | None = None
         if pool is not None:
             try:
-                results = list(pool.map(analyse, paths))  # one file per message: short unpickles
-            except Exception:  # the worker died (killed, out of memory): here, then
+                # All sent at once, one file per message (short unpickles); taken as they come,
+                # so the worker parses the next files while this thread merges.
+                results = pool.map(analyse, paths, bases)
+            except Exception:  # the worker cannot take work: here, then
                 self._pool_failed = True
-                results = map(analyse, paths)
-        else:
-            results = map(analyse, paths)
-        for (root, candidate), result in zip(todo, results, strict=True):
+        for number, (root, candidate) in enumerate(todo):
             if self._cancel.is_set():
                 return
-            self._merge(root, candidate.path, candidate.size, candidate.mtime_ns, result)
+            result = None
+            if results is not None:
+                try:
+                    result = next(results)
+                except Exception:  # the worker died (killed, out of memory): here, then
+                    self._pool_failed, results = True, None
+            if results is None:
+                result = analyse(paths[number], bases[number])
+            self._merge(root, candidate.path, candidate.size, candidate.mtime_ns, result,
+                        bases[number])
 
     def index_file(self, root: Path, path: Path, size: int = -1, mtime_ns: int = -1) -> bool:
         """Reads, parses and merges one file (replacing what was held for it); False when it
@@ -236,36 +272,47 @@ class RepoIndex:
         held = self.files.get(path)
         if held is not None and held.mtime_ns == mtime_ns and held.size == size:
             return True
-        return self._merge(root, path, size, mtime_ns, analyse(str(path)))
+        base = self._reserve()
+        return self._merge(root, path, size, mtime_ns, analyse(str(path), base), base)
+
+    def _reserve(self) -> int:
+        """The first chunk id of a file about to be analysed (ids are never reused)."""
+        base = self._next_chunk
+        self._next_chunk += CHUNK_ID_SPAN
+        return base
 
     def _merge(self, root: Path, path: Path, size: int, mtime_ns: int,
-               result: Analysis | None) -> bool:
+               result: Analysis | None, base: int) -> bool:
         if result is None:
             self.progress.skipped["unreadable"] += 1
             self.remove_file(path)
             return False
-        parser, definitions, chunk_terms = result
+        parser, definitions, chunks, lengths, slices = result
         rel = path.relative_to(root).as_posix()
+        ids = range(base, base + len(chunks))
         with self._lock:
             self._drop(path)
             self._versions += 1
-        ids = []
-        # In slices, giving up the lock and the GIL between them: a large file is thousands of
-        # postings, and the event loop or the model's thread may be waiting. Until the entry is
-        # in `files` (below), searches skip its chunks and it has no definitions.
-        for start in range(0, len(chunk_terms), MERGE_SLICE):
+            for cid, chunk, length in zip(ids, chunks, lengths, strict=True):
+                self._chunks[cid] = (path, chunk, length)
+            self._total_length += sum(lengths)
+        # The postings in slices of terms, giving up the lock and the GIL between them: the
+        # event loop or the model's thread may be waiting. A term new to the index takes the
+        # worker's dict as it came (its key the string unpickled once per file); one already
+        # held is one C-level update. Until the entry is in `files` (below), searches skip
+        # its chunks and it has no definitions.
+        postings = self._postings
+        file_terms: list[str] = []
+        for piece in slices:
+            items = pickle.loads(piece)
             with self._lock:
-                for chunk, counts in chunk_terms[start:start + MERGE_SLICE]:
-                    cid = self._next_chunk
-                    self._next_chunk += 1
-                    length = sum(counts.values())
-                    self._chunks[cid] = (path, chunk, length)
-                    # Terms arrive as new strings from the worker: interned, held once.
-                    self._terms_of[cid] = tuple(sys.intern(t) for t in counts)
-                    self._total_length += length
-                    for term, count in counts.items():
-                        self._postings.setdefault(sys.intern(term), {})[cid] = count
-                    ids.append(cid)
+                for term, posting in items:
+                    held = postings.get(term)
+                    if held is None:
+                        postings[term] = posting
+                    else:
+                        held.update(posting)
+                    file_terms.append(term)
             if time.perf_counter() - self._since_pause > MERGE_WORK_S:
                 time.sleep(MERGE_PAUSE_S)
                 self._since_pause = time.perf_counter()
@@ -273,7 +320,7 @@ class RepoIndex:
             for definition in definitions:
                 self._definitions.setdefault(definition.name, []).append((path, definition))
             self.files[path] = FileEntry(path, root, rel, mtime_ns, size, parser,
-                                         definitions, ids, self._versions)
+                                         definitions, ids, tuple(file_terms), self._versions)
             self._bytes += size
             self.generation += 1
         return True
@@ -288,15 +335,22 @@ class RepoIndex:
         if entry is None:
             return False
         self._bytes -= entry.size
-        for cid in entry.chunk_ids:
+        ids = entry.chunk_ids
+        for cid in ids:
             _path, _chunk, length = self._chunks.pop(cid)
             self._total_length -= length
-            for term in self._terms_of.pop(cid, ()):
-                posting = self._postings.get(term)
-                if posting is not None:
-                    posting.pop(cid, None)
-                    if not posting:
-                        del self._postings[term]
+        for term in entry.terms:
+            posting = self._postings.get(term)
+            if posting is None:
+                continue
+            if len(posting) <= len(ids):
+                gone = [cid for cid in posting if cid in ids]  # a range: O(1) membership
+            else:
+                gone = [cid for cid in ids if cid in posting]
+            for cid in gone:
+                del posting[cid]
+            if not posting:
+                del self._postings[term]
         for definition in entry.definitions:
             held = self._definitions.get(definition.name)
             if held is not None:
@@ -387,8 +441,7 @@ class RepoIndex:
                 path, chunk, _length = self._chunks[cid]
                 if path in exclude or path not in self.files:  # excluded, or still merging
                     continue
-                mine = set(self._terms_of.get(cid, ()))
-                matched = tuple(t for _df, t, _p in postings if t in mine)
+                matched = tuple(t for _df, t, p in postings if cid in p)
                 hits.append(Hit(self.files[path], chunk, score, matched))
                 if len(hits) == k:
                     break

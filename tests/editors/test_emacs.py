@@ -173,7 +173,12 @@ def test_ghost_text_accept_dismiss_and_capf(emacs: tuple[str, str, list[str]],
                      "with electric pairs the ghost text leaves out the closer after point",
                      "c-electric-paren typing what the suggestion predicts keeps the rest",
                      "fimlsp-completion-at-point gives way to input (:cancel-on-input)",
-                     "mode line: loading", "renamed: the server runs the warm start there"):
+                     "mode line: loading", "renamed: the server runs the warm start there",
+                     "new names before point start a definition lookup",
+                     "the definitions found are sent (fimlsp.context)",
+                     "pylsp's definition in another file is in the prompt (fimlsp.prompt)",
+                     "the prompt lists it as the editor's definition",
+                     "typing a word after the names looks nothing up again"):
         assert required in names, f"{name}: check {required!r} did not run"
     sys.stderr.write(f"{name} {report['info'].get('emacs')}: {len(names)} checks passed, "
                      f"timings {report['timings']}\n")
@@ -226,12 +231,16 @@ def test_dir_locals_cannot_set_fimlsp_variables(emacs: tuple[str, str, list[str]
 
 
 def test_fimlsp_el_uses_no_private_eglot_or_jsonrpc_functions() -> None:
-    """fimlsp.el talks to its server on its own jsonrpc connection: nothing of eglot, and only
-    jsonrpc's public API (private `--` names change between releases)."""
+    """fimlsp.el talks to its server on its own jsonrpc connection, and only jsonrpc's public
+    API (private `--` names change between releases). Of eglot it loads nothing and calls two
+    public functions, where eglot is loaded: the connection to ask for the editor's
+    definitions, and its position encoding."""
     source = (EMACS_DIR / "fimlsp.el").read_text(encoding="utf-8")
     code = "\n".join(line.split(";", 1)[0] for line in source.splitlines())
     assert not re.findall(r"\b(?:eglot|jsonrpc)--[\w-]+", code)
-    assert "(require 'eglot)" not in code and "eglot-" not in code
+    assert "(require 'eglot)" not in code
+    called = set(re.findall(r"(?:\(|')(eglot-[\w-]+)", code))  # calls and quoted symbols
+    assert called == {"eglot-current-server", "eglot-server-capable"}, called
 
 
 def test_fimlsp_el_passes_checkdoc_and_package_lint(tmp_path: Path) -> None:

@@ -670,3 +670,56 @@ def test_cycle_alternatives_and_accept_one(kind: str, tmp_path: Path,
         second["text"] + "\n".join(r["before"])[len("def add(a, b):"):], r
     assert r["stats"]["accepted_chars"] == len(second["text"]), r["stats"]
     assert r["stats"]["alternatives_shown"] >= second["count"] - 1, r["stats"]
+
+
+DEFINITIONS = PLUGIN / "tests" / "definitions.lua"
+STANDIN_SERVER = Path(__file__).resolve().parent / "definition_server.py"
+# Multi-byte text before the names (23 bytes more than UTF-16 units): a position sent in bytes
+# would point past `rectangle_area` and the stand-in would find no name there.
+USES = ("from shapes import rectangle_area\nimport slowmod\n\n"
+        'label = "ééééé→→→→😀😀😀😀😀"; total = slowmod.never_answers(1) + rectangle_area(\n')
+SHAPES_LIB = ('"""Shapes."""\n\n\ndef rectangle_area(width_cm, height_cm):\n'
+              '    """The area of a width_cm by height_cm rectangle."""\n'
+              "    return width_cm * height_cm\n")
+
+
+@pytest.mark.parametrize("kind", [*NEOVIMS, "0.12"])
+def test_editor_definitions(kind: str, tmp_path: Path, server_command: list[str]) -> None:
+    """With a second language server attached, the plugin asks it (textDocument/definition) for
+    the identifiers before the cursor and sends the answers to fimlsp (fimlsp.context): the
+    served prompt (fimlsp.prompt) holds the definition, from a file outside the workspace that
+    is not open. A name the server never answers times out without holding back the others; a
+    definition in the buffer itself is not sent; typing a word asks nothing again."""
+    import sys
+
+    nvim = neovim012() if kind == "0.12" else neovim(kind)  # 0.12: Neovim's own inline UI
+    work, lib = tmp_path / "work", tmp_path / "lib"
+    work.mkdir()
+    lib.mkdir()
+    (lib / "shapes.py").write_text(SHAPES_LIB, encoding="utf-8")
+    source = work / "main.py"
+    source.write_text(USES, encoding="utf-8")
+    table = tmp_path / "definitions.json"
+    table.write_text(json.dumps({
+        "rectangle_area": {"uri": (lib / "shapes.py").as_uri(), "line": 3},
+        "never_answers": "never",
+        "total": {"uri": source.as_uri(), "line": 3}}))
+    log = tmp_path / "standin.jsonl"
+    r = run_script(nvim, DEFINITIONS, {
+        "cmd": server_command, "server": {**SERVER_OPTIONS, "repoContext": False},
+        "standin": [sys.executable, str(STANDIN_SERVER), str(table), str(log)],
+        "file": str(source)}, tmp_path)
+    assert not r.get("error"), r["error"]
+    assert r["state"] == "ready" and not r["timeouts"], r
+    asked = [json.loads(line)["name"] for line in log.read_text().splitlines()]
+    assert {"rectangle_area", "never_answers", "slowmod", "total", "label"} <= set(asked), asked
+    assert r["counters"]["timed_out"] >= 1 and r["sent"] >= 1, r["counters"]
+    assert r["prompt_error"] is None, r["prompt_error"]
+    assert "def rectangle_area(width_cm, height_cm):" in r["prompt"], r["prompt"]
+    editor = [s for s in r["snippets"] if "editor's language server" in s["reason"]]
+    assert [s["reason"] for s in editor] == \
+        ["definition of rectangle_area from the editor's language server"], r["snippets"]
+    assert editor[0]["in_prompt"] is True and editor[0]["line"] == 4, editor
+    assert r["lookups_after_typing"] == r["counters"]["lookups"] == 1, r
+    assert r["line"].endswith("rectangle_area(width"), r["line"]
+    assert r["status_definitions"]["sent"] == r["sent"]

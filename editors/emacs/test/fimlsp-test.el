@@ -624,6 +624,74 @@ Emacs 28 logs messages as plists, Emacs 30 as JSON."
     (fimlsp-test--check "fimlsp-completion-at-point gives way to input (:cancel-on-input)"
                         (plist-get seen :cancel-on-input) seen))
 
+  ;; 13b. eglot's definitions (`fimlsp-editor-definitions'): in another
+  ;; file of the project, pylsp is asked where the names before point are
+  ;; defined; what it finds in a third file, not open, reaches the server's
+  ;; prompt as the editor's definitions.
+  (let ((dir default-directory))
+    (with-temp-file (expand-file-name "geometry.py" dir)
+      (insert "\"\"\"Shapes.\"\"\"\n\n\ndef rectangle_area(width_cm, height_cm):\n"
+              "    \"\"\"The area of a width_cm by height_cm rectangle.\"\"\"\n"
+              "    return width_cm * height_cm\n"))
+    (with-temp-file (expand-file-name "uses.py" dir)
+      (insert "from geometry import rectangle_area\n"))
+    (with-current-buffer (find-file-noselect (expand-file-name "uses.py" dir))
+      (unless fimlsp-mode (fimlsp-mode 1))
+      (fimlsp-test--check "eglot manages the second file too"
+                          (fimlsp-test--wait "eglot manages uses.py"
+                                             (lambda () (eq (eglot-current-server) eglot-server))
+                                             20))
+      (goto-char (point-max))
+      (let ((lookups (fimlsp-test--counter :definition-lookups))
+            (sent (fimlsp-test--counter :definitions-sent)))
+        ;; Multi-byte text before the name: its position goes in eglot's units.
+        (fimlsp-test--command 'self-insert-command
+                              (lambda ()
+                                (insert "label = \"\u00e9\u00e9\u2192\u2192\U0001F600\U0001F600\"; "
+                                        "total = rectangle_area(")))
+        (when (timerp fimlsp--timer) (cancel-timer fimlsp--timer))
+        (fimlsp-test--check "new names before point start a definition lookup"
+                            (= (fimlsp-test--counter :definition-lookups) (1+ lookups))
+                            fimlsp-counters)
+        ;; Timers run (Emacs 30's eglot learns of the change from one), then
+        ;; what eglot's idle timer runs (batch Emacs never goes idle): pylsp
+        ;; gets the edit, and the lookup waiting for that asks it.
+        (accept-process-output nil 0.05)
+        (eglot--signal-textDocument/didChange)
+        (fimlsp-test--check "the definitions found are sent (fimlsp.context)"
+                            (fimlsp-test--wait "definitions sent"
+                                               (lambda ()
+                                                 (> (fimlsp-test--counter :definitions-sent)
+                                                    sent))
+                                               30)
+                            fimlsp-counters)
+        (let* ((prompt (jsonrpc-request server :workspace/executeCommand
+                                        (list :command "fimlsp.prompt"
+                                              :arguments (vector fimlsp--uri
+                                                                 (fimlsp--position)))))
+               (reasons (delq nil (mapcar (lambda (s)
+                                            (let ((reason (plist-get s :reason)))
+                                              (and (string-match-p "editor's language server"
+                                                                   reason)
+                                                   reason)))
+                                          (plist-get prompt :snippets)))))
+          (fimlsp-test--check
+           "pylsp's definition in another file is in the prompt (fimlsp.prompt)"
+           (string-search "def rectangle_area(width_cm, height_cm):" (plist-get prompt :text))
+           (plist-get prompt :text))
+          (fimlsp-test--check
+           "the prompt lists it as the editor's definition"
+           (member "definition of rectangle_area from the editor's language server" reasons)
+           (plist-get prompt :snippets)))
+        (let ((lookups (fimlsp-test--counter :definition-lookups)))
+          (fimlsp-test--command 'self-insert-command (lambda () (insert "wid")))
+          (when (timerp fimlsp--timer) (cancel-timer fimlsp--timer))
+          (fimlsp-test--check "typing a word after the names looks nothing up again"
+                              (= lookups (fimlsp-test--counter :definition-lookups))
+                              fimlsp-counters)))
+      (set-buffer-modified-p nil)
+      (kill-buffer)))
+
   ;; 14. After `set-visited-file-name' the buffer is open on the server
   ;; under its new URI, and warm starts go there.
   (let ((old-uri fimlsp--uri)

@@ -94,6 +94,38 @@ function M.byte_col(line, character, encoding)
   return ok and col or #line
 end
 
+--- LSP position `character` (in `encoding` units) of byte column `col` within `line`.
+function M.char_col(line, col, encoding)
+  col = math.min(col, #line)
+  if col <= 0 or encoding == 'utf-8' then
+    return math.max(col, 0)
+  end
+  local ok, units
+  if has('0.11') then
+    ok, units = pcall(vim.str_utfindex, line, encoding, col, false)
+  else
+    local utf32, utf16
+    ok, utf32, utf16 = pcall(vim.str_utfindex, line, col)
+    units = encoding == 'utf-32' and utf32 or utf16
+  end
+  return ok and units or col
+end
+
+--- The LSP clients attached to `bufnr` (a list).
+function M.buf_clients(bufnr)
+  if vim.lsp.get_clients then -- 0.10+
+    return vim.lsp.get_clients({ bufnr = bufnr })
+  end
+  if has('0.8') then
+    return vim.lsp.get_active_clients({ bufnr = bufnr })
+  end
+  local found = {}
+  for _, client in pairs(vim.lsp.buf_get_clients(bufnr)) do
+    table.insert(found, client)
+  end
+  return found
+end
+
 --- Runs the User autocommand `pattern` if anyone listens.
 function M.user_event(pattern, data)
   if vim.api.nvim_exec_autocmds then -- 0.7+; `data` only from 0.8

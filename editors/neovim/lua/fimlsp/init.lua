@@ -11,6 +11,7 @@ local compat = require('fimlsp.compat')
 local ghost = require('fimlsp.ghost')
 local builtin = require('fimlsp.builtin')
 local nextedit = require('fimlsp.nextedit')
+local definitions = require('fimlsp.definitions')
 
 local api = vim.api
 local M = {}
@@ -67,6 +68,11 @@ M.defaults = {
   -- the model is idle (fimlsp.warm), so the first keystroke there costs one token, not the
   -- whole window. Any real request stops it.
   warm = true,
+  -- Send the server the definitions the buffer's other language servers know for the identifiers
+  -- near the cursor (textDocument/definition, asked in the background while typing in insert
+  -- mode; fimlsp.context), so a suggestion can use a signature from a library or an unopened
+  -- file. Looked up again only when those identifiers change; at most `timeout_ms` each time.
+  editor_definitions = { enabled = true, timeout_ms = 1000 },
   -- Insert-mode keys, buffer-local where fimlsp is attached; false or '' leaves one unmapped.
   -- When no suggestion is showing, a key does what it does without the plugin.
   keymaps = {
@@ -315,6 +321,20 @@ local function on_attach(client, buf)
     callback = function()
       M.warm(buf)
     end })
+  -- The other language servers' definitions, for both UIs: on entering insert mode and as the
+  -- identifiers before the cursor change (cheap when they do not: three lines scanned).
+  local defs = api.nvim_create_augroup('fimlsp_definitions_' .. buf, { clear = true })
+  api.nvim_create_autocmd({ 'InsertEnter', 'TextChangedI', 'CursorMovedI' }, { group = defs,
+    buffer = buf, callback = function()
+      local d = M.config.editor_definitions
+      if M.config.enabled and type(d) == 'table' and d.enabled then
+        definitions.timeout_ms = d.timeout_ms or definitions.timeout_ms
+        definitions.update(buf)
+      end
+    end })
+  api.nvim_create_autocmd('BufUnload', { group = defs, buffer = buf, callback = function()
+    definitions.detach(buf)
+  end })
   if use_builtin then
     builtin.enable(buf, client.id, M.config.enabled)
   else
@@ -491,6 +511,7 @@ function M.setup(user)
   end
   ghost.configure({ config = c, client_for = M.client, execute = execute })
   nextedit.configure({ client_for = M.client, execute = execute })
+  definitions.configure({ client_for = M.client, execute = execute })
   group = api.nvim_create_augroup('fimlsp', { clear = true })
   M.define_highlight()
   api.nvim_create_autocmd('ColorScheme', { group = group, callback = M.define_highlight })
@@ -684,6 +705,7 @@ function M.status()
     ui = use_builtin and 'vim.lsp.inline_completion' or
       (compat.inline_virt_text and 'ghost text (inline)' or 'ghost text (end of line)'),
     counters = vim.deepcopy(ghost.counters),
+    definitions = vim.deepcopy(definitions.counters),
   }
 end
 
