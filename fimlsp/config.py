@@ -22,7 +22,7 @@ LOG_LEVELS = ("error", "warning", "info", "debug")
 ORDERS = ("auto", "psm", "spm")
 POLICIES = ("structure", "raw")
 ENGINES = ("local", "openai", "llamacpp", "tgi", "ollama")
-NEXT_EDIT_FORMATS = ("auto", "sweep", "off")
+NEXT_EDIT_FORMATS = ("auto", "sweep", "zeta", "off")
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ class Preset:
     # where fp32 is too slow per keystroke; bf16 on CUDA unless the model would not fit.
     cpu_quantization: str = "int8"
     cuda_quantization: str = "none"
+    next_edit: str = ""  # the next-edit format it was trained on (`nextEditFormat: auto`)
 
 
 PRESETS: dict[str, Preset] = {
@@ -111,6 +112,9 @@ PRESETS: dict[str, Preset] = {
                "1.5B"),
         Preset("deepseek-coder-1.3b", "deepseek-ai/deepseek-coder-1.3b-base", "deepseek-coder",
                16384, "psm", "1.3B"),
+        Preset("zeta", "zed-industries/zeta", "qwen2.5-coder", 32768, "psm", "7.6B",
+               "Zed's next-edit model (Qwen2.5-Coder-7B); needs a GPU or a serving engine",
+               next_edit="zeta"),
     )
 }
 

@@ -103,8 +103,10 @@ HELP: dict[str, str] = {
     "retries": "attempts after a connection error to the serving engine, with backoff from "
                "0.2 s; a request the engine refused is not retried",
     "next_edit_format": "prompt format of next-edit suggestions (`textDocument/copilotInlineEdit`)"
-                        ": `auto` (`sweep` for a model with Qwen2.5-Coder's tokenizer, such as "
-                        "Sweep's next-edit models; none for other families), `sweep`, `off`",
+                        ": `auto` (the preset's own, `zeta` for the `zeta` preset; else "
+                        "`sweep` for a model with Qwen2.5-Coder's tokenizer, such as Sweep's "
+                        "next-edit models; none for other families), `sweep`, `zeta` (Zed's "
+                        "Zeta), `off`",
     "next_edit_max_tokens": "longest rewrite of the editable region a next edit may generate, in "
                             "tokens (it is also capped at twice the region's own length)",
 }

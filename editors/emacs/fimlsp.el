@@ -232,6 +232,21 @@ A lookup waits until eglot has sent its server the latest changes, which
 eglot does once Emacs is idle (`eglot-send-changes-idle-time')."
   :type 'number)
 
+(defcustom fimlsp-next-edit-auto t
+  "Non-nil: ask for the next edit by itself.
+After `fimlsp-next-edit-delay' seconds of idleness following a change,
+and after a suggestion is accepted, `fimlsp-next-edit' is asked at point
+\(it needs a next-edit model on the server; with another model the
+server answers with none).  nil: only when `fimlsp-next-edit' is called.
+Default: t."
+  :type 'boolean)
+
+(defcustom fimlsp-next-edit-delay 0.75
+  "Seconds of idleness after a change before the next edit is asked for.
+Longer than `fimlsp-idle-delay': a rewrite of the region around point
+costs the model more than a suggestion.  Default: 0.75."
+  :type 'number)
+
 (defcustom fimlsp-request-timeout 15
   "Seconds after which an unanswered request is given up.  Default: 15."
   :type 'number)
@@ -279,6 +294,7 @@ alternatives) and :index the position of this one among them.")
 (defvar-local fimlsp--generation 0 "Counter that tells requests apart.")
 (defvar-local fimlsp--timer nil "Idle timer of the next automatic request.")
 (defvar-local fimlsp--warm-timer nil "Idle timer of the next warm start.")
+(defvar-local fimlsp--next-edit-timer nil "Idle timer of the next automatic next edit.")
 (defvar-local fimlsp--last-tick nil "`buffer-chars-modified-tick' seen last.")
 (defvar-local fimlsp--last-point nil "Point seen last by `post-command-hook'.")
 (defvar-local fimlsp--suggestion-shown nil
@@ -896,7 +912,8 @@ Starts the server again if it is not running (after a crash, say)."
                          (or (plist-get command :arguments) []))))
     (setq fimlsp--last-tick (buffer-chars-modified-tick)
           fimlsp--last-point (point))
-    (fimlsp--schedule)))
+    (fimlsp--schedule)
+    (fimlsp--schedule-next-edit)))  ; an accepted suggestion is a pause worth one
 
 (defun fimlsp-accept-line ()
   "Insert the suggestion's next line, newline included; keep showing the rest."
@@ -1313,6 +1330,22 @@ least one) is left out."
                            (eq (plist-get fimlsp--pending :point) (point)))))
         (fimlsp--request 2)))))
 
+(defun fimlsp--schedule-next-edit ()
+  "Ask for the next edit once Emacs has been idle `fimlsp-next-edit-delay' seconds."
+  (when (timerp fimlsp--next-edit-timer) (cancel-timer fimlsp--next-edit-timer))
+  (setq fimlsp--next-edit-timer
+        (and fimlsp-next-edit-auto
+             (run-with-idle-timer fimlsp-next-edit-delay nil #'fimlsp--on-next-edit-idle
+                                  (current-buffer)))))
+
+(defun fimlsp--on-next-edit-idle (buffer)
+  "Timer function: ask for the next edit at point in BUFFER, if it is shown."
+  (when (and (buffer-live-p buffer) (eq buffer (window-buffer (selected-window))))
+    (with-current-buffer buffer
+      (setq fimlsp--next-edit-timer nil)
+      (when (and fimlsp-mode (not fimlsp--next-edit) (not (use-region-p)))
+        (fimlsp--next-edit-request 2)))))
+
 (defconst fimlsp--own-commands
   '(fimlsp-accept fimlsp-accept-line fimlsp-accept-word fimlsp-accept-or-indent
     fimlsp-complete fimlsp-dismiss fimlsp-next-suggestion fimlsp-previous-suggestion)
@@ -1337,6 +1370,8 @@ least one) is left out."
         (fimlsp--cancel-pending))
       (when (and changed (not fimlsp--item))
         (fimlsp--schedule))
+      (when changed
+        (fimlsp--schedule-next-edit))
       (when (and moved (not changed))
         (fimlsp--schedule-warm))
       (when (or changed moved)
@@ -1355,15 +1390,23 @@ the buffer's text as it is now: any change hides it.  Needs a next-edit
 model on the server (see its README).  Returns non-nil if a request was
 sent."
   (interactive)
+  (fimlsp--next-edit-request 1))
+
+(defun fimlsp--next-edit-request (trigger-kind)
+  "Ask for the next edit at point; TRIGGER-KIND 1 is invoked, 2 automatic.
+Returns non-nil if a request was sent."
   (let ((connection (fimlsp--ready-connection)))
     (when connection
+      (when (timerp fimlsp--next-edit-timer) (cancel-timer fimlsp--next-edit-timer))
+      (setq fimlsp--next-edit-timer nil)
       (fimlsp--flush-changes)
       (let ((buffer (current-buffer))
             (version fimlsp--doc-version))
         (fimlsp--async-request
          connection :textDocument/copilotInlineEdit
          (list :textDocument (list :uri fimlsp--uri :version version)
-               :position (fimlsp--position))
+               :position (fimlsp--position)
+               :context (list :triggerKind trigger-kind))
          (lambda (result)
            (when (buffer-live-p buffer)
              (with-current-buffer buffer
@@ -1496,7 +1539,9 @@ point.  While it is shown:
     (remove-hook 'after-set-visited-file-name-hook #'fimlsp--renamed t)
     (when (timerp fimlsp--timer) (cancel-timer fimlsp--timer))
     (when (timerp fimlsp--warm-timer) (cancel-timer fimlsp--warm-timer))
-    (setq fimlsp--timer nil fimlsp--warm-timer nil)
+    (when (timerp fimlsp--next-edit-timer) (cancel-timer fimlsp--next-edit-timer))
+    (setq fimlsp--timer nil fimlsp--warm-timer nil fimlsp--next-edit-timer nil)
+    (fimlsp-next-edit-dismiss)
     (fimlsp-dismiss)
     (fimlsp--close)))
 

@@ -37,7 +37,7 @@ from typing import Any
 from fimlsp.config import Settings
 from fimlsp.documents import Documents
 from fimlsp.engine.local import SPECULATE, draft_tokens
-from fimlsp.nextedit.formats import build_sweep
+from fimlsp.nextedit.formats import ZETA_REGION_END, ZETA_REGION_START, build
 from fimlsp.nextedit.history import COALESCE_S, EditHistory
 from fimlsp.nextedit.service import Answer, capture, compute, format_for
 from fimlsp.scheduler import CancelToken
@@ -178,16 +178,20 @@ def replay(completer: Any, path: str, old: str, new: str
     truth = current[:start + shift] + text + current[end + shift:]
     # The rewrite a right model would write, and the forwards speculation would need for it.
     fmt = format_for(completer)
-    prompt = build_sweep(completer.tokenizer, fmt, doc, request.cursor, uri, path, request.edits,
-                         request.original, request.viewed, completer.window,
-                         completer.settings.next_edit_max_tokens, request.paths)
+    prompt = build(completer.tokenizer, fmt, doc, request.cursor, uri, path, request.edits,
+                   request.original, request.viewed, completer.window,
+                   completer.settings.next_edit_max_tokens, request.paths)
     low, high = prompt.region_start, prompt.region_start + len(prompt.region)
     region = prompt.region
     if low <= start + shift and end + shift <= high:
         region = truth[low:high + len(text) - (end - start)]
     wanted = region.replace("\r\n", "\n")[len(prompt.prefill):]
-    end_id = completer.tokenizer.token_to_id(fmt.file_sep)
-    target = [*completer.tokenizer.encode(wanted, add_special_tokens=False).ids, end_id]
+    if fmt.name == "zeta":  # the answer repeats the start marker and ends at the end marker
+        target = completer.tokenizer.encode(f"{ZETA_REGION_START}\n{wanted}\n{ZETA_REGION_END}",
+                                            add_special_tokens=False).ids
+    else:
+        end_id = completer.tokenizer.token_to_id(fmt.file_sep)
+        target = [*completer.tokenizer.encode(wanted, add_special_tokens=False).ids, end_id]
     oracle = (len(target), oracle_forwards(prompt.ids, target, SPECULATE))
     got = current
     spans = []

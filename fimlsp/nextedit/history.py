@@ -18,6 +18,8 @@ Places viewed (where the user's requests were, in other documents) are a short L
 
 from __future__ import annotations
 
+import difflib
+import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -32,6 +34,7 @@ MAX_HUNKS = 16  # per document: more than any prompt shows (Sweep's shows the la
 COALESCE_S = 5.0  # a pause longer than this starts a new hunk even in the same place
 MAX_VIEWED = 8  # places in other documents remembered
 MAX_HUNK_CHARS = 4000  # a hunk bigger than this (a paste, a reformat) is not shown to the model
+CONTEXT_LINES = 3  # unchanged lines kept on each side of a hunk (a unified diff's usual context)
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,12 @@ class Hunk:
             if first > 0 else None
         below = after.slice(after.line_start(new_last + 1), after.line_end(new_last + 1)) \
             if new_last + 1 < after.line_count else None
-        return HunkLines(self.uri, first, old, new, above, below)
+        before_lines = tuple(after.slice(after.line_start(n), after.line_end(n))
+                             for n in range(max(0, first - CONTEXT_LINES), first))
+        after_lines = tuple(after.slice(after.line_start(n), after.line_end(n))
+                            for n in range(new_last + 1,
+                                           min(after.line_count, new_last + 1 + CONTEXT_LINES)))
+        return HunkLines(self.uri, first, old, new, above, below, before_lines, after_lines)
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,40 @@ class HunkLines:
     new: str
     above: str | None
     below: str | None
+    # Up to CONTEXT_LINES unchanged lines before and after (a unified diff's context).
+    context_before: tuple[str, ...] = ()
+    context_after: tuple[str, ...] = ()
+
+    def unified_diff(self) -> str:
+        """The hunk as a unified diff with its context lines (\\n line breaks, each line ended),
+        numbered in the whole file: what Zeta's edit events show."""
+        before = [_lf(x) for x in self.context_before]
+        after = [_lf(x) for x in self.context_after]
+        old = before + _lf(self.old).split("\n") + after
+        new = before + _lf(self.new).split("\n") + after
+        first = self.line - len(before)  # 0-based line of the first line shown
+        lines = list(difflib.unified_diff(old, new, n=CONTEXT_LINES, lineterm=""))[2:]
+        out = []
+        for line in lines:
+            match = _HUNK_HEADER.match(line)
+            if match:  # difflib numbers the snippet: number it in the file
+                line = (f"@@ -{_range(int(match[1]) + first, match[2])} "
+                        f"+{_range(int(match[3]) + first, match[4])} @@")
+            out.append(line + "\n")
+        return "".join(out)
+
+
+_HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@$")
+
+
+def _range(start: int, length: str | None) -> str:
+    """A unified diff range as difflib (and Rust's `similar`) write it: `start` alone for one
+    line, `start,length` otherwise (an empty range names the line before it)."""
+    return str(start) if length is None else f"{start},{length}"
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _common_prefix(a: str, b: str) -> int:

@@ -24,7 +24,15 @@ from fimlsp.documents import Text
 from fimlsp.engine.local import SPECULATE, LocalEngine
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.nextedit.edits import text_edits
-from fimlsp.nextedit.formats import CURSOR, FORMATS, NextEditFormat, Viewed, build_sweep
+from fimlsp.nextedit.formats import (
+    CURSOR,
+    FORMATS,
+    ZETA_REGION_END,
+    NextEditFormat,
+    Viewed,
+    build,
+    zeta_rewrite,
+)
 from fimlsp.nextedit.history import EditHistory, HunkLines
 from fimlsp.scheduler import CancelToken
 
@@ -98,8 +106,12 @@ def format_for(completer: Completer) -> NextEditFormat | None:
     tokenizer = completer.tokenizer
     if name == "off" or tokenizer is None:
         return None
-    fmt = FORMATS["sweep" if name == "auto" else name]
-    return fmt if tokenizer.token_to_id(fmt.file_sep) is not None else None
+    if name == "auto":  # the preset's own format (Zeta), else Sweep's for Qwen2.5-Coder's
+        spec = completer.spec
+        name = (spec.preset.next_edit if spec is not None and spec.preset is not None else "") \
+            or "sweep"
+    fmt = FORMATS[name]
+    return fmt if tokenizer.token_to_id(fmt.required_token) is not None else None
 
 
 def compute(completer: Completer, request: Request, token: CancelToken) -> Answer:
@@ -112,15 +124,16 @@ def compute(completer: Completer, request: Request, token: CancelToken) -> Answe
                        "next-edit format (Sweep's next-edit models, Qwen2.5-Coder family)")
     tokenizer = completer.tokenizer
     key = _key(request.uri) + SESSION_SUFFIX  # beside the document's completion session
-    prompt = build_sweep(tokenizer, fmt, request.doc, request.cursor, _key(request.uri),
-                         display_path(request.uri), request.edits, request.original,
-                         request.viewed, completer.window,
-                         completer.settings.next_edit_max_tokens, request.paths)
+    prompt = build(tokenizer, fmt, request.doc, request.cursor, _key(request.uri),
+                   display_path(request.uri), request.edits, request.original, request.viewed,
+                   completer.window, completer.settings.next_edit_max_tokens, request.paths)
     stop_ids = {i for s in fmt.stops if (i := tokenizer.token_to_id(s)) is not None}
     engine = completer.engine
     extra: dict[str, Any] = {}
     if isinstance(engine, LocalEngine):
         extra["speculate"] = SPECULATE  # the rewrite copies the prompt: drafts are long
+    if fmt.name == "zeta":
+        extra["on_token"] = _ends_with_marker(tokenizer, ZETA_REGION_END)
     generation = engine.generate(key, prompt.ids, max_new_tokens=prompt.max_new_tokens,
                                  stop_ids=stop_ids, should_stop=token, temperature=0.0,
                                  **extra)
@@ -130,14 +143,34 @@ def compute(completer: Completer, request: Request, token: CancelToken) -> Answe
     answer.forwards = generation.decode_forwards + 1 if generation.ids else 0
     answer.prefill_ms, answer.decode_ms = generation.prefill_ms, generation.decode_ms
     answer.reason = generation.stop_reason
-    if generation.stop_reason == "eos":  # a rewrite the model finished: anything else is cut
-        rewrite = prompt.prefill + tokenizer.decode(generation.ids, skip_special_tokens=False)
-        answer.rewrite = rewrite
-        answer.edits = edits_from_rewrite(prompt.region, prompt.first_line, rewrite,
-                                          request.encoding)
-        answer.reason = "edits" if answer.edits else "unchanged"
+    # A rewrite the model finished (its end token; Zeta's end marker): anything else is cut.
+    if generation.stop_reason == "eos" or (fmt.name == "zeta" and
+                                           generation.stop_reason == "callback"):
+        answer.rewrite = prompt.prefill + tokenizer.decode(generation.ids,
+                                                           skip_special_tokens=False)
+        rewrite = zeta_rewrite(answer.rewrite) if fmt.name == "zeta" else answer.rewrite
+        if rewrite is None:
+            answer.reason = "malformed"
+        else:
+            answer.edits = edits_from_rewrite(prompt.region, prompt.first_line, rewrite,
+                                              request.encoding)
+            answer.reason = "edits" if answer.edits else "unchanged"
     answer.total_ms = (time.perf_counter() - started) * 1000
     return answer
+
+
+def _ends_with_marker(tokenizer: Any, marker: str) -> Any:
+    """An `on_token` callback that stops the generation once its text ends with `marker` (an
+    end marker made of ordinary tokens, which no stop id can name). Decodes only the last few
+    tokens each time: the marker is a handful of tokens, whatever the rewrite's length."""
+    seen: list[int] = []
+    tail = len(marker) + 8  # tokens: more than the marker can take, whatever its merges
+
+    def check(token: int) -> bool:
+        seen.append(token)
+        return marker in tokenizer.decode(seen[-tail:], skip_special_tokens=False)
+
+    return check
 
 
 def edits_from_rewrite(region: str, first_line: int, rewrite: str, encoding: str

@@ -9,6 +9,19 @@ LOG.json (for the parameters a test checks: initializationOptions, URIs). LOG is
 the server starts, its first line `<started> MS` saying when (Unix time in milliseconds), so a
 test can tell whether and when an editor started a server and count what it asked for, without
 trusting the editor's own log.
+
+    python lsp_tap.py LOG --inline-edits SCRIPT -- COMMAND...
+
+also reads what the server answers and replaces its answers to `textDocument/copilotInlineEdit`
+(next edits) as SCRIPT (a JSON list) says: a tiny random-weight model's rewrite is meaningless,
+and no trained next-edit model runs here, so the VS Code test needs known edits to check how the
+extension draws and applies them. The server's own answer is still logged (LOG.json, `"tap":
+"answer"`). Rules are taken in order: an answer to a request whose `context.triggerKind` is the
+first unused rule's `trigger` (1 invoked, 2 automatic) gets its `edits` ({range, text}, for the
+version asked about) and uses it up (a rule with `at` only at that position); any other answer
+gets `{edits: []}`. A rule with `"hold":
+true` keeps its answer back (LOG: `<held copilotInlineEdit>`) until the editor's next didChange
+of that document has been passed on: an answer that arrives after the user typed on.
 """
 
 from __future__ import annotations
@@ -18,8 +31,11 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import IO, Any
+
+INLINE_EDIT = "textDocument/copilotInlineEdit"
 
 
 def describe(message: dict[str, Any]) -> str:
@@ -29,8 +45,8 @@ def describe(message: dict[str, Any]) -> str:
     return method
 
 
-def pump(source: IO[bytes], sink: IO[bytes], log: IO[str], full: IO[str]) -> None:
-    """Copies LSP frames (headers, blank line, body) from source to sink, logging each body."""
+def frames(source: IO[bytes]) -> Any:
+    """LSP frames (headers, blank line, body) of a stream: (headers, body) pairs."""
     while True:
         headers = b""
         while not headers.endswith(b"\r\n\r\n"):
@@ -43,30 +59,134 @@ def pump(source: IO[bytes], sink: IO[bytes], log: IO[str], full: IO[str]) -> Non
             name, _, value = line.partition(":")
             if name.strip().lower() == "content-length":
                 length = int(value.strip())
-        body = source.read(length)
-        sink.write(headers + body)
+        yield headers, source.read(length)
+
+
+def pump(source: IO[bytes], sink: IO[bytes], log: IO[str], full: IO[str],
+         script: Script | None = None) -> None:
+    """Copies LSP frames from source to sink, logging each body."""
+    for headers, body in frames(source):
+        sink.write(headers + body)  # the only writer of the server's stdin
         sink.flush()
         try:
             message = json.loads(body)
+        except ValueError:
+            log.write("<not json>\n")
+            log.flush()
+            continue
+        with Script.log_lock:
             full.write(json.dumps(message) + "\n")
             full.flush()
             log.write(describe(message) + "\n")
-        except ValueError:
-            log.write("<not json>\n")
-        log.flush()
+            log.flush()
+        if script is not None:
+            script.sent(message)
+
+
+class Script:
+    """Scripted next-edit answers (see the module's docstring)."""
+
+    out_lock = threading.Lock()  # the editor's stdin: whole frames from either thread
+    log_lock = threading.Lock()
+
+    def __init__(self, path: str, editor: IO[bytes], log: IO[str], full: IO[str]) -> None:
+        with open(path, encoding="utf-8") as f:
+            self.rules: list[dict[str, Any]] = json.load(f)
+        self.editor, self.log, self.full = editor, log, full
+        self.asked: dict[Any, dict[str, Any]] = {}  # request id -> params
+        self.held: list[tuple[str, dict[str, Any]]] = []  # (uri, answer)
+        self.lock = threading.Lock()
+
+    def sent(self, message: dict[str, Any]) -> None:
+        """A message from the editor, already passed on to the server."""
+        if message.get("method") == INLINE_EDIT and "id" in message:
+            with self.lock:
+                self.asked[message["id"]] = message.get("params") or {}
+        elif message.get("method") == "textDocument/didChange":
+            uri = message["params"]["textDocument"]["uri"]
+            with self.lock:
+                release = [answer for held_uri, answer in self.held if held_uri == uri]
+                self.held = [(u, a) for u, a in self.held if u != uri]
+            for answer in release:
+                self.write(answer)
+
+    def write(self, message: dict[str, Any]) -> None:
+        body = json.dumps(message).encode("utf-8")
+        with Script.out_lock:
+            self.editor.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            self.editor.flush()
+
+    def answered(self, message: dict[str, Any]) -> None:
+        """A message from the server: passed on, or replaced as the rules say."""
+        with self.lock:
+            params = self.asked.pop(message.get("id"), None) if "method" not in message else None
+        if params is None or "result" not in message:
+            self.write(message)
+            return
+        document = params["textDocument"]
+        trigger = (params.get("context") or {}).get("triggerKind")
+        with self.lock:
+            rule = next((r for r in self.rules if not r.get("used")), None)
+            if rule is not None and rule.get("trigger") == trigger and \
+                    rule.get("at", params.get("position")) == params.get("position"):
+                rule["used"] = True
+            else:
+                rule = None
+        edits = [{"range": e["range"], "text": e["text"],
+                  "textDocument": {"uri": document["uri"], "version": document["version"]},
+                  "command": {"title": "accepted", "command": "fimlsp.acceptNextEdit",
+                              "arguments": [document["uri"], document["version"]]}}
+                 for e in (rule or {}).get("edits", [])]
+        answer = {"jsonrpc": "2.0", "id": message["id"], "result": {"edits": edits}}
+        hold = bool(rule and rule.get("hold"))
+        with Script.log_lock:
+            self.full.write(json.dumps({"tap": "answer", "asked": params,
+                                        "real": message["result"],
+                                        "sent": answer["result"]}) + "\n")
+            self.full.flush()
+            self.log.write(f"<{'held' if hold else 'answered'} copilotInlineEdit "
+                           f"{len(edits)}>\n")
+            self.log.flush()
+        if hold:
+            with self.lock:
+                self.held.append((document["uri"], answer))
+        else:
+            self.write(answer)
+
+    def pump_answers(self, source: IO[bytes]) -> None:
+        for _headers, body in frames(source):
+            try:
+                message = json.loads(body)
+            except ValueError:
+                with Script.out_lock:
+                    self.editor.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                    self.editor.flush()
+                continue
+            self.answered(message)
 
 
 def main() -> int:
     log_path, command = sys.argv[1], sys.argv[sys.argv.index("--") + 1:]
+    options = sys.argv[2:sys.argv.index("--")]
+    script_path = options[options.index("--inline-edits") + 1] \
+        if "--inline-edits" in options else None
     with open(log_path, "a", encoding="utf-8") as log, \
             open(log_path + ".json", "a", encoding="utf-8") as full:
         log.write(f"<started> {time.time() * 1000:.0f}\n")
         log.flush()
-        child = subprocess.Popen(command, stdin=subprocess.PIPE)
+        child = subprocess.Popen(command, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE if script_path else None)
         signal.signal(signal.SIGTERM, lambda *_: child.terminate())
         assert child.stdin is not None
+        script = None
+        if script_path is not None:
+            assert child.stdout is not None
+            script = Script(script_path, sys.stdout.buffer, log, full)
+            answers = threading.Thread(target=script.pump_answers, args=(child.stdout,),
+                                       daemon=True)
+            answers.start()
         with contextlib.suppress(OSError):  # the editor or the server went away
-            pump(sys.stdin.buffer, child.stdin, log, full)
+            pump(sys.stdin.buffer, child.stdin, log, full, script)
         with contextlib.suppress(OSError):
             child.stdin.close()
         return child.wait()

@@ -309,9 +309,11 @@ def qwen_server_command(tmp_path_factory: pytest.TempPathFactory, shared: Path) 
 
 def test_next_edit(emacs: tuple[str, str, list[str]], qwen_server_command: list[str],
                    tmp_path: Path) -> None:
-    """fimlsp-next-edit asks the real server after a rename and gets edits for the buffer's
-    version; a known edit shows as an overlay diff (the replaced text in the delete face, the
-    new text after it), jump goes there, apply applies it; a change hides it, apply refuses."""
+    """A rename arms the next-edit idle timer, which asks the real server by itself
+    (triggerKind 2); fimlsp-next-edit asks outright; both get edits for the buffer's version. A
+    known edit shows as an overlay diff (the replaced text in the delete face, the new text after
+    it), jump goes there, apply applies it; a change hides it, apply refuses. An accepted
+    suggestion arms the timer too; with fimlsp-next-edit-auto off a change arms nothing."""
     _name, executable, _load_path = emacs
     results = tmp_path / "results.json"
     env = {**os.environ, "FIMLSP_TEST_SERVER": json.dumps(qwen_server_command),
@@ -332,3 +334,10 @@ def test_next_edit(emacs: tuple[str, str, list[str]], qwen_server_command: list[
     assert r["overlays_after_apply"] == 0, r
     assert r["hidden_by_change"] is True and not r["stale_applied"], r  # nil: refused
     assert r["line1"] == "class Box:", r
+    assert r["armed_by_change"] is True and r["auto_sent"] is True, r
+    assert r["auto_answered"] is True, r
+    assert all(version == r["version"] for version in r["auto_versions"]), r
+    assert r["suggestion_shown"] is True and r["accepted_line"].endswith("# accepted"), r
+    assert r["armed_by_accept"] is True and r["accept_sent"] is True, r
+    assert r["accept_answered"] is True, r
+    assert not r["armed_when_off"], r  # nil: no timer

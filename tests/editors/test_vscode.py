@@ -9,7 +9,9 @@ accepts one word with Ctrl+Right. The model's text is gibberish; what is checked
 no server before a code file is open, a non-empty suggestion is shown, Tab inserts exactly it
 after what was typed, the partial accept reaches the server, `fimlsp.stats` is not asked once per
 suggestion, and the extension's status bar says ready with a latency. The server runs behind
-tests/editors/lsp_tap.py, which logs every message the extension sends it.
+tests/editors/lsp_tap.py, which logs every message the extension sends it. The next-edit test
+runs a random-weight Qwen2 (a next-edit format) and has the tap script the next edits
+(e2e.mjs's nextEditFlow).
 
 Needs `bash editors/vscode/install-deps.sh` (apt packages, Chromium, the extension's npm
 dependencies, code-server 4.100.3 and playwright-core in editors/vscode/.test-deps/).
@@ -201,13 +203,44 @@ HOSTILE_WORKSPACE_SETTINGS = {
 NOTES = "meeting notes: the password is hunter2\n"
 
 
+SHAPES = ("class Box:\n    def __init__(self, w, h):\n        self.w = w\n        self.h = h\n\n"
+          "    def area(self):\n        return self.w * self.h\n")
+
+
+def _edit(line: int, start: int, end: int, text: str) -> dict[str, object]:
+    return {"range": {"start": {"line": line, "character": start},
+                      "end": {"line": line, "character": end}}, "text": text}
+
+
+# The tap's answers to the extension's next-edit requests (lsp_tap.py --inline-edits): the one
+# asked after the rename (automatic), one asked for by command, and one asked for by command
+# whose answer is held until the user typed on.
+NEXT_EDIT_SCRIPT = [
+    {"trigger": 2, "at": {"line": 1, "character": 32},  # the end of `height`
+     "edits": [_edit(3, 13, 18, "height = height")]},
+    {"trigger": 1, "edits": [_edit(0, 6, 9, "Rect")]},
+    {"trigger": 1, "edits": [_edit(0, 6, 9, "Rect")], "hold": True},
+]
+
+
+@pytest.fixture(scope="module")
+def qwen_server_command(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> list[str]:
+    """The server with a tiny random-weight Qwen2 (real Qwen2.5 tokenizer): a next-edit model."""
+    from test_engine_archs import build_arch_model
+
+    folder = build_arch_model(tmp_path_factory.mktemp("vscode-qwen2"), "qwen2", shared)
+    return [sys.executable, "-m", "fimlsp", "serve", "--model", str(folder)]
+
+
 @pytest.fixture
 def code_server(request: pytest.FixtureRequest, tmp_path: Path, server_command: list[str],
                 artifacts_dir: Path) -> Iterator[dict[str, str]]:
     """code-server with the extension; `request.param` {"untrusted": True} turns workspace trust
     on (the browser then leaves the folder in Restricted Mode) and gives the folder hostile
-    settings and a plaintext file."""
+    settings and a plaintext file; {"nextedit": True} runs a next-edit model behind a tap that
+    scripts its answers (NEXT_EDIT_SCRIPT), with ghost text off."""
     untrusted = bool(getattr(request, "param", {}).get("untrusted"))
+    nextedit = bool(getattr(request, "param", {}).get("nextedit"))
     missing = _missing()
     if missing:
         editor_missing("VS Code test tooling (" + ", ".join(missing) + ")", INSTALL)
@@ -216,9 +249,15 @@ def code_server(request: pytest.FixtureRequest, tmp_path: Path, server_command: 
     user_data, extensions = tmp_path / "user-data", tmp_path / "extensions"
     (user_data / "User").mkdir(parents=True)
     tap_log = tmp_path / "lsp-tap.log"
-    settings = {**USER_SETTINGS,
-                "fimlsp.serverCommand": [sys.executable, str(TAP), str(tap_log), "--",
-                                         *server_command]}
+    tap = [sys.executable, str(TAP), str(tap_log)]
+    if nextedit:
+        script = tmp_path / "inline-edits.json"
+        script.write_text(json.dumps(NEXT_EDIT_SCRIPT))
+        tap += ["--inline-edits", str(script)]
+        server_command = request.getfixturevalue("qwen_server_command")
+    settings = {**USER_SETTINGS, "fimlsp.serverCommand": [*tap, "--", *server_command]}
+    if nextedit:
+        settings.update({"editor.inlineSuggest.enabled": False, "fimlsp.timeBudgetMs": 60000})
     if untrusted:
         settings["security.workspace.trust.enabled"] = True
     (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
@@ -235,6 +274,7 @@ def code_server(request: pytest.FixtureRequest, tmp_path: Path, server_command: 
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     (workspace / "app.py").write_text(SOURCE)
+    (workspace / "shapes.py").write_text(SHAPES)
     if untrusted:
         (workspace / ".vscode").mkdir()
         (workspace / ".vscode" / "settings.json").write_text(
@@ -382,6 +422,60 @@ def test_untrusted_workspace_cannot_redirect_code_or_secrets(code_server: dict[s
               if m.get("method") == "workspace/executeCommand"
               and m["params"].get("command") == "fimlsp.warm"]
     assert warmed and set(warmed) <= set(opened), (warmed, opened)
+
+
+@pytest.mark.parametrize("code_server", [{"nextedit": True}], indirect=True)
+def test_next_edit_shown_applied_and_never_stale(code_server: dict[str, str],
+                                                  artifacts_dir: Path) -> None:
+    """After a rename the extension asks for the next edit by itself once typing pauses, draws
+    it as an inline diff (the replaced text struck through, the new text after it), goes to it
+    with the command, applies it with Tab and tells the server; an edit shown and then made stale
+    by typing is hidden and never applied; an answer that arrives after the user typed on is
+    never shown. The real server (a random-weight next-edit model) answers every request; the
+    tap replaces its answers with known edits (lsp_tap.py --inline-edits), because no trained
+    next-edit model runs here and a random model's rewrite is meaningless."""
+    result, _, sent = _run_e2e(code_server, artifacts_dir, "vscode-next-edit", flow="nextedit",
+                               file="shapes.py", waitForText="class Box")
+    renamed = SHAPES.replace("w, h):", "w, height):")
+    assert result["original"] == SHAPES
+    # Shown after the pause: `h = h` struck through, `height = height` after it.
+    shown = result["shown"]
+    assert "".join(shown["struck"]) == "h = h", shown
+    assert any("height = height" in t for t in shown["after"]), shown
+    messages = _tapped(code_server)
+    asked = [m for m in messages if m.get("method") == "textDocument/copilotInlineEdit"]
+    # Asked by itself (automatic: nothing was invoked) for the version with `height` typed.
+    renamed_version = next(m["params"]["textDocument"]["version"] for m in messages
+                           if m.get("method") == "textDocument/didChange" and
+                           m["params"]["contentChanges"][0]["range"]["start"] ==
+                           {"line": 1, "character": 31})
+    first = next(m["params"] for m in asked
+                 if m["params"]["position"] == {"line": 1, "character": 32})
+    assert first["context"] == {"triggerKind": 2}, first
+    assert first["textDocument"]["version"] == renamed_version, first
+    assert result["cursorAfterJump"] == "Ln 4, Col 14", result
+    assert result["afterApply"] == renamed.replace("self.h = h", "self.height = height")
+    accepted = [m["params"]["arguments"] for m in messages
+                if m.get("params", {}).get("command") == "fimlsp.acceptNextEdit"]
+    assert accepted and accepted[0][1] == first["textDocument"]["version"], accepted
+    # Made stale by typing: hidden, and "Apply" found nothing to apply.
+    assert result["staleShown"]["struck"] == [] and not any(
+        "Rect" in t for t in result["staleShown"]["after"]), result["staleShown"]
+    assert result["afterStale"].startswith("class Box:\n"), result["afterStale"]
+    # The late answer (for the version before "# more") was dropped, not shown.
+    assert result["dropped"] and not any("Rect" in t for t in result["lateShown"]["after"])
+    assert "Rect" not in result["final"] and result["final"].count("# more") == 1
+    # The real server answered each request in Copilot's shape, for the version asked about.
+    answers = [m for m in messages if m.get("tap") == "answer"]
+    # (a request the extension cancelled, superseded by a newer one, may get no answer)
+    assert 3 <= len(answers) <= len(asked), (len(answers), len(asked))
+    for answer in answers:
+        version = answer["asked"]["textDocument"]["version"]
+        assert isinstance(answer["real"]["edits"], list), answer
+        for edit in answer["real"]["edits"]:
+            assert edit["textDocument"]["version"] == version, answer
+            assert {"text", "range", "command"} <= set(edit), answer
+    assert "<held copilotInlineEdit 1>" in sent
 
 
 def _logged_stats(channel: Path | None) -> dict[str, object]:

@@ -8,8 +8,10 @@
 ;;
 ;; with FIMLSP_TEST_SERVER (JSON array: the server command, a model with a
 ;; next-edit format), FIMLSP_TEST_DIR and FIMLSP_TEST_RESULTS.  Asks the
-;; real server for the next edit after a rename and records the answer;
-;; then shows a known edit (the random-weight model's own rewrite is
+;; real server for the next edit after a rename and records the answer:
+;; first as the idle timer a change arms would (batch Emacs never goes
+;; idle, so the timer's function is called), then explicitly; then shows
+;; a known edit (the random-weight model's own rewrite is
 ;; meaningless) and checks the overlay diff, jump, apply, and that a
 ;; change hides it and apply then refuses.  Writes JSON results.
 
@@ -35,6 +37,30 @@
                 (< (- (float-time) start) timeout))
       (accept-process-output nil 0.05))
     value))
+
+(defun fimlsp-nextedit-test--command (command function)
+  "Run FUNCTION as if it were the interactive COMMAND (post-command-hook too)."
+  (let ((this-command command))
+    (run-hooks 'pre-command-hook)
+    (funcall function)
+    (run-hooks 'post-command-hook)))
+
+(defun fimlsp-nextedit-test--sent-since (start regexp)
+  "Non-nil if the server's events buffer matches REGEXP after position START.
+Emacs 28 logs messages as plists, Emacs 30 as JSON."
+  (with-current-buffer (jsonrpc-events-buffer (fimlsp-connection))
+    (save-excursion
+      (goto-char start)
+      (re-search-forward regexp nil t))))
+
+(defun fimlsp-nextedit-test--events-end ()
+  "The end of the server's events buffer now."
+  (with-current-buffer (jsonrpc-events-buffer (fimlsp-connection)) (point-max)))
+
+(defun fimlsp-nextedit-test--run-timer (timer)
+  "Cancel TIMER and call its function, as Emacs would once idle."
+  (cancel-timer timer)
+  (apply (timer--function timer) (timer--args timer)))
 
 (defun fimlsp-nextedit-test--line (n)
   "Text of line N (1-based)."
@@ -67,12 +93,31 @@
                                  stats)))
                         120)
                        :state))
-    ;; A rename in the signature, then ask at its end.
+    ;; A rename in the signature, as a command: it arms the next-edit timer,
+    ;; which asks by itself (triggerKind 2) at the end of the new name.
     (goto-char (point-min))
     (forward-line 1)
     (move-to-column 26)
-    (delete-char 1)
-    (insert "height")
+    (fimlsp-nextedit-test--command
+     'self-insert-command (lambda () (delete-char 1) (insert "height")))
+    (let ((timer fimlsp--next-edit-timer)
+          (start (fimlsp-nextedit-test--events-end)))
+      (fimlsp-nextedit-test--put 'armed_by_change (timerp timer))
+      (when (timerp timer)
+        (fimlsp-nextedit-test--run-timer timer)
+        (fimlsp-nextedit-test--put
+         'auto_sent (and (fimlsp-nextedit-test--sent-since start "copilotInlineEdit")
+                         (fimlsp-nextedit-test--sent-since start "triggerKind\"?:? ?2")
+                         t))
+        (let ((answer (fimlsp-nextedit-test--wait (lambda () fimlsp-next-edit-last) 160)))
+          (fimlsp-nextedit-test--put 'auto_answered (and answer t))
+          (fimlsp-nextedit-test--put
+           'auto_versions
+           (vconcat (mapcar (lambda (e) (plist-get (plist-get e :textDocument) :version))
+                            (plist-get answer :edits)))))))
+    (fimlsp-next-edit-dismiss)
+    (setq fimlsp-next-edit-last nil)
+    ;; Asked for outright, at the same place.
     (fimlsp-nextedit-test--put 'asked (and (fimlsp-next-edit) t))
     (let ((answer (fimlsp-nextedit-test--wait (lambda () fimlsp-next-edit-last) 160)))
       (fimlsp-nextedit-test--put 'answered (and answer t))
@@ -122,6 +167,34 @@
     (fimlsp-nextedit-test--put 'hidden_by_change (null fimlsp--next-edit))
     (fimlsp-nextedit-test--put 'stale_applied (and (fimlsp-next-edit-apply) t))
     (fimlsp-nextedit-test--put 'line1 (fimlsp-nextedit-test--line 1))
+    ;; An accepted suggestion arms the next-edit timer too.  The suggestion
+    ;; is a known answer given to the client's own receiving code (the
+    ;; random-weight model's may be empty).
+    (when (timerp fimlsp--next-edit-timer) (cancel-timer fimlsp--next-edit-timer))
+    (setq fimlsp--next-edit-timer nil)
+    (goto-char (point-max))
+    (fimlsp--flush-changes)
+    (fimlsp--receive (vector (list :insertText "# accepted")))
+    (fimlsp-nextedit-test--put 'suggestion_shown (and (fimlsp--visible-ghost) t))
+    (fimlsp-nextedit-test--command 'fimlsp-accept #'fimlsp-accept)
+    (fimlsp-nextedit-test--put 'accepted_line (fimlsp-nextedit-test--line
+                                               (line-number-at-pos)))
+    (let ((timer fimlsp--next-edit-timer)
+          (start (fimlsp-nextedit-test--events-end)))
+      (fimlsp-nextedit-test--put 'armed_by_accept (timerp timer))
+      (when (timerp timer)
+        (setq fimlsp-next-edit-last nil)
+        (fimlsp-nextedit-test--run-timer timer)
+        (fimlsp-nextedit-test--put
+         'accept_sent (and (fimlsp-nextedit-test--sent-since start "copilotInlineEdit") t))
+        (fimlsp-nextedit-test--put
+         'accept_answered (and (fimlsp-nextedit-test--wait (lambda () fimlsp-next-edit-last)
+                                                           160)
+                               t))))
+    ;; Switched off: a change arms nothing.
+    (setq fimlsp-next-edit-auto nil)
+    (fimlsp-nextedit-test--command 'self-insert-command (lambda () (insert " ")))
+    (fimlsp-nextedit-test--put 'armed_when_off (timerp fimlsp--next-edit-timer))
     (set-buffer-modified-p nil)
     (fimlsp-shutdown)))
 

@@ -2,6 +2,7 @@
 // native LSP 3.18 inline completion) turn its answers into ghost text. This file adds what the
 // client does not do by itself: settings → server options, per-language enable, a status bar
 // item, partial accepts reported to the server, and the toggle / trigger / show-log commands.
+// Next-edit suggestions (the server's textDocument/copilotInlineEdit) are in nextedit.ts.
 //
 // The extension activates when a file is opened (`onLanguage`) or one of its commands runs, and
 // starts the server (which loads a model: seconds and gigabytes) only once a file of a language
@@ -22,6 +23,7 @@ import {
   WorkDoneProgressEnd,
   WorkDoneProgressReport,
 } from 'vscode-languageclient/node';
+import { NextEdits } from './nextedit';
 
 const SECTION = 'fimlsp';
 // Settings the server understands (fimlsp/config.py; camelCase is fine). Only values the user set
@@ -89,6 +91,7 @@ let status: Status;
 let sentOptions: Options = {};
 let stopping = false;
 let extensionVersion = '?';
+let nextEdits: NextEdits | undefined;
 
 /** An item of the last answer per document: what a partial accept is measured against. */
 type Shown = { id: number; text: string; start: vscode.Position; reported: number };
@@ -593,6 +596,14 @@ function createClient(): LanguageClient {
         }
         return next(document, position, context, token);
       },
+      // An accepted suggestion (its item's command) is a pause worth a next edit.
+      executeCommand: async (command, args, next) => {
+        const result = await next(command, args);
+        if (command === 'fimlsp.accept') {
+          nextEdits?.accepted();
+        }
+        return result;
+      },
       handleWorkDoneProgress: (token, params, next) => {
         onProgress(params);
         next(token, params);
@@ -816,7 +827,14 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   extensionVersion = String(context.extension.packageJSON.version ?? '?');
   output = vscode.window.createOutputChannel('fimlsp', { log: true });
   status = new Status();
+  nextEdits = new NextEdits({
+    client: () => (client !== undefined && client.state === State.Running && status.ready ? client : undefined),
+    serves: (document) => synced.has(document.uri.toString()) && enabledFor(document.languageId),
+    mode: () => config().get<'auto' | 'manual' | 'off'>('nextEdits', 'auto'),
+    log: output,
+  });
   context.subscriptions.push(
+    ...nextEdits.register(),
     output,
     status,
     vscode.commands.registerCommand('fimlsp.toggle', toggle),

@@ -8,6 +8,9 @@
 //                  "screenshot": ..., "chromium": "/usr/bin/chromium", "profile": ...,
 //                  "playwright": "/path/to/node_modules/playwright-core", "timeoutMs": 60000}'
 //
+// With "flow": "nextedit" it instead renames a parameter and checks the next edit the extension
+// shows, goes to, applies, and the stale ones it must not (see nextEditFlow).
+//
 // Every wait is bounded and waits for a condition in the page, never for a fixed time.
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
@@ -126,48 +129,9 @@ async function runCommand(title) {
   await page.locator('.quick-input-widget').waitFor({ state: 'hidden' });
 }
 
-try {
-  const url = `${cfg.url}/?folder=${encodeURIComponent(cfg.folder)}`;
-  await page.goto(url, { waitUntil: 'domcontentloaded' });
-  await page.locator('.monaco-workbench').waitFor();
-  step('workbench loaded');
-  if (cfg.untrusted) {
-    // Workspace trust's start-up question: keep the folder in Restricted Mode.
-    await page.getByRole('button', { name: /No, I don't trust the authors/ }).click();
-    step('workspace left untrusted');
-  }
-  // Startup is over once the onStartupFinished extensions (merge-conflict, ...) have activated:
-  // fimlsp must not have started a server yet, with no file open.
-  await until('startup to finish', () => /activationEvent: 'onStartupFinished'/.test(exthostLog()));
-  result.beforeFile = {
-    activation: exthostLog().split('\n').filter((l) => l.includes('_doActivateExtension fimlsp.fimlsp')),
-    serverStarted: fs.existsSync(cfg.tapLog),
-    statusItems: await page.locator(STATUS).count(),
-  };
-  step(`startup finished (server started: ${result.beforeFile.serverStarted})`);
-
-  // Open a file with Quick Open.
-  const openFile = async (name, waitForText) => {
-    await page.locator('.monaco-workbench').click({ position: { x: 640, y: 360 } }).catch(() => {});
-    await page.keyboard.press('Control+P');
-    await page.locator('.quick-input-widget input').waitFor({ state: 'visible' });
-    await page.keyboard.type(name);
-    await page.locator('.quick-input-list .monaco-list-row', { hasText: name }).first().waitFor();
-    await page.keyboard.press('Enter');
-    await page.locator('.tab.active', { hasText: name }).waitFor();
-    await page.locator('.editor-instance .monaco-editor .view-lines', { hasText: waitForText ?? '' }).first().waitFor();
-    step(`opened ${name}`);
-  };
-  if (cfg.firstFile) {
-    // A file of a language fimlsp is off for, opened first: it must never reach the server.
-    await openFile(cfg.firstFile, cfg.firstFileText);
-  }
-  result.openedAt = Date.now();
-  await openFile(cfg.file, cfg.waitForText);
-  const editor = page.locator('.editor-instance .monaco-editor').first();
-  result.statusBefore = await waitForReady();
-  step(`extension ready (${result.statusBefore})`);
-
+/** Types at the end of the file, accepts the ghost text with Tab and saves; types again and
+ * accepts a word; shows statistics; toggles completions off. */
+async function ghostTextFlow(editor) {
   // Focus the text, go to the end of the file, type.
   await editor.locator('.view-lines').click();
   await page.keyboard.press('Control+End');
@@ -248,6 +212,189 @@ try {
   await page.locator(`${STATUS}[aria-label="fimlsp: off"]`).first().waitFor();
   result.statusToggled = await statusLabel();
   step('toggled off');
+}
+
+/** What the extension's next-edit decorations draw: the text struck through (computed style, so
+ * whatever class names VS Code gives them) and the text drawn after it (a pseudo-element's content
+ * or injected text). */
+async function nextEditOnScreen() {
+  return page.evaluate(() => {
+    const struck = [];
+    const after = [];
+    for (const el of document.querySelectorAll('.editor-instance .monaco-editor .view-lines span')) {
+      if (el.children.length === 0 && getComputedStyle(el).textDecorationLine.includes('line-through')) {
+        struck.push((el.textContent ?? '').replace(/\u00a0/g, ' '));
+      }
+      for (const pseudo of ['::after', '::before']) {
+        const content = getComputedStyle(el, pseudo).content;
+        if (content && content !== 'none' && content !== 'normal' && content !== '""') {
+          after.push(content.replace(/^"|"$/g, '').replace(/\u00a0/g, ' '));
+        }
+      }
+      if (/TextEditorDecorationType/.test(el.className) && el.children.length === 0 && el.textContent) {
+        after.push(el.textContent.replace(/\u00a0/g, ' '));
+      }
+    }
+    return { struck, after };
+  });
+}
+
+async function waitForNextEdit(text) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const seen = await nextEditOnScreen();
+    if (seen.after.some((t) => t.includes(text))) return seen;
+    if (Date.now() > deadline) throw new Error(`no next edit ${JSON.stringify(text)} on screen: ${JSON.stringify(seen)}`);
+    await page.waitForTimeout(100); // polling the page for a condition
+  }
+}
+
+async function waitForNoNextEdit() {
+  await page.waitForFunction(
+    () =>
+      ![...document.querySelectorAll('.editor-instance .monaco-editor .view-lines span')].some(
+        (el) => el.children.length === 0 && getComputedStyle(el).textDecorationLine.includes('line-through'),
+      ),
+    null,
+    { timeout, polling: 50 },
+  );
+}
+
+/** Ctrl+S, then the file as saved, once `check` holds for it. */
+async function save(check) {
+  await page.keyboard.press('Control+S');
+  const file = path.join(cfg.folder, cfg.file);
+  return until('the file to be saved', () => {
+    const text = fs.readFileSync(file, 'utf8');
+    return check(text) ? text : null;
+  }, 10000);
+}
+
+async function cursorAt() {
+  return (await page.locator('.statusbar-item[id="status.editor.selection"]').first().textContent()) ?? '';
+}
+
+function tapLog() {
+  return fs.existsSync(cfg.tapLog) ? fs.readFileSync(cfg.tapLog, 'utf8') : '';
+}
+
+/** The extension's output channel (its own log lines and the server's). */
+function channelLog() {
+  const found = [];
+  const walk = (dir) => {
+    for (const entry of fs.existsSync(dir) ? fs.readdirSync(dir, { withFileTypes: true }) : []) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(full);
+      else if (/fimlsp.*\.log$/.test(entry.name)) found.push(full);
+    }
+  };
+  walk(cfg.logsDir);
+  return found.map((file) => fs.readFileSync(file, 'utf8')).join('\n');
+}
+
+/** Next edits: a rename shown after a pause (the tap answers with known edits, lsp_tap.py
+ * --inline-edits), gone to with the command, applied with Tab; one shown then made stale by
+ * typing, which apply refuses; one that arrives after the user typed on, never shown. */
+async function nextEditFlow(editor) {
+  await editor.locator('.view-lines').click();
+  const original = fs.readFileSync(path.join(cfg.folder, cfg.file), 'utf8');
+  // Rename `h` to `height` in the signature (line 2), in one change.
+  await page.keyboard.press('Control+G');
+  await page.locator('.quick-input-widget input').waitFor({ state: 'visible' });
+  await page.keyboard.type('2:28');
+  await page.keyboard.press('Enter');
+  await page.locator('.quick-input-widget').waitFor({ state: 'hidden' });
+  await page.keyboard.insertText('eight');
+  step('renamed h to height');
+  // Nothing asked for: typing paused, and the extension asked by itself.
+  result.shown = await waitForNextEdit('height = height');
+  result.requestsBeforeShown = (tapLog().match(/textDocument\/copilotInlineEdit/g) ?? []).length;
+  step(`next edit shown ${JSON.stringify(result.shown)}`);
+  await page.screenshot({ path: cfg.screenshot });
+  result.cursorBeforeJump = await cursorAt();
+  await runCommand('fimlsp: Go to the next edit');
+  await page.locator('.statusbar-item[id="status.editor.selection"]', { hasText: 'Ln 4, Col 14' }).first().waitFor();
+  result.cursorAfterJump = await cursorAt();
+  step(`jumped (${result.cursorAfterJump})`);
+  await page.keyboard.press('Tab'); // on the edit's line: applies it
+  await waitForNoNextEdit();
+  result.afterApply = await save((text) => text.includes('self.height = height'));
+  result.original = original;
+  await until('the accept command to reach the server', () =>
+    tapLog().includes('workspace/executeCommand fimlsp.acceptNextEdit'), 10000);
+  step('applied with Tab');
+
+  // Shown, then the user types: hidden, and apply refuses.
+  await runCommand('fimlsp: Suggest the next edit');
+  await waitForNextEdit('Rect');
+  step('second next edit shown');
+  await page.keyboard.press('Control+End');
+  await page.keyboard.insertText('# typed\n');
+  await waitForNoNextEdit();
+  result.staleShown = await nextEditOnScreen();
+  await runCommand('fimlsp: Apply the next edit');
+  await until('apply to find nothing to apply', () => /next edit: none on show to apply/.test(channelLog()));
+  result.afterStale = await save((text) => text.includes('# typed'));
+  step('a stale next edit was hidden and not applied');
+
+  // The answer comes after the user typed on (the tap holds it until the change went by).
+  await runCommand('fimlsp: Suggest the next edit');
+  await until('the answer to be held', () => tapLog().includes('<held copilotInlineEdit 1>'));
+  await page.keyboard.insertText('# more\n');
+  await until('the extension to drop the late answer', () => /next edit for \S+ .*dropped/.test(channelLog()));
+  result.dropped = channelLog().split('\n').filter((line) => / dropped/.test(line));
+  result.lateShown = await nextEditOnScreen();
+  result.final = await save((text) => text.includes('# more'));
+  step('a late next edit was dropped');
+}
+
+try {
+  const url = `${cfg.url}/?folder=${encodeURIComponent(cfg.folder)}`;
+  await page.goto(url, { waitUntil: 'domcontentloaded' });
+  await page.locator('.monaco-workbench').waitFor();
+  step('workbench loaded');
+  if (cfg.untrusted) {
+    // Workspace trust's start-up question: keep the folder in Restricted Mode.
+    await page.getByRole('button', { name: /No, I don't trust the authors/ }).click();
+    step('workspace left untrusted');
+  }
+  // Startup is over once the onStartupFinished extensions (merge-conflict, ...) have activated:
+  // fimlsp must not have started a server yet, with no file open.
+  await until('startup to finish', () => /activationEvent: 'onStartupFinished'/.test(exthostLog()));
+  result.beforeFile = {
+    activation: exthostLog().split('\n').filter((l) => l.includes('_doActivateExtension fimlsp.fimlsp')),
+    serverStarted: fs.existsSync(cfg.tapLog),
+    statusItems: await page.locator(STATUS).count(),
+  };
+  step(`startup finished (server started: ${result.beforeFile.serverStarted})`);
+
+  // Open a file with Quick Open.
+  const openFile = async (name, waitForText) => {
+    await page.locator('.monaco-workbench').click({ position: { x: 640, y: 360 } }).catch(() => {});
+    await page.keyboard.press('Control+P');
+    await page.locator('.quick-input-widget input').waitFor({ state: 'visible' });
+    await page.keyboard.type(name);
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: name }).first().waitFor();
+    await page.keyboard.press('Enter');
+    await page.locator('.tab.active', { hasText: name }).waitFor();
+    await page.locator('.editor-instance .monaco-editor .view-lines', { hasText: waitForText ?? '' }).first().waitFor();
+    step(`opened ${name}`);
+  };
+  if (cfg.firstFile) {
+    // A file of a language fimlsp is off for, opened first: it must never reach the server.
+    await openFile(cfg.firstFile, cfg.firstFileText);
+  }
+  result.openedAt = Date.now();
+  await openFile(cfg.file, cfg.waitForText);
+  const editor = page.locator('.editor-instance .monaco-editor').first();
+  result.statusBefore = await waitForReady();
+  step(`extension ready (${result.statusBefore})`);
+
+  if (cfg.flow === 'nextedit') {
+    await nextEditFlow(editor);
+  } else {
+    await ghostTextFlow(editor);
+  }
   result.activation = exthostLog().split('\n').filter((l) => l.includes('_doActivateExtension fimlsp.fimlsp'));
   result.ok = true;
 } catch (error) {
