@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from test_lsp import running
 
 from fimlsp.config import Settings
@@ -84,3 +85,17 @@ def test_threads_auto_keeps_the_faster_of_the_cores_and_one(tiny_model: Path) ->
     one = choices.Choice(1, "auto: the 1 CPUs this process may run on")
     assert engine.choose_threads(one) is one  # nothing to choose between
     assert engine.session_count == 0
+
+
+def test_a_model_loaded_again_counts_the_machines_cores_not_its_predecessors_choice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine may settle on one thread (torch.set_num_threads(1)); a reload after a setting
+    changed must still see the cores, not that one."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    monkeypatch.setattr(choices, "TORCH_DEFAULT_THREADS", 4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert choices.threads(None, Path("/nonexistent")).value == 4
+    finally:
+        torch.set_num_threads(before)

@@ -91,7 +91,7 @@ def test_threads_follow_a_container_quota(tmp_path: Path, files: dict[str, str],
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    monkeypatch.setattr(choices, "TORCH_DEFAULT_THREADS", 16)
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(16)))
     chosen = choices.threads(None, tmp_path)
     if expected is None:
@@ -103,7 +103,7 @@ def test_threads_follow_a_container_quota(tmp_path: Path, files: dict[str, str],
 
 def test_threads_follow_the_cpus_this_process_may_use(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr(choices, "TORCH_DEFAULT_THREADS", 8)
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1})
     assert choices.threads(None, tmp_path).value == 2
 

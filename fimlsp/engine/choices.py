@@ -97,12 +97,17 @@ def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
+# torch's own count before any engine changed it: a model loaded again (a setting changed) must
+# not take the one thread its predecessor settled on for the machine's count.
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
 def threads(setting: int | None, root: Path = Path("/sys/fs/cgroup")) -> Choice:
     """torch's own count (the physical cores), capped by the CPUs this process may run on and
     by a container's CPU quota."""
     if setting:
         return Choice(setting, "set")
-    count, why = torch.get_num_threads(), "torch's default (physical cores)"
+    count, why = TORCH_DEFAULT_THREADS, "torch's default (physical cores)"
     try:
         allowed = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
