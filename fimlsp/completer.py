@@ -565,12 +565,14 @@ class Completer:
 
     def complete(self, key: str, cursor: Cursor, token: CancelToken | None = None,
                  request_id: int | None = None, count: bool = True,
-                 progress: Progress | None = None, quick: bool = False) -> Completion:
+                 progress: Progress | None = None, quick: bool = False,
+                 lines_by_ms: float | None = None) -> Completion:
         """The cleaned suggestion for `cursor`; blocking, on the worker thread. `count`: a
         request of the user's (not one computed ahead), for the stats. `progress`: where the
         text so far is kept for a later keystroke to take the generation over (inflight.py).
         `quick`: an automatic request, which may be answered from a short prompt when the whole
-        one would take long to read (`QUICK_PREFILL_MS`)."""
+        one would take long to read (`QUICK_PREFILL_MS`). `lines_by_ms`: the user is typing; a
+        block that has finished a line by then is answered with its finished lines (pace.py)."""
         started = time.perf_counter()
         request_id = request_id if request_id is not None else self.next_id()
         self._count(cache=False, request=count)
@@ -594,7 +596,9 @@ class Completer:
         else:
             generation = self._generate(key, cursor, prompt.ids, mode,
                                         token or CancelToken(), heal=prompt.heal,
-                                        progress=progress, session=session)
+                                        progress=progress, session=session,
+                                        lines_by=None if lines_by_ms is None else
+                                        started + lines_by_ms / 1000)
             self.stats.add(healed=int(prompt.heal is not None))
             text = healing.suggestion(self.tokenizer, generation.ids, prompt.heal)
             cut = generation.stop_reason == "time" and mode == "block" and \
@@ -786,14 +790,16 @@ class Completer:
     def _generate(self, key: str, cursor: Cursor, prompt: list[int], mode: str,
                   token: CancelToken, already: list[int] | None = None,
                   heal: healing.Heal | None = None, scores: list[float] | None = None,
-                  progress: Progress | None = None, session: str | None = None
-                  ) -> Generation:
+                  progress: Progress | None = None, session: str | None = None,
+                  lines_by: float | None = None) -> Generation:
         """`already`: tokens generated before (a cut answer going on, a branch's first token):
         they follow the prompt, and the policy and the length limit count them. `heal`: what
         token healing backed off the prompt (`prompt.Prompt.heal`): the first tokens must write
         it again. `scores`: receives each new token's log-probability (in-process engine).
         `progress`: where the text so far is kept for a later keystroke (inflight.py).
-        `session`: the engine session to use, when not the document's own (a quick start's)."""
+        `session`: the engine session to use, when not the document's own (a quick start's).
+        `lines_by`: a `time.perf_counter()` after which a block stops once it has a finished
+        line (as the time budget stops it: the caller shows the finished lines)."""
         assert self.engine is not None and self.tokenizer is not None and self.spec is not None
         stop_ids = self._stop_ids()
         already = already or []
@@ -803,11 +809,15 @@ class Completer:
 
         def on_token(token_id: int) -> bool:
             generated.append(token_id)
-            if raw and progress is None:  # no policy: only the stop ids and max_new_tokens
+            if raw and progress is None and lines_by is None:  # no policy: only the stop ids
                 return False
             text = healing.suggestion(self.tokenizer, generated, heal)
             if progress is not None and not progress.wrote(text):
                 token.cancel("superseded")  # the user typed something else: nobody wants it
+            if lines_by is not None and mode == "block" and time.perf_counter() > lines_by:
+                done = finished_lines(text)
+                if done != text and done.strip():
+                    token.cancel("time")  # a line is finished: show what is finished now
             return not raw and postprocess.wants_stop(text, mode, cursor, key)
 
         constraint = None

@@ -256,10 +256,11 @@ class FimServer(LanguageServer):
         # one they asked for, or after a pause, the whole budget (pace.py).
         budget = self.settings.time_budget_ms if invoked else self.pace.budget_ms(
             uri, self.settings.time_budget_ms)
+        lines_by = None if invoked else self.pace.first_lines_ms(uri)
         progress = Progress()
         future, token = self.scheduler.submit(
             uri, lambda tok: completer.complete(uri, cursor, tok, request_id, progress=progress,
-                                                quick=not invoked),
+                                                quick=not invoked, lines_by_ms=lines_by),
             budget / 1000)
         flight = InFlight(cursor, request_id, completer.answer_settings, future, token, progress)
         if self.settings.engine == "local":  # a serving engine's time is not ours to spend

@@ -4,6 +4,7 @@ uncut generation gives (fp32, the trained fixture, in process)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,13 @@ from fimlsp.completer import (
 from fimlsp.config import Settings
 from fimlsp.context import Cursor
 from fimlsp.engine.local import LocalEngine
-from fimlsp.pace import MIN_BUDGET_MS, PACE_FACTOR, TypingPace
+from fimlsp.pace import (
+    FIRST_LINES_FACTOR,
+    MIN_BUDGET_MS,
+    MIN_FIRST_LINES_MS,
+    PACE_FACTOR,
+    TypingPace,
+)
 from fimlsp.scheduler import CancelToken
 
 
@@ -147,3 +154,38 @@ def test_a_prompt_too_long_to_read_in_time_is_answered_from_a_short_one_first(
     assert engine.unread("q.py", full.ids) <= 1
     whole = completer.complete("q.py", cursor, quick=True)
     assert not whole.quick and whole.text == invoked.text
+
+
+def test_while_typing_a_block_is_due_after_one_interval_and_after_a_pause_never() -> None:
+    pace = TypingPace()
+    assert pace.first_lines_ms("a") is None  # no pace known yet
+    for i in range(5):
+        pace.keystroke("a", now=i * 0.15)
+    assert pace.first_lines_ms("a", now=0.7) == pytest.approx(FIRST_LINES_FACTOR * 150)
+    assert pace.first_lines_ms("a", now=5.0) is None  # a pause: the whole block
+    for i in range(5):
+        pace.keystroke("b", now=i * 0.01)
+    assert pace.first_lines_ms("b", now=0.05) == MIN_FIRST_LINES_MS
+
+
+def test_a_block_due_now_answers_with_its_first_finished_line(trained_model: Path) -> None:
+    """`lines_by_ms=0`: the first time a line is finished, the block stops there, keeps that
+    line, and goes on later to exactly the answer it would have given whole."""
+    settings = Settings(model=str(trained_model), quantization="none", max_new_tokens=48,
+                        multiline="always", time_budget_ms=600000, alternatives=0)
+    completer = Completer(settings)
+    completer.load()
+    cursor = completer.cursor_for(BLOCK, BLOCK.count("\n"), 0)
+    full = completer.complete("whole.py", cursor)
+    lines = [line for line in full.text.split("\n") if line.strip()]
+    assert len(lines) >= 2, full  # a block of several lines, or the test proves nothing
+    due = Completer(settings)  # a completer of its own: the first one remembers the answer
+    due.load()
+    first = due.complete("due.py", cursor, lines_by_ms=0)
+    assert first.stop_reason == "time" and first.unfinished is not None
+    assert full.text.startswith(first.text) and first.text.strip() == lines[0].strip()
+    assert due.finish("due.py", first.unfinished, CancelToken()) == full.text
+    single = Completer(dataclasses.replace(settings, multiline="never"))
+    single.load()
+    lone = single.complete("line.py", cursor, lines_by_ms=0)
+    assert lone.stop_reason != "time"  # one line: never cut in the middle for this
