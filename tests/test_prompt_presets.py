@@ -26,7 +26,7 @@ TOKENIZER_OF = {
     "starcoder-gpteacher": "starcoder", "santacoder": "santacoder",
     "fim-neox-1.3b": "fim-neox-1.3b", "refact-1.6b": "refact-1_6b-fim",
     "starcoder2-3b": "starcoder2", "qwen2.5-coder-1.5b": "qwen2.5-coder",
-    "deepseek-coder-1.3b": "deepseek-coder",
+    "deepseek-coder-1.3b": "deepseek-coder", "zeta": "qwen2.5-coder",
 }
 DOC = (
     "import os\n\n\n"

@@ -458,7 +458,7 @@ def test_fuzz_every_request_answered_once_with_its_code(tiny_model: Path, capsys
     assert stats["result"]["state"] == "ready", stats
     assert stats["result"]["requests"] > 0, stats
     items = completion["result"]["items"]
-    assert len(items) == 1 and isinstance(items[0]["insertText"], str), completion
+    assert len(items) >= 1 and isinstance(items[0]["insertText"], str), completion  # + alternatives
 
     responses = [m for m in server.responses() if not (
         isinstance(m.get("id"), str) and (m["id"] == "init" or m["id"].startswith("ready?")))]
