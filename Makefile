@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test` (see README.md).
 # Real model configs and tokenizers come from $FIMLSP_SHARED, ../shared or the Hugging Face cache
-# (fimlsp/fixtures.py); `python -m fimlsp.fixtures where` says which.
+# (fimlsp/tools/fixtures.py); `python -m fimlsp.tools.fixtures where` says which.
 VENV := .venv/bin
 
 .PHONY: demo test lint setup clean
@@ -11,11 +11,11 @@ demo:
 
 test:
 	@bash scripts/setup.sh test
-	$(VENV)/ruff check fimlsp tests scripts
+	$(VENV)/ruff check fimlsp fimlsp_bench tests scripts
 	$(VENV)/python -m pytest -q -rs -p no:cacheprovider
 
 lint:
-	$(VENV)/ruff check fimlsp tests scripts
+	$(VENV)/ruff check fimlsp fimlsp_bench tests scripts
 
 clean:
 	rm -rf .venv .pytest_cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -187,15 +188,33 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fimlsp.demo import run_demo
+    from fimlsp.tools.demo import run_demo
 
     return run_demo(model=args.model, json_output=args.json)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fimlsp.bench import run
+    return load_benchmarks().run(args.name, args.args)
 
-    return run(args.name, args.args)
+
+def load_benchmarks(roots: tuple[Path, ...] | None = None) -> Any:
+    """The benchmarks live beside the package in the source checkout (`fimlsp_bench/`), not in
+    the wheel: a user's install carries only what the server needs. An editable install already
+    puts the checkout on the path; a plain install run from a checkout finds it in the working
+    directory or beside the imported package."""
+    try:
+        return importlib.import_module("fimlsp_bench")
+    except ModuleNotFoundError as error:
+        if error.name != "fimlsp_bench":
+            raise
+    for root in roots or (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (root / "fimlsp_bench" / "__init__.py").is_file():
+            sys.path.insert(0, str(root))
+            return importlib.import_module("fimlsp_bench")
+    raise FimError(ErrorKind.UNSUPPORTED,
+                   "the benchmarks are not installed: they live in the source checkout "
+                   "(fimlsp_bench/); run `fimlsp bench` from a checkout or after "
+                   "`pip install -e '.[bench]'` there")
 
 
 def build_parser() -> argparse.ArgumentParser:

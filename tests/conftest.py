@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from shared_fixtures import shared_or_skip
 
-from fimlsp.tiny import build_tiny_model, trained_model_dir
+from fimlsp.tools.tiny import build_tiny_model, trained_model_dir
 
 
 @pytest.fixture(scope="session")

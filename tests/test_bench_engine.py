@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fimlsp.bench import engine as bench_engine
+from fimlsp_bench import engine as bench_engine
 
 CONTEXT = 48
 NEW = 4

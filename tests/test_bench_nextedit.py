@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fimlsp.bench.nextedit import _hunks, cases, oracle_forwards
+from fimlsp_bench.nextedit import _hunks, cases, oracle_forwards
 
 LINES = st.lists(st.sampled_from(["a\n", "b\n", "def f():\n", "    return 1\n", "\n"]),
                  max_size=12).map("".join)

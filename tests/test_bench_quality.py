@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from fimlsp.bench import available
-from fimlsp.bench.quality import (
+from fimlsp_bench import available
+from fimlsp_bench.quality import (
     Answer,
     SpanResult,
     accept_plan,
@@ -260,7 +260,7 @@ MIDWORD_SOURCE = ("import os\n\n\ndef join_all(parts, separator):\n    result = 
 
 
 def test_mid_word_cursors_sit_inside_identifiers_seen_earlier_in_the_file() -> None:
-    from fimlsp.bench.midword import MIN_LENGTH, cursors_in
+    from fimlsp_bench.midword import MIN_LENGTH, cursors_in
 
     picked = cursors_in("code.py", MIDWORD_SOURCE, random.Random(0), limit=50)
     assert picked and picked == cursors_in("code.py", MIDWORD_SOURCE, random.Random(0), 50)
@@ -274,7 +274,7 @@ def test_mid_word_cursors_sit_inside_identifiers_seen_earlier_in_the_file() -> N
 
 
 def test_mid_word_scores() -> None:
-    from fimlsp.bench.midword import Outcome, summarize
+    from fimlsp_bench.midword import Outcome, summarize
 
     outcomes = [Outcome("ult", "ult.append(x)", 10, "model"),  # finished
                 Outcome("ult", "ultimate", 20, "model"),  # matched 3, not finished
@@ -288,7 +288,7 @@ def test_mid_word_scores() -> None:
 
 def test_a_tiny_mid_word_run_through_two_real_servers(trained_model: Path,
                                                       tmp_path: Path) -> None:
-    from fimlsp.bench.midword import VARIANTS, Cursor, run
+    from fimlsp_bench.midword import VARIANTS, Cursor, run
 
     source = tmp_path / "code.py"
     source.write_text(MIDWORD_SOURCE)

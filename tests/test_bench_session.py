@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fimlsp.bench._llamacpp import reused_prefix
-from fimlsp.bench.session import after, apply, llamacpp_python, parse_args, retyping, run
+from fimlsp_bench._llamacpp import reused_prefix
+from fimlsp_bench.session import after, apply, llamacpp_python, parse_args, retyping, run
 
 SOURCE = '''import os
 

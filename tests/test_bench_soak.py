@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fimlsp.bench.soak import keystrokes, slope_mb_per_min, storm, summarize
+from fimlsp_bench.soak import keystrokes, slope_mb_per_min, storm, summarize
 
 TEXT = "def f(x):\n    return x + 1\n\n\nclass C:\n    value = 'a string'\n"
 

@@ -256,3 +256,21 @@ def test_a_bug_is_one_line_unless_a_traceback_is_asked_for(
     monkeypatch.setenv("FIMLSP_TRACEBACK", "1")
     with pytest.raises(RuntimeError):
         cli.main(["models"])
+
+
+def test_bench_outside_a_checkout_says_where_the_benchmarks_live(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wheel has no benchmarks (tests/test_install.py); `fimlsp bench` then says so instead
+    of a traceback. `None` in sys.modules makes the import fail as a missing package does."""
+    from fimlsp.cli import load_benchmarks
+    from fimlsp.errors import FimError
+
+    monkeypatch.setitem(sys.modules, "fimlsp_bench", None)
+    with pytest.raises(FimError, match=r"benchmarks are not installed.*fimlsp_bench"):
+        load_benchmarks(roots=(tmp_path,))
+
+
+def test_bench_from_the_checkout_lists_the_benchmarks() -> None:
+    from fimlsp.cli import load_benchmarks
+
+    assert {"policy", "quality", "engine", "session"} <= set(load_benchmarks().available())

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import fimlsp.models
-import fimlsp.tiny
-from fimlsp.demo import TRAINED_OPTIONS, choose_model
+import fimlsp.tools.tiny
+from fimlsp.tools.demo import TRAINED_OPTIONS, choose_model
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_the_random_model_stays_the_fallback(shared: Path, tmp_path: Path,
     (bare / "tokenizers").symlink_to(shared / "tokenizers", target_is_directory=True)
     monkeypatch.setenv("FIMLSP_SHARED", str(bare))
     built: list[Path] = []
-    monkeypatch.setattr(fimlsp.tiny, "build_tiny_model",
+    monkeypatch.setattr(fimlsp.tools.tiny, "build_tiny_model",
                         lambda out, _name, **_: built.append(out) or out)
     chosen = choose_model(None)
     assert chosen.kind == "random" and built == [Path(chosen.name)]

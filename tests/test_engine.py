@@ -24,7 +24,7 @@ from fimlsp.engine import Generation
 from fimlsp.engine.local import LocalEngine, cache_kwarg, common_prefix, sample
 from fimlsp.models import ModelSpec, load_tokenizer, resolve_model
 from fimlsp.prompt import build_prompt
-from fimlsp.tiny import build_tiny_model
+from fimlsp.tools.tiny import build_tiny_model
 
 ATOL = 1e-4
 DOCUMENT = (

@@ -88,7 +88,7 @@ ARCHS: dict[str, tuple[dict, str, str]] = {
 
 def build_arch_model(out_dir: Path, arch: str, shared: Path, seed: int = 0,
                      **overrides: object) -> Path:
-    """config.json, random weights (seeded) and the real tokenizer, like fimlsp.tiny does."""
+    """config.json, random weights (seeded) and the real tokenizer, like fimlsp.tools.tiny does."""
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 

@@ -43,7 +43,7 @@ from fimlsp.config import Settings
 from fimlsp.engine.lean import FAMILIES, GROW_TO, LeanModel, StaticKV, lean_for
 from fimlsp.engine.local import LocalEngine
 from fimlsp.models import load_tokenizer, resolve_model
-from fimlsp.tiny import build_tiny_model
+from fimlsp.tools.tiny import build_tiny_model
 
 TRAINED = "tiny-fim-starcoder"
 WINDOW = 8  # a sliding window far shorter than the test prompts (44–100 tokens)

@@ -18,7 +18,7 @@ from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException
 from test_lsp import INVALID_PARAMS, Doc, running, uri_for
 
-from fimlsp.tiny import TOKENIZER_FOR, shrink
+from fimlsp.tools.tiny import TOKENIZER_FOR, shrink
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from fimlsp import demo, fixtures
-from fimlsp.fixtures import FETCH_COMMAND, HUB_SOURCES, find
+from fimlsp.tools import demo, fixtures
+from fimlsp.tools.fixtures import FETCH_COMMAND, HUB_SOURCES, find
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -28,7 +28,7 @@ SAMPLE = ["tests/test_models.py::test_fim_neox_window_is_what_its_config_allows"
 
 
 def fill_hf_cache(cache: Path, shared: Path, leave_out: frozenset[str] = frozenset()) -> None:
-    """What `python -m fimlsp.fixtures fetch` leaves in the cache, from shared/'s files."""
+    """What `python -m fimlsp.tools.fixtures fetch` leaves in the cache, from shared/'s files."""
     for folder, (repo, names) in HUB_SOURCES.items():
         if repo in leave_out:
             continue
@@ -136,7 +136,7 @@ def test_demo_with_fixtures_still_builds_the_tiny_model_offline(
     monkeypatch.setenv("FIMLSP_SHARED", str(shared))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(demo, "REAL_MODELS", ())
-    monkeypatch.setattr("fimlsp.tiny.trained_model_dir", lambda *_: None)  # no trained fixture
+    monkeypatch.setattr("fimlsp.tools.tiny.trained_model_dir", lambda *_: None)  # none trained
     chosen = demo.choose_model(None, download=pytest.fail)
     model, note = chosen.name, chosen.note
     assert Path(model).is_relative_to(tmp_path) and note and "MEANINGLESS" in note

@@ -65,18 +65,19 @@ def test_wheel_metadata_is_complete(dist: dict[str, Path]) -> None:
     assert any(r.startswith("bitsandbytes") and "extra == 'gpu'" in r for r in requires)
 
 
-def test_wheel_holds_the_package_the_corpus_the_license_and_the_command(
+def test_wheel_holds_the_package_the_license_and_the_command_but_no_benchmarks(
         dist: dict[str, Path]) -> None:
+    """A user's install carries what the server needs; the benchmarks and their corpus stay in
+    the checkout (`fimlsp_bench/`, docs/architecture.md)."""
     with zipfile.ZipFile(dist["wheel"]) as archive:
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names
                             if n.endswith(".dist-info/entry_points.txt"))
     for module in (ROOT / "fimlsp").rglob("*.py"):
         assert module.relative_to(ROOT).as_posix() in names
-    corpus = [p for p in (ROOT / "fimlsp/bench/corpus").iterdir() if p.is_file()]
-    assert corpus
-    for path in corpus:  # `fimlsp bench policy` reads these from the installed package
-        assert path.relative_to(ROOT).as_posix() in names
+    assert (ROOT / "fimlsp_bench" / "corpus" / "limiter.go").is_file()
+    assert not [n for n in names if n.startswith("fimlsp_bench/") or "/bench/" in n
+                or "corpus" in n]
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert not any(n.startswith(("tests/", "editors/", "docs/")) for n in names)
     assert "fimlsp = fimlsp.cli:main" in entry_points
@@ -86,7 +87,8 @@ def test_sdist_holds_the_sources_tests_docs_and_clients(dist: dict[str, Path]) -
     with tarfile.open(dist["sdist"]) as archive:
         names = {n.split("/", 1)[1] for n in archive.getnames() if "/" in n}
     for path in ("pyproject.toml", "README.md", "LICENSE", "fimlsp/cli.py",
-                 "fimlsp/bench/corpus/limiter.go", "tests/conftest.py", "docs/configuration.md",
+                 "fimlsp_bench/corpus/limiter.go", "fimlsp_bench/quality.py",
+                 "tests/conftest.py", "docs/configuration.md", "docs/architecture.md",
                  "scripts/options_docs.py", "editors/vscode/package.json",
                  "editors/neovim/lua/fimlsp/init.lua", "editors/emacs/fimlsp.el"):
         assert path in names, path

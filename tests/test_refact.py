@@ -44,7 +44,7 @@ from fimlsp.engine.refact import (
     mlp_width,
 )
 from fimlsp.models import load_tokenizer, resolve_model
-from fimlsp.tiny import build_tiny_model, shrink
+from fimlsp.tools.tiny import build_tiny_model, shrink
 
 # fp32 model against a float64 hand computation; fp32 sums in an order that depends on the
 # thread count (each load sets it), which moves logits by up to ~1.5e-5.

@@ -6,10 +6,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from fimlsp.bench._vllm import free_port
 from fimlsp.completer import Completer
 from fimlsp.config import Settings
 from fimlsp.engine.remote import RemoteEngine
+from fimlsp_bench._vllm import free_port
 
 
 def test_no_weights_needed_and_a_down_endpoint_is_a_status(trained_model: Path,

@@ -12,7 +12,7 @@ from pathlib import Path
 from test_lsp import Doc, nothing, running
 from test_remote_dialects import StandIn, _Handler, llamacpp_props
 
-from fimlsp.bench._vllm import free_port
+from fimlsp_bench._vllm import free_port
 
 
 def silent_reply(handler: _Handler) -> None:

@@ -28,7 +28,7 @@ from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException
 from test_lsp import REQUEST_CANCELLED, Client, Doc, nothing, position_of, running, uri_for
 
-from fimlsp.bench._vllm import INSTALL, VllmServer, free_port, hit_rate, vllm_python
+from fimlsp_bench._vllm import INSTALL, VllmServer, free_port, hit_rate, vllm_python
 
 pytestmark = pytest.mark.slow
 

@@ -40,7 +40,7 @@ from fimlsp.engine.local import LocalEngine, load_model
 from fimlsp.engine.santacoder import convert_config, convert_state_dict, is_original_santacoder
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import load_tokenizer, resolve_model
-from fimlsp.tiny import shrink
+from fimlsp.tools.tiny import shrink
 
 REFERENCE_ATOL = 1e-5  # fp32 converted model against a float64 hand computation
 LAYERS, WIDTH, HEADS = 2, 64, 4

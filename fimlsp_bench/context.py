@@ -42,7 +42,7 @@ from fimlsp.models import TEMPLATES, load_tokenizer
 from fimlsp.prompt import Edges, build_prompt
 from fimlsp.repo.choose import RepoContext
 from fimlsp.repo.index import RepoIndex
-from fimlsp.tiny import shared_dir
+from fimlsp.tools.tiny import shared_dir
 
 DEFAULT_PACKAGES = ("huggingface_hub", "_pytest", "hypothesis", "rich", "networkx")
 TIMING_PACKAGE = "transformers"  # the largest at hand: index time and memory per 1,000 files
@@ -295,7 +295,7 @@ def main(argv: list[str]) -> int:
     tok = load_tokenizer(str(shared / "tokenizers" / (args.tokenizer or args.template)))
     repos = [r.resolve() for r in args.repo] if args.repo else \
         [p for p in map(package_dir, DEFAULT_PACKAGES) if p is not None]
-    from fimlsp.bench.quality import machine
+    from fimlsp_bench.quality import machine
 
     result: dict[str, Any] = {"machine": machine(), "template": args.template,
                               "window": args.window, "share": args.share, "repos": []}

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from fimlsp import postprocess
-from fimlsp.bench.quality import held_out_files, machine, sample
 from fimlsp.completer import Completer
 from fimlsp.config import Settings
 from fimlsp.engine.local import common_prefix
 from fimlsp.scheduler import CancelToken
+from fimlsp_bench.quality import held_out_files, machine, sample
 
 
 def _completer(model: str, quantization: str, window: int, threads: int) -> Completer:
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=0, help="0: the server's choice")
     args = parser.parse_args(argv)
     if args.model is None:
-        from fimlsp.tiny import trained_model_dir
+        from fimlsp.tools.tiny import trained_model_dir
 
         trained = trained_model_dir()
         if trained is None:

@@ -55,7 +55,7 @@ from fimlsp.config import Settings
 from fimlsp.engine import choices
 from fimlsp.engine.local import LocalEngine
 from fimlsp.models import resolve_model
-from fimlsp.tiny import build_tiny_model
+from fimlsp.tools.tiny import build_tiny_model
 
 TINY = {"layers": 2, "width": 64, "heads": 4}  # --tiny: the test's geometry, seconds not minutes
 FIRST_ID = 1000  # random prompt ids start here: StarCoder-family special tokens are all below
@@ -472,7 +472,7 @@ def full_size_model(model: str) -> str:
 
 
 def geometry(name: str, args: argparse.Namespace) -> dict[str, int]:
-    from fimlsp.tiny import shared_dir
+    from fimlsp.tools.tiny import shared_dir
 
     shared = args.shared or shared_dir()
     if shared is None:
@@ -559,7 +559,7 @@ def _in_subprocess(argv: list[str], name: str, quantization: str, bandwidth: flo
                    ) -> list[dict[str, Any]]:
     import subprocess
 
-    command = [sys.executable, "-m", "fimlsp.bench.engine", *argv, "--json",
+    command = [sys.executable, "-m", "fimlsp_bench.engine", *argv, "--json",
                "--row", f"{name}:{quantization}", "--bandwidth-gbs", repr(bandwidth)]
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 READY_S = 600.0  # a cold start on a busy 2-core machine; ~60-90 s when it is quiet
 INSTALL = "bash scripts/install-vllm.sh"
 

@@ -90,13 +90,13 @@ def choose_model(model: str | None,
 
     In order: the one asked for; a real model already in the Hugging Face cache; the small
     trained fixture in shared/models; a tiny random-weight one built from the real configs and
-    tokenizers (`fimlsp.fixtures`: this project's shared/, offline); else, on a bare clone,
+    tokenizers (`fimlsp.tools.fixtures`: this project's shared/, offline); else, on a bare clone,
     `bigcode/tiny_starcoder_py` downloaded from the hub. The demo is a command the user runs, so
     it may download; the server never does.
     """
-    from fimlsp.fixtures import find
     from fimlsp.models import PRESETS, weights_present
-    from fimlsp.tiny import build_tiny_model, default_tiny_dir, trained_model_dir
+    from fimlsp.tools.fixtures import find
+    from fimlsp.tools.tiny import build_tiny_model, default_tiny_dir, trained_model_dir
 
     if model:
         return DemoModel(model, "given")
@@ -139,7 +139,7 @@ def choose_model(model: str | None,
 
 
 async def _session(model: str, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    from fimlsp.lspclient import editor_client
+    from fimlsp.tools.lspclient import editor_client
 
     client, loaded, messages = editor_client("fimlsp-demo", echo=True)
 

@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--busy", default="0,1", help="comma-separated counts of busy cores")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    from fimlsp.bench.engine import full_size_model
+    from fimlsp_bench.engine import full_size_model
 
     model = full_size_model(args.model)
     threads = [int(t) for t in args.threads.split(",")]

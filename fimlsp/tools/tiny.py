@@ -26,8 +26,8 @@ TOKENIZER_FOR = {
 
 def shared_dir() -> Path | None:
     """The shared/ folder with real configs and tokenizers ($FIMLSP_SHARED, beside the repository,
-    or made from the Hugging Face cache: `fimlsp.fixtures`), or None."""
-    from fimlsp.fixtures import find
+    or made from the Hugging Face cache: `fimlsp.tools.fixtures`), or None."""
+    from fimlsp.tools.fixtures import find
 
     return find().path
 
@@ -68,7 +68,7 @@ def build_tiny_model(out_dir: Path, config_name: str = "tiny_starcoder_py", *, s
     hf_logging.disable_progress_bar()
 
     if shared is None:
-        from fimlsp.fixtures import find
+        from fimlsp.tools.fixtures import find
 
         found = find()
         if found.path is None:

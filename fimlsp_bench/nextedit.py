@@ -66,7 +66,7 @@ def completer_for(args: argparse.Namespace) -> Any:
     from fimlsp.completer import Completer
     from fimlsp.engine.local import LocalEngine
     from fimlsp.models import load_tokenizer
-    from fimlsp.tiny import shared_dir
+    from fimlsp.tools.tiny import shared_dir
 
     settings = Settings(device="cpu", next_edit_max_tokens=args.max_new_tokens)
     completer = Completer(settings)

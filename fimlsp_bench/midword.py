@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fimlsp.bench.quality import (
+from fimlsp_bench.quality import (
     LANGUAGES,
     LspEditor,
     _code_rows,

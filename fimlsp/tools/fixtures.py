@@ -9,8 +9,8 @@ Tests, the demo and the benchmarks need the real configs and tokenizers of the s
 3. the local Hugging Face cache, where the same files live under their hub repositories: a
    `shared/`-shaped folder of links to them is made under `$XDG_CACHE_HOME/fimlsp/`.
 
-Nothing here downloads, except `python -m fimlsp.fixtures fetch`, the explicit command that fills
-the Hugging Face cache with the files of step 3 (config and tokenizer files only, no weights).
+Nothing here downloads, except `python -m fimlsp.tools.fixtures fetch`, the explicit command that
+fills the Hugging Face cache with the files of step 3 (config and tokenizer files only, no weights).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FETCH_COMMAND = "python -m fimlsp.fixtures fetch"
+FETCH_COMMAND = "python -m fimlsp.tools.fixtures fetch"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 # shared/ folder → (hub repository, files it takes from there). The first file is required.
 HUB_SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -119,7 +119,7 @@ def find() -> Found:
         if _is_shared(Path(env)):
             return Found(Path(env), "FIMLSP_SHARED", looked)
         looked.append(f"FIMLSP_SHARED={env} (no model-configs/ and tokenizers/ there)")
-    repository = Path(__file__).resolve().parent.parent
+    repository = Path(__file__).resolve().parents[2]
     for candidate in (repository.parent / "shared", repository / "shared"):
         if _is_shared(candidate):
             return Found(candidate, "shared/ beside the repository", looked)
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         found = find()
         print(f"{found.path} ({found.source})" if found.path else found.reason())
         return 0 if found.path else 1
-    print("usage: python -m fimlsp.fixtures [where | fetch]", file=sys.stderr)
+    print("usage: python -m fimlsp.tools.fixtures [where | fetch]", file=sys.stderr)
     return 2
 
 

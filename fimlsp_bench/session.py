@@ -54,10 +54,10 @@ from typing import Any
 
 from lsprotocol import types as t
 
-from fimlsp.bench._plot import pyplot, save
-from fimlsp.lspclient import did_change
+from fimlsp.tools.lspclient import did_change
+from fimlsp_bench._plot import pyplot, save
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FUNCTION = "_match_argument"
 LLAMACPP_SCRIPT = Path(__file__).with_name("_llamacpp.py")
 INSTALL_LLAMACPP = ("python -m venv .venv-llamacpp && CMAKE_ARGS='-DGGML_NATIVE=ON' "
@@ -175,13 +175,13 @@ class Server:
         self.version = 1
 
     async def start(self, folder: Path, name: str, text: str) -> None:
-        from fimlsp.lspclient import editor_client
+        from fimlsp.tools.lspclient import editor_client
 
         client, loaded, shown = editor_client(f"fimlsp-session-{self.label}",
                                               on_log=self._lines.append)
         env = {k: v for k, v in os.environ.items()
                if k not in ("FIMLSP_LEAN", "FIMLSP_SPECULATE")}  # as shipped
-        module = "fimlsp.bench._fresh" if self.fresh else "fimlsp"
+        module = "fimlsp_bench._fresh" if self.fresh else "fimlsp"
         await client.start_io(sys.executable, "-m", module, "serve", "--model", self.model,
                               "--log-level", "warning", env=env)
         self.client = client
@@ -597,8 +597,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def model_dir(args: argparse.Namespace) -> Path:
     if args.model:
         return Path(args.model)
-    from fimlsp.bench.engine import TINY, geometry
-    from fimlsp.tiny import build_tiny_model
+    from fimlsp.tools.tiny import build_tiny_model
+    from fimlsp_bench.engine import TINY, geometry
 
     shape_args = argparse.Namespace(shared=None, tiny=args.tiny, layers=None, width=None,
                                     heads=None)
@@ -610,7 +610,7 @@ def model_dir(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole benchmark as a JSON-able report."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from fimlsp.bench.engine import load_average, machine
+    from fimlsp_bench.engine import load_average, machine
 
     source_file = args.file
     if source_file is None:

@@ -18,4 +18,4 @@ def run(name: str, argv: list[str]) -> int:
     if name not in available():
         have = ", ".join(available()) or "none"
         raise SystemExit(f"fimlsp bench: unknown benchmark '{name}' (have: {have})")
-    return int(importlib.import_module(f"fimlsp.bench.{name}").main(argv) or 0)
+    return int(importlib.import_module(f"fimlsp_bench.{name}").main(argv) or 0)

@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fimlsp.bench.midword import Cursor, sample_cursors
-from fimlsp.bench.quality import (
+from fimlsp_bench.midword import Cursor, sample_cursors
+from fimlsp_bench.quality import (
     LANGUAGES,
     LspEditor,
     _start_server,

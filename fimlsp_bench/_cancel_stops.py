@@ -5,7 +5,7 @@ The server has no switch for it (a generation the next keystroke types into is a
 keeping), so this process never registers a running request (`Flights.start` does nothing):
 the client's `$/cancelRequest` then stops the generation between tokens, and every request
 starts its own. Everything else is the shipped server's. Run as
-`python -m fimlsp.bench._cancel_stops serve ...` (the CLI's arguments).
+`python -m fimlsp_bench._cancel_stops serve ...` (the CLI's arguments).
 """
 
 from __future__ import annotations

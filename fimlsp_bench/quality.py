@@ -78,7 +78,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no token healing": {"tokenHealing": False},
     "no repo context": {"repoContext": False},
     # Not a setting: the server as it was before a cancelled generation ran on (inflight.py).
-    "cancel stops": {SERVER_MODULE: "fimlsp.bench._cancel_stops"},
+    "cancel stops": {SERVER_MODULE: "fimlsp_bench._cancel_stops"},
 }
 
 
@@ -517,7 +517,7 @@ class LspEditor:
 async def _start_server(model: str, options: dict[str, Any], root: Path) -> Any:
     from lsprotocol import types
 
-    from fimlsp.lspclient import editor_client
+    from fimlsp.tools.lspclient import editor_client
 
     client, loaded, problems = editor_client("fimlsp-bench-quality")
     options = dict(options)
@@ -788,7 +788,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def _default_model() -> str:
-    from fimlsp.tiny import trained_model_dir
+    from fimlsp.tools.tiny import trained_model_dir
 
     trained = trained_model_dir()
     if trained is None:
@@ -973,12 +973,12 @@ def main(argv: list[str]) -> int:
     if not files:
         raise SystemExit("fimlsp bench quality: no files to retype")
     if args.mid_word:
-        from fimlsp.bench import midword
+        from fimlsp_bench import midword
 
         return midword.main(model, files, args.mid_word, args.seed, _base_options(args),
                             args.json)
     if args.alternatives:
-        from fimlsp.bench import alternatives
+        from fimlsp_bench import alternatives
 
         return alternatives.main(model, files, args.alternatives, args.seed,
                                  _base_options(args), args.json)

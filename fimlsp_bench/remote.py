@@ -28,9 +28,9 @@ from typing import Any
 
 from lsprotocol import types as t
 
-from fimlsp.bench._plot import pyplot, save
-from fimlsp.bench._vllm import INSTALL, VllmServer, hit_rate, vllm_python
-from fimlsp.bench.soak import keystrokes
+from fimlsp_bench._plot import pyplot, save
+from fimlsp_bench._vllm import INSTALL, VllmServer, hit_rate, vllm_python
+from fimlsp_bench.soak import keystrokes
 
 DOCUMENTS = ("argparse.py", "textwrap.py", "shlex.py", "csv.py", "fractions.py",
              "dataclasses.py")  # held out from the trained model
@@ -64,7 +64,7 @@ class Typist:
 async def type_along(model: str, options: dict[str, Any], document: Path, rate: float,
                      seconds: float, seed: int, ready: Start) -> tuple[Typist, dict]:
     """One editor: starts its server, waits for the others, types for `seconds`."""
-    from fimlsp.lspclient import did_change, editor_client, initialize_and_open
+    from fimlsp.tools.lspclient import did_change, editor_client, initialize_and_open
 
     client, loaded, _shown = editor_client(f"fimlsp-remote-{seed}")
     await client.start_io(sys.executable, "-m", "fimlsp", "serve", "--model", model,
@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    from fimlsp.bench.soak import default_model
+    from fimlsp_bench.soak import default_model
 
     model = args.model or default_model()
     import argparse as stdlib_argparse

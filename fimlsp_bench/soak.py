@@ -35,7 +35,7 @@ from typing import Any
 
 from lsprotocol import types as t
 
-from fimlsp.bench._plot import pyplot, save
+from fimlsp_bench._plot import pyplot, save
 
 
 @dataclass
@@ -60,7 +60,7 @@ def default_document() -> Path:
 def default_model() -> str:
     """The small trained model from shared/ when present (real suggestion lengths), else the
     tiny random one the tests use."""
-    from fimlsp.tiny import build_tiny_model, default_tiny_dir, shared_dir
+    from fimlsp.tools.tiny import build_tiny_model, default_tiny_dir, shared_dir
 
     shared = shared_dir()
     trained = shared / "models" / "tiny-fim-starcoder" if shared else None
@@ -114,7 +114,7 @@ def keystrokes(text: str, seed: int) -> Iterator[tuple[int, int, int, int, str]]
 
 async def storm(model: str, document: Path, rate: float, seconds: float, seed: int,
                 options: dict[str, Any]) -> tuple[Storm, dict[str, Any]]:
-    from fimlsp.lspclient import did_change, editor_client, initialize_and_open
+    from fimlsp.tools.lspclient import did_change, editor_client, initialize_and_open
 
     client, loaded, _shown = editor_client("fimlsp-soak", echo=True)
 

@@ -1,10 +1,10 @@
 """`fimlsp bench edits`: what one keystroke costs the server, by document size.
 
-The real server over stdio with the tiny random-weight model (`fimlsp.tiny`), three documents:
+The real server over stdio with the tiny random-weight model (`fimlsp.tools.tiny`), three documents:
 
 - **100 lines** of real Python (the standard library's source);
 - **100k lines** of the same (about 3.5 MB);
-- **5 MB on one line**: `fimlsp/bench/corpus/store.js` with its line breaks turned into spaces,
+- **5 MB on one line**: `fimlsp_bench/corpus/store.js` with its line breaks turned into spaces,
   repeated: a minified bundle.
 
 Per document, the cursor is put in the middle (line 50,000 of the big one; character 2.5M of the
@@ -244,7 +244,7 @@ def main(argv: list[str]) -> int:
         return 0
     model = args.model
     if model is None:
-        from fimlsp.tiny import build_tiny_model, default_tiny_dir
+        from fimlsp.tools.tiny import build_tiny_model, default_tiny_dir
 
         model = str(build_tiny_model(default_tiny_dir()))
     options: dict[str, Any] = {"maxNewTokens": args.max_new_tokens, "device": "cpu"}

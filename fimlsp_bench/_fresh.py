@@ -4,7 +4,7 @@ The local engine has no switch for it (reuse is the point of its sessions), so t
 drops the document's engine session before every generation: each request starts from an empty
 cache and prefills its whole prompt, exactly what `model.generate()` per request would cost.
 Everything else — prompts, sticky edges, typing-through, recent answers, the policy — is the
-shipped server's. Run as `python -m fimlsp.bench._fresh serve ...` (the CLI's arguments).
+shipped server's. Run as `python -m fimlsp_bench._fresh serve ...` (the CLI's arguments).
 """
 
 from __future__ import annotations

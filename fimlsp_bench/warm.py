@@ -49,7 +49,7 @@ def cursor_in(text: str) -> tuple[int, int]:
 
 
 async def first_suggestion(model: str, options: dict[str, Any], warm: bool) -> dict[str, Any]:
-    from fimlsp.lspclient import did_change, editor_client, initialize_and_open
+    from fimlsp.tools.lspclient import did_change, editor_client, initialize_and_open
 
     client, loaded, _shown = editor_client("fimlsp-bench-warm")
     await client.start_io(sys.executable, "-m", "fimlsp", "serve", "--model", model,
@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    from fimlsp.bench.engine import full_size_model
+    from fimlsp_bench.engine import full_size_model
 
     model = full_size_model(args.model)
     rows = []

@@ -23,7 +23,7 @@ from fimlsp.context import Cursor, split_at
 from fimlsp.engine.local import common_prefix
 from fimlsp.models import PRESETS, TEMPLATES, load_tokenizer
 from fimlsp.prompt import Edges, build_prompt
-from fimlsp.tiny import shared_dir
+from fimlsp.tools.tiny import shared_dir
 
 TOKENIZER_FOLDER = {  # template → folder in shared/tokenizers
     "starcoder": "starcoder", "santacoder": "santacoder", "fim-neox": "fim-neox-1.3b",
