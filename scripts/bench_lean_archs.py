@@ -54,7 +54,7 @@ ARCHS: dict[str, dict[str, object]] = {
 def build(arch: str, layers: int, width: int, heads: int) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    import fimlsp.engine.refact  # noqa: F401  (registers gpt_refact)
+    import fimlsp.engine.architectures.refact  # noqa: F401  (registers gpt_refact)
 
     config = dict(ARCHS[arch])
     ratio = int(config.pop("kv_ratio", 1))  # type: ignore[call-overload]

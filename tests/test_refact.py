@@ -1,4 +1,5 @@
-"""Native GPT-Refact (fimlsp.engine.refact) against what FACTS.md §4 says the checkpoint is.
+"""Native GPT-Refact (fimlsp.engine.architectures.refact) against what FACTS.md §4 says the
+checkpoint is.
 
 - a hand-written forward (explicit loops over heads, the ALiBi matrix in the original's absolute
   form `+slope·(j+1)`, float64) agrees with the model to 1e-5, also after a crop and an extension
@@ -36,13 +37,13 @@ from test_engine_archs import test_wrong_positions_after_a_crop_would_be_caught 
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 from fimlsp.config import Settings
-from fimlsp.engine.local import LocalEngine, load_model
-from fimlsp.engine.refact import (
+from fimlsp.engine.architectures.refact import (
     GPTRefactConfig,
     GPTRefactForCausalLM,
     alibi_slopes,
     mlp_width,
 )
+from fimlsp.engine.local import LocalEngine, load_model
 from fimlsp.models import load_tokenizer, resolve_model
 from fimlsp.tools.tiny import build_tiny_model, shrink
 

@@ -36,8 +36,12 @@ from test_engine_archs import test_wrong_positions_after_a_crop_would_be_caught 
 from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
 
 from fimlsp.config import Settings
+from fimlsp.engine.architectures.santacoder import (
+    convert_config,
+    convert_state_dict,
+    is_original_santacoder,
+)
 from fimlsp.engine.local import LocalEngine, load_model
-from fimlsp.engine.santacoder import convert_config, convert_state_dict, is_original_santacoder
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import load_tokenizer, resolve_model
 from fimlsp.tools.tiny import shrink

@@ -140,8 +140,11 @@ def load_model(spec: ModelSpec, settings: Settings,
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from fimlsp.engine import refact  # registers the native gpt_refact with the Auto classes
-    from fimlsp.engine.santacoder import is_original_santacoder, load_original_santacoder
+    from fimlsp.engine.architectures import refact  # registers gpt_refact with the Auto classes
+    from fimlsp.engine.architectures.santacoder import (
+        is_original_santacoder,
+        load_original_santacoder,
+    )
 
     hf_logging.disable_progress_bar()  # stderr is the server's log, not a terminal
 

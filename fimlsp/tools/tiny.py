@@ -63,7 +63,7 @@ def build_tiny_model(out_dir: Path, config_name: str = "tiny_starcoder_py", *, s
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    import fimlsp.engine.refact  # noqa: F401  (registers gpt_refact, which transformers lacks)
+    import fimlsp.engine.architectures.refact  # noqa: F401  (registers gpt_refact, which transformers lacks)
 
     hf_logging.disable_progress_bar()
 

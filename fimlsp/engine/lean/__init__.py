@@ -12,6 +12,9 @@ One module per family: `bigcode` (StarCoder, SantaCoder, TinyStarCoder), `neox` 
 name. `lean_for` answers None for any other model, which then runs transformers' forward and its
 `DynamicCache`; transformers' forward stays the reference the tests compare against.
 Set FIMLSP_LEAN=0 to force the reference path everywhere (tests, benchmarks, a suspected bug).
+
+Not model definitions: an architecture transformers lacks is defined in
+`fimlsp.engine.architectures` (the reference); `lean/refact.py` is our forward over it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from fimlsp.engine.lean.common import LeanModel
 __all__ = ["FAMILIES", "GROW_TO", "LeanModel", "StaticKV", "lean_enabled", "lean_for"]
 
 # The transformers class of a loaded model → "module:class" of its lean forward (imported when
-# first asked for: the refact module registers a model class with transformers on import).
+# first asked for: the refact module imports `engine.architectures.refact`, which registers a
+# model class with transformers on import).
 FAMILIES = {
     "GPTBigCodeForCausalLM": "bigcode:LeanBigCode",
     "GPTNeoXForCausalLM": "neox:LeanNeoX",

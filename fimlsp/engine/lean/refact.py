@@ -1,4 +1,6 @@
-"""GPT-Refact (Refact-1.6B): multi-query attention with ALiBi, SwiGLU, LayerNorm without bias."""
+"""The lean forward of GPT-Refact (Refact-1.6B): multi-query attention with ALiBi, SwiGLU,
+LayerNorm without bias. The model itself (its modules, weights, registration with transformers)
+is `fimlsp.engine.architectures.refact`; this runs over what that built."""
 
 from __future__ import annotations
 
@@ -6,15 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fimlsp.engine import refact
+from fimlsp.engine.architectures import refact
 from fimlsp.engine.lean.cache import StaticKV
 from fimlsp.engine.lean.common import LeanModel, Step
 
 
 class LeanRefact(LeanModel):
-    """Forward over the modules of a loaded `GPTRefactForCausalLM` (engine/refact.py), whose
-    ALiBi attention (`refact.attend`) it calls as it is: what changes is the cache (written in
-    place, no `DynamicCache.update`) and everything around it (no batch, no padding mask).
+    """Forward over the modules of a loaded `GPTRefactForCausalLM`
+    (engine/architectures/refact.py), whose ALiBi attention (`refact.attend`) it calls as it is:
+    what changes is the cache (written in place, no `DynamicCache.update`) and everything around
+    it (no batch, no padding mask).
 
     The bias needs only the distances i - j of this forward's queries to the cached keys,
     [T, S] fp32, shared by every layer; each head's `-slope · distance` is added into the

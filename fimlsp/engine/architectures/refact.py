@@ -1,5 +1,8 @@
 """Native GPT-Refact (smallcloudai/Refact-1_6B-fim), so that no remote code ever runs.
 
+The model definition transformers builds (the reference forward); our lean forward over its
+modules is `fimlsp.engine.lean.refact`.
+
 The checkpoint's config.json names `model_type` "gpt_refact" and an `auto_map` into its own
 modeling code. Importing this module registers our classes for that model type with transformers'
 Auto classes; `from_pretrained(..., trust_remote_code=False)` then builds them and never reads the
