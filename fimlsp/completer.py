@@ -37,7 +37,8 @@ from fimlsp.context import (
 )
 from fimlsp.documents import MAX_DOCUMENT_CHARS, Text
 from fimlsp.engine import Generation, choices
-from fimlsp.engine.local import LocalEngine, common_prefix
+from fimlsp.engine.decoding import common_prefix
+from fimlsp.engine.local import LocalEngine
 from fimlsp.engine.remote import RemoteEngine
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.inflight import Progress

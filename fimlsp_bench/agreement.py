@@ -21,7 +21,7 @@ from typing import Any
 from fimlsp import postprocess
 from fimlsp.completer import Completer
 from fimlsp.config import Settings
-from fimlsp.engine.local import common_prefix
+from fimlsp.engine.decoding import common_prefix
 from fimlsp.scheduler import CancelToken
 from fimlsp_bench.quality import held_out_files, machine, sample
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fimlsp.context import Cursor
-from fimlsp.engine.local import common_prefix
+from fimlsp.engine.decoding import common_prefix
 from fimlsp.models import TEMPLATES, load_tokenizer
 from fimlsp.prompt import Edges, build_prompt
 from fimlsp.repo.choose import RepoContext

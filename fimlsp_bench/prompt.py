@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from fimlsp.context import Cursor, split_at
-from fimlsp.engine.local import common_prefix
+from fimlsp.engine.decoding import common_prefix
 from fimlsp.models import PRESETS, TEMPLATES, load_tokenizer
 from fimlsp.prompt import Edges, build_prompt
 from fimlsp.tools.tiny import shared_dir

@@ -21,7 +21,9 @@ from tokenizers import Tokenizer
 from fimlsp.config import Settings
 from fimlsp.context import split_at
 from fimlsp.engine import Generation
-from fimlsp.engine.local import LocalEngine, cache_kwarg, common_prefix, sample
+from fimlsp.engine.checkpoint import cache_kwarg
+from fimlsp.engine.decoding import common_prefix, sample
+from fimlsp.engine.local import LocalEngine
 from fimlsp.models import ModelSpec, load_tokenizer, resolve_model
 from fimlsp.prompt import build_prompt
 from fimlsp.tools.tiny import build_tiny_model
@@ -369,7 +371,7 @@ def test_speculation_is_exact(tiny: Tiny) -> None:
 
 
 def test_draft_tokens() -> None:
-    from fimlsp.engine.local import draft_tokens
+    from fimlsp.engine.decoding import draft_tokens
 
     text = [1, 2, 3, 4, 5, 9, 2, 3, 4, 6, 7, 2, 3]
     assert draft_tokens(text, 3) == [4, 6, 7]  # the latest earlier "2 3" wins

@@ -44,7 +44,8 @@ from test_engine import (  # noqa: F401  (collected again here, with this module
 )
 
 from fimlsp.config import Settings
-from fimlsp.engine.local import LocalEngine, cache_kwarg
+from fimlsp.engine.checkpoint import cache_kwarg
+from fimlsp.engine.local import LocalEngine
 from fimlsp.models import load_tokenizer, resolve_model
 
 ENGINE_SUITE = (

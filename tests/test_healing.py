@@ -282,7 +282,7 @@ def forced(tiny_model: Path) -> tuple[Forced, Tokenizer]:
 
 
 def _loaded(spec):  # type: ignore[no-untyped-def]
-    from fimlsp.engine.local import load_model
+    from fimlsp.engine.checkpoint import load_model
 
     return load_model(spec, Settings(device="cpu", quantization="none"))
 

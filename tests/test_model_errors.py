@@ -17,7 +17,7 @@ from test_lsp import running
 
 from fimlsp.completer import Completer
 from fimlsp.config import Settings
-from fimlsp.engine.local import load_model
+from fimlsp.engine.checkpoint import load_model
 from fimlsp.errors import FimError
 from fimlsp.models import load_tokenizer, read_config, resolve_model
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from fimlsp.completer import Completer
 from fimlsp.config import Settings
 from fimlsp.context import Snippet, query_words, similar_snippets, split_at
-from fimlsp.engine.local import common_prefix
+from fimlsp.engine.decoding import common_prefix
 from fimlsp.models import TEMPLATES, load_tokenizer
 from fimlsp.prompt import build_prompt, comment_marker, neighbour_ids
 

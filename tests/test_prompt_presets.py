@@ -16,7 +16,7 @@ from shared_fixtures import shared_or_skip
 from tokenizers import Tokenizer
 
 from fimlsp.context import split_at
-from fimlsp.engine.local import common_prefix
+from fimlsp.engine.decoding import common_prefix
 from fimlsp.models import PRESETS, TEMPLATES, Preset, load_tokenizer, resolve_model
 from fimlsp.prompt import Edges, build_prompt
 

@@ -43,7 +43,8 @@ from fimlsp.engine.architectures.refact import (
     alibi_slopes,
     mlp_width,
 )
-from fimlsp.engine.local import LocalEngine, load_model
+from fimlsp.engine.checkpoint import load_model
+from fimlsp.engine.local import LocalEngine
 from fimlsp.models import load_tokenizer, resolve_model
 from fimlsp.tools.tiny import build_tiny_model, shrink
 

@@ -41,7 +41,8 @@ from fimlsp.engine.architectures.santacoder import (
     convert_state_dict,
     is_original_santacoder,
 )
-from fimlsp.engine.local import LocalEngine, load_model
+from fimlsp.engine.checkpoint import load_model
+from fimlsp.engine.local import LocalEngine
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import load_tokenizer, resolve_model
 from fimlsp.tools.tiny import shrink
