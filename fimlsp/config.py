@@ -75,7 +75,7 @@ class Settings:
     # Prompt-lookup draft tokens per forward in greedy decoding: None measures at load whether
     # drafting pays on this machine (engine/local.py), 0 is off.
     speculate: int | None = None
-    # Where the forward passes run: in this process, or a serving engine (engine/remote.py).
+    # Where the forward passes run: in this process, or a serving engine (engine/remote/).
     # `model` still names the tokenizer, template and window; the engine serves the weights.
     engine: str = "local"
     endpoint: str | None = None  # base URL as OpenAI clients take it; None: the engine's default

@@ -46,8 +46,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from fimlsp.config import Settings
-from fimlsp.engine import remote
-from fimlsp.engine.remote import Endpoint, RemoteEngine
+from fimlsp.engine.remote import Endpoint, RemoteEngine, generation
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import TEMPLATES, load_tokenizer
 
@@ -658,7 +657,7 @@ def test_http_4xx_is_engine_unavailable_with_its_message(
 
 
 class _Clock:
-    """remote's `time`, with `sleep` recorded instead of slept: the backoff is asserted as the
+    """`generation`'s `time`, with `sleep` recorded instead of slept: the backoff is asserted as the
     waits asked for, and the test does not wait them."""
 
     def __init__(self) -> None:
@@ -674,7 +673,7 @@ class _Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     fake = _Clock()
-    monkeypatch.setattr(remote, "time", fake)
+    monkeypatch.setattr(generation, "time", fake)
     return fake
 
 
@@ -690,7 +689,7 @@ def test_503_is_retried_with_backoff(stand_in: StandIn, tokenizer: Tokenizer,
     result = generate(engine, tokenizer)
     assert result.ids == ids
     assert len(stand_in.posts()) == 3
-    assert clock.waits == [remote.BACKOFF_S, 2 * remote.BACKOFF_S]
+    assert clock.waits == [generation.BACKOFF_S, 2 * generation.BACKOFF_S]
     assert engine.health.ok and engine.describe()["endpoint_status"] == "ok"
 
 
@@ -703,7 +702,7 @@ def test_503_until_the_retries_run_out(stand_in: StandIn, tokenizer: Tokenizer,
     assert error.value.kind is ErrorKind.ENGINE_UNAVAILABLE
     assert "unreachable" in error.value.message and "503" in error.value.message
     assert len(stand_in.posts()) == 4
-    assert clock.waits == [remote.BACKOFF_S * 2 ** n for n in range(3)]
+    assert clock.waits == [generation.BACKOFF_S * 2 ** n for n in range(3)]
     assert engine.health.status.startswith("unreachable: the engine answered 503")
 
 
@@ -720,7 +719,7 @@ def test_connection_refused_then_recovery_on_the_same_port(
         generate(engine, tokenizer)
     assert error.value.kind is ErrorKind.ENGINE_UNAVAILABLE
     assert "connection refused" in error.value.message and str(port) in error.value.message
-    assert clock.waits == [remote.BACKOFF_S, 2 * remote.BACKOFF_S]
+    assert clock.waits == [generation.BACKOFF_S, 2 * generation.BACKOFF_S]
     assert engine.describe()["endpoint_status"] == "unreachable: connection refused"
 
     again = StandIn(port=port)  # the engine is back
