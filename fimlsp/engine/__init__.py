@@ -1,7 +1,10 @@
 """Engines turn prompt token ids into generated token ids.
 
-`local` runs a transformers model in this process with a KV cache kept across requests.
-The interface is deliberately small (ids in, ids out, timings) so a remote engine can sit beside it.
+The interface is deliberately small (ids in, ids out, timings) so two engines sit behind it:
+`local` runs a model in this process with a KV cache kept across requests, `remote/` sends the
+same ids to a serving engine. Below `local`: `checkpoint` loads a model (with `architectures/`,
+the models transformers lacks), `lean/` is our own forward over a loaded model, `decoding` the
+pure helpers (prompt lookup, sampling), `choices` and `threads` what runs fastest here.
 """
 
 from __future__ import annotations
