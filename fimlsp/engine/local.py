@@ -9,9 +9,11 @@ the cache to the longest common prefix and prefill only the rest. The loop is a 
 steps, top-down: `generate` → `_prefill` → `_decode` → `_forward`.
 
 Loading a checkpoint is `checkpoint.py`, the pure helpers (prompt lookup, sampling) are
-`decoding.py`. What stays is one class over one shared state — the sessions, the thread picker,
+`decoding.py`.
+
+Why one module: what stays is one class over one shared state — the sessions, the thread picker,
 the recent prefill speed — which its sessions, its loop and its load-time measurements
-(`choose_threads`, `choose_speculation`) all read and write: ~500 lines that read best whole,
+(`choose_threads`, `choose_speculation`) all read and write; ~500 lines that read best whole,
 since splitting them would hand that state around between classes.
 """
 
