@@ -131,9 +131,9 @@ def cmd_options(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fimlsp.protocol import serve_stdio
+    from fimlsp.lsp.stdio import serve_stdio
+    from fimlsp.lsp.transport import Listen
     from fimlsp.server import create_server
-    from fimlsp.transport import Listen
 
     listen = Listen(args.host, args.port, args.socket, args.token_file, args.allow_remote,
                     args.allow_multiple_clients)
@@ -143,7 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     code = 1
     try:
         if args.tcp or args.socket:
-            from fimlsp import transport
+            from fimlsp.lsp import transport
 
             transport.serve(server, lambda: create_server(settings), listen)
             code = 0

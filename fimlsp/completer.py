@@ -33,7 +33,6 @@ from fimlsp.context import (
     display_path,
     query_words,
     similar_snippets,
-    units_len,
 )
 from fimlsp.documents import MAX_DOCUMENT_CHARS, Text
 from fimlsp.engine import Generation, choices
@@ -49,6 +48,7 @@ from fimlsp.models import (
     read_config,
     resolve_model,
 )
+from fimlsp.positions import units_len
 from fimlsp.prompt import Edges, Prompt, build_prompt
 from fimlsp.repo.choose import RepoContext, uri_path
 from fimlsp.repo.index import RepoIndex

@@ -1,7 +1,7 @@
-"""The cursor's context: document text and an LSP position → prefix and suffix.
+"""The cursor's context: the document split at the cursor, and snippets of other documents.
 
-Positions are 0-based line / UTF-16 code unit, as LSP sends them by default, in every interface
-(server, CLI). We convert here, once, and validate: a position outside the document is the
+Positions are 0-based line / code unit of the encoding negotiated at initialize (`positions`);
+`documents.Text.offset` turns them into offsets, and a position outside the document is the
 client's bug and gets an INVALID_PARAMS error rather than a silently clamped guess.
 """
 
@@ -11,9 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fimlsp.errors import ErrorKind, FimError
-
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+from fimlsp.documents import Text
+from fimlsp.positions import LINE_BREAK
 
 
 @dataclass(frozen=True)
@@ -32,70 +31,15 @@ class Cursor:
 
     @property
     def line_suffix(self) -> str:
-        match = _LINE_BREAK.search(self.suffix)
+        match = LINE_BREAK.search(self.suffix)
         return self.suffix[: match.start()] if match else self.suffix
 
 
-def _width(ch: str, encoding: str) -> int:
-    """Code units of one character in the negotiated LSP position encoding."""
-    if encoding == "utf-16":
-        return 2 if ord(ch) > 0xFFFF else 1
-    if encoding == "utf-8":
-        return len(ch.encode("utf-8", "surrogatepass"))
-    return 1
-
-
-def units_len(text: str, encoding: str = "utf-16") -> int:
-    if encoding == "utf-32":
-        return len(text)
-    if encoding == "utf-16":
-        return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
-    return sum(_width(ch, encoding) for ch in text)
-
-
-def units_to_index(line: str, character: int, encoding: str = "utf-16") -> int:
-    """Python index of the offset `character` (in code units) in `line`.
-
-    An offset that falls inside a character (a surrogate pair, a UTF-8 sequence) is moved back to
-    the start of that character: we never split one.
-    """
-    if encoding == "utf-32":
-        return min(character, len(line))
-    units = 0
-    for index, ch in enumerate(line):
-        width = _width(ch, encoding)
-        if units + width > character:
-            return index
-        units += width
-    return len(line)
-
-
-def line_starts(text: str) -> list[int]:
-    """Offsets where each line begins (\\n, \\r\\n and \\r all end a line, as in LSP)."""
-    return [0] + [m.end() for m in _LINE_BREAK.finditer(text)]
-
-
 def split_at(text: str, line: int, character: int, encoding: str = "utf-16") -> Cursor:
-    """Splits `text` at an LSP position; raises INVALID_PARAMS when it is outside the document.
-
-    `encoding` is the position encoding negotiated at initialize (UTF-16 unless the client
-    offered another; Neovim prefers UTF-8).
-    """
-    if line < 0 or character < 0:
-        raise FimError(ErrorKind.INVALID_PARAMS, f"position {line}:{character} is negative")
-    starts = line_starts(text)
-    if line >= len(starts):
-        raise FimError(ErrorKind.INVALID_PARAMS,
-                       f"line {line} is outside the document ({len(starts)} lines)")
-    start = starts[line]
-    end = starts[line + 1] if line + 1 < len(starts) else len(text)
-    content = _LINE_BREAK.sub("", text[start:end])
-    length = units_len(content, encoding)
-    if character > length:
-        raise FimError(ErrorKind.INVALID_PARAMS,
-                       f"character {character} is past the end of line {line} "
-                       f"({length} {encoding} units)")
-    offset = start + units_to_index(content, character, encoding)
+    """The whole document split at an LSP position; INVALID_PARAMS when it is outside the
+    document. For tools and benchmarks that hold a document as one string; the server's cursor
+    is `Completer.cursor_for`, which keeps only a window of the text around the position."""
+    offset = Text(text).offset(line, character, encoding, clamp=False)
     return Cursor(prefix=text[:offset], suffix=text[offset:], line=line, character=character)
 
 
@@ -128,8 +72,8 @@ def query_words(cursor: Cursor) -> frozenset[str]:
     The cursor's own line is left out on purpose: typing on it then never changes the query, so
     the chosen snippets (at the very start of the prompt) stay the same and so does the cache.
     """
-    above = _LINE_BREAK.split(cursor.prefix)[:-1][-WINDOW_LINES:]
-    below = _LINE_BREAK.split(cursor.suffix)[1:5]
+    above = LINE_BREAK.split(cursor.prefix)[:-1][-WINDOW_LINES:]
+    below = LINE_BREAK.split(cursor.suffix)[1:5]
     return _words(above + below)
 
 

@@ -1,16 +1,11 @@
 """The text of open documents: the server's only copy, kept the LSP way, O(edit) per keystroke.
 
-**One copy.** pygls 2.1 applies every didChange to its own workspace before a handler sees it,
-over `str.splitlines()` lines (which also break at form feed, vertical tab, \\x1c-\\x1e, U+0085,
-U+2028 and U+2029), and its position codec rewrites the change's range *in place* (a character
-past the end of a line becomes "one before the end"). Our handlers then read a range that no
-longer says what the client sent. `DocumentSync` replaces pygls's three built-in document-sync
-handlers, so its workspace never sees, stores or rewrites a document; the `Documents` store here
-is the only copy.
+**One copy.** `Documents` is the only copy of what the client has open: pygls's workspace
+never sees a document (`lsp.sync` says why), and the server's didOpen/didChange/didClose
+handlers keep this store in step.
 
-**Lines and positions as LSP counts them.** A line ends at \\r\\n, \\r or \\n and nowhere else.
-A character offset counts code units of the negotiated position encoding (UTF-16 unless the
-client offered another: UTF-8 bytes, or UTF-32 code points).
+**Lines and positions as LSP counts them** (`positions`): a line ends at \\r\\n, \\r or \\n
+and nowhere else; a character offset counts code units of the negotiated position encoding.
 
 **Out-of-range positions in edits are clamped as VS Code clamps them** (its TextDocument /
 TextModel `validatePosition`), never refused: refusing one change would leave the document out of
@@ -57,53 +52,23 @@ import bisect
 import itertools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
 from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.positions import LINE_BREAK, index_of_units, line_breaks, units_len
 
 MAX_DOCUMENT_CHARS = 8_000_000  # beyond this we store, keep in step, and never scan
 
 TARGET_CHUNK = 4096  # characters per chunk, about, up to MAX_CHUNKS chunks
 MAX_CHUNKS = 1024  # past that (4 MB), chunks grow instead, so an edit's C-level work is bounded
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def _target(size: int) -> int:
     """Chunk size for a document of `size` characters. An edit splits chunks longer than twice
     this and merges those shorter than a quarter of it with a neighbour."""
     return max(TARGET_CHUNK, size // MAX_CHUNKS)
-
-
-def _breaks(text: str) -> int:
-    """LSP line breaks in `text` (\\r\\n counts once)."""
-    return text.count("\n") + text.count("\r") - text.count("\r\n")
-
-
-def _units(text: str, encoding: str) -> int:
-    """Code units of `text` in a position encoding (lone surrogates count as one UTF-16 unit,
-    three UTF-8 bytes, as an editor holding them in a UTF-16 string counts them)."""
-    if encoding == "utf-32" or text.isascii():
-        return len(text)
-    if encoding == "utf-16":
-        return len(text.encode("utf-16-le", "surrogatepass")) // 2
-    return len(text.encode("utf-8", "surrogatepass"))
-
-
-def _index_of_units(text: str, units: int, encoding: str) -> int:
-    """The largest index i with units(text[:i]) <= units: inside a character → its start.
-    Bisection over C-speed encodes of prefixes, so O(len(text) · log) in C, no Python loop."""
-    low, high = 0, min(len(text), units)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if _units(text[:middle], encoding) <= units:
-            low = middle
-        else:
-            high = middle - 1
-    return low
 
 
 def _split(text: str, target: int) -> list[str]:
@@ -130,7 +95,7 @@ class Text:
 
     def __init__(self, text: str = "") -> None:
         chunks = _split(text, _target(len(text)))
-        self._set(tuple(chunks), tuple(map(len, chunks)), tuple(map(_breaks, chunks)), {})
+        self._set(tuple(chunks), tuple(map(len, chunks)), tuple(map(line_breaks, chunks)), {})
         self._joined: str | None = text
 
     def _set(self, chunks: tuple[str, ...], lengths: tuple[int, ...], breaks: tuple[int, ...],
@@ -162,7 +127,7 @@ class Text:
             return self._lengths
         units = self._units.get(encoding)
         if units is None:
-            units = self._units[encoding] = tuple(_units(c, encoding) for c in self._chunks)
+            units = self._units[encoding] = tuple(units_len(c, encoding) for c in self._chunks)
         return units
 
     def __len__(self) -> int:
@@ -209,7 +174,7 @@ class Text:
         sums = self._sums("breaks")
         index = bisect.bisect_left(sums, number)
         within = number - (sums[index - 1] if index else 0)
-        match = next(itertools.islice(_LINE_BREAK.finditer(self._chunks[index]), within - 1,
+        match = next(itertools.islice(LINE_BREAK.finditer(self._chunks[index]), within - 1,
                                       None))
         return self._chunk_start(index), match
 
@@ -231,7 +196,7 @@ class Text:
             return 0
         index, start = self._chunk_at(offset)
         before = self._sums("breaks")[index - 1] if index else 0
-        return before + len(_LINE_BREAK.findall(self._chunks[index], 0, offset - start))
+        return before + len(LINE_BREAK.findall(self._chunks[index], 0, offset - start))
 
     def line_end(self, line: int) -> int:
         """Offset just after the last character of `line`, before its line break."""
@@ -246,7 +211,7 @@ class Text:
             return 0
         index, start = self._chunk_at(offset)
         before = self._sums(encoding)[index - 1] if index else 0
-        return before + _units(self._chunks[index][:offset - start], encoding)
+        return before + units_len(self._chunks[index][:offset - start], encoding)
 
     def _offset_of_units(self, units: int, encoding: str) -> int:
         """The offset `units` code units into the document (inside a character → its start)."""
@@ -258,7 +223,7 @@ class Text:
         chunk = self._chunks[index]
         rest = units - before
         within = rest if self._chunk_units(encoding)[index] == len(chunk) else \
-            _index_of_units(chunk, rest, encoding)
+            index_of_units(chunk, rest, encoding)
         return self._chunk_start(index) + within
 
     def offset(self, line: int, character: int, encoding: str = "utf-16", *,
@@ -325,8 +290,9 @@ class Text:
         version = Text.__new__(Text)
         version._set(chunks[:first] + tuple(pieces) + chunks[last + 1:],
                      self._lengths[:first] + tuple(map(len, pieces)) + self._lengths[last + 1:],
-                     self._breaks[:first] + tuple(map(_breaks, pieces)) + self._breaks[last + 1:],
-                     {encoding: units[:first] + tuple(_units(p, encoding) for p in pieces)
+                     self._breaks[:first] + tuple(map(line_breaks, pieces))
+                     + self._breaks[last + 1:],
+                     {encoding: units[:first] + tuple(units_len(p, encoding) for p in pieces)
                       + units[last + 1:] for encoding, units in self._units.items()})
         return version
 
@@ -407,58 +373,3 @@ class _View(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._versions)
-
-
-# -- pygls: our store instead of its workspace -----------------------------------------------
-
-
-class DocumentSync(LanguageServerProtocol):
-    """pygls 2.1's protocol with its built-in didOpen/didChange/didClose replaced.
-
-    pygls registers those three as built-in features (`lsp_text_document__did_*` in
-    pygls/protocol/language_server.py, found by name in `_register_builtin_features`); each puts
-    the document into, or applies the change to, `self.workspace` and then calls the user's
-    handler. Overriding them by name keeps the user's handler and drops the workspace: pygls's
-    copy (whose incremental update rewrites the change's range in place, see the module
-    docstring) never exists. Written against pygls 2.1.1; re-check on upgrade.
-    """
-
-    def _user(self, method: str, params: Any) -> Iterator[Any]:
-        handler = self.fm.features.get(method)
-        if handler is not None:
-            yield handler, (params,), None
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
-    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams
-                                    ) -> Iterator[Any]:
-        yield from self._user(types.TEXT_DOCUMENT_DID_OPEN, params)
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
-    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams
-                                      ) -> Iterator[Any]:
-        yield from self._user(types.TEXT_DOCUMENT_DID_CHANGE, params)
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
-    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams
-                                     ) -> Iterator[Any]:
-        yield from self._user(types.TEXT_DOCUMENT_DID_CLOSE, params)
-
-
-def clamp_negative(params: Any) -> None:
-    """In place: a negative line → 0:0, a negative character → 0 (VS Code's clamping).
-
-    Runs on a didChange's raw JSON before its params are checked (`protocol.FimProtocol`):
-    lsprotocol's `uinteger` would otherwise reject the whole notification and with it every
-    valid change it carries."""
-    changes = params.get("contentChanges") if isinstance(params, dict) else None
-    for change in changes if isinstance(changes, list) else ():
-        rng = change.get("range") if isinstance(change, dict) else None
-        for side in ("start", "end"):
-            position = rng.get(side) if isinstance(rng, dict) else None
-            if not isinstance(position, dict):
-                continue
-            line, character = position.get("line"), position.get("character")
-            if type(line) is int and line < 0:
-                position["line"], position["character"] = 0, 0
-            elif type(character) is int and character < 0:
-                position["character"] = 0

@@ -26,16 +26,17 @@ from pygls.lsp.server import LanguageServer
 from fimlsp import __version__
 from fimlsp.completer import Completer, Completion
 from fimlsp.config import Settings, parse_settings
-from fimlsp.context import Cursor, units_len
+from fimlsp.context import Cursor
 from fimlsp.documents import Documents
 from fimlsp.engine import choices
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.inflight import Flights, InFlight, Progress
+from fimlsp.lsp.protocol import FimProtocol
 from fimlsp.nextedit import lsp as nextedit
 from fimlsp.nextedit.history import EditHistory
 from fimlsp.options import reload_keys
 from fimlsp.pace import TypingPace
-from fimlsp.protocol import FimProtocol
+from fimlsp.positions import units_len
 from fimlsp.repo.service import WorkspaceIndexer
 from fimlsp.scheduler import Cancelled, Scheduler
 from fimlsp.sources import ContextSources

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from lsprotocol import types
 
-from fimlsp.context import Cursor, line_starts, split_at, units_len, units_to_index
+from fimlsp.context import Cursor, split_at
+from fimlsp.documents import Text
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.positions import index_of_units, units_len
 
 EMOJI = "\N{GRINNING FACE}"  # U+1F600: 2 UTF-16 units, 4 UTF-8 bytes, 1 UTF-32 unit
 CJK = "\u4e2d\u6587"  # 中文: 1 UTF-16 unit, 3 UTF-8 bytes each
@@ -91,7 +93,7 @@ def test_every_offset_splits_on_a_character_boundary(encoding: str) -> None:
         cursor.prefix.encode("utf-8")
         cursor.suffix.encode("utf-8")
         # The split is at or before the requested offset, and as far as it can go.
-        index = units_to_index(line, character, encoding)
+        index = index_of_units(line, character, encoding)
         assert units_len(line[:index], encoding) <= character
         if index < len(line):
             assert units_len(line[:index + 1], encoding) > character
@@ -105,6 +107,11 @@ def test_every_offset_splits_on_a_character_boundary(encoding: str) -> None:
 )
 def test_units_len(text: str, encoding: str, units: int) -> None:
     assert units_len(text, encoding) == units
+
+
+def line_starts(text: str) -> list[int]:
+    doc = Text(text)
+    return [doc.line_start(line) for line in range(doc.line_count)]
 
 
 def test_line_starts() -> None:

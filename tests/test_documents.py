@@ -22,6 +22,7 @@ from fimlsp.config import Settings
 from fimlsp.context import query_words, similar_snippets
 from fimlsp.documents import Documents, Text
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.lsp.sync import clamp_negative
 
 ENCODINGS = ("utf-16", "utf-8", "utf-32")
 _EOL = re.compile(r"\r\n|\r|\n")  # LSP's line breaks, and only these
@@ -159,7 +160,7 @@ def test_negative_positions_in_a_did_change_are_clamped_before_lsprotocol() -> N
     """lsprotocol would refuse the whole notification (uinteger); VS Code clamps them."""
     params = {"textDocument": {"uri": "file:///x", "version": 2},
               "contentChanges": [change((-1, 4), (0, 1), "A"), change((1, -3), (1, -1), "B")]}
-    documents_module.clamp_negative(params)
+    clamp_negative(params)
     assert params["contentChanges"] == [change((0, 0), (0, 1), "A"), change((1, 0), (1, 0), "B")]
 
 

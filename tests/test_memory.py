@@ -205,7 +205,7 @@ def test_notifications_leave_no_futures_behind() -> None:
                                 "text": str(version % 10)}]})
     assert server.documents.text("file:///a.py") == "x = 1\n"  # type: ignore[attr-defined]
     notify("textDocument/didClose", {"textDocument": {"uri": "file:///a.py"}})
-    assert len(protocol._request_futures) == 0
+    assert protocol.running() == 0
     server.scheduler.shutdown()  # type: ignore[attr-defined]
 
 

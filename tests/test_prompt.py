@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 from shared_fixtures import shared_or_skip
 from tokenizers import Tokenizer
 
-from fimlsp.context import Cursor, line_starts, split_at, units_len
+from fimlsp.context import Cursor, split_at
+from fimlsp.documents import Text
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import TEMPLATES, FimTemplate, load_tokenizer
+from fimlsp.positions import units_len
 from fimlsp.prompt import PREFIX_SHARE, Prompt, _share, build_prompt, fit_head, fit_tail
 
 CODE = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n"
@@ -316,10 +318,9 @@ def documents(draw: st.DrawFn) -> tuple[str, int, int]:
     text = "".join(line + brk for line, brk in zip(lines, breaks, strict=True))
     if draw(st.booleans()):
         text = text[:-len(breaks[-1])]  # no final line break
-    starts = line_starts(text)
-    line = draw(st.integers(0, len(starts) - 1))
-    end = starts[line + 1] if line + 1 < len(starts) else len(text)
-    content = text[starts[line]:end].rstrip("\r\n")
+    doc = Text(text)
+    line = draw(st.integers(0, doc.line_count - 1))
+    content = doc.slice(doc.line_start(line), doc.line_end(line))
     character = draw(st.integers(0, units_len(content)))
     return text, line, character
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from rawlsp import MISSING, RawServer, frame, notification, request
 
-from fimlsp.protocol import RateLimitedLog
+from fimlsp.lsp.ratelimit import RateLimitedLog
 
 PARSE, INVALID_REQUEST, NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 URI = "file:///tmp/errors.py"

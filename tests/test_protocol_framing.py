@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from rawlsp import RawServer, encode, frame, request
 
-from fimlsp.framing import (
+from fimlsp.lsp.framing import (
     MAX_MESSAGE_BYTES,
     FrameDecoder,
     Message,

@@ -16,7 +16,7 @@ import pytest
 from rawlsp import MINIMAL_INITIALIZE, NO_MODEL, RawServer, encode, notification, request
 
 from fimlsp.config import Settings
-from fimlsp.protocol import serve_stdio
+from fimlsp.lsp.stdio import serve_stdio
 from fimlsp.server import create_server
 
 NOT_INITIALIZED, INVALID_REQUEST, METHOD_NOT_FOUND = -32002, -32600, -32601

@@ -297,7 +297,7 @@ async def test_strangers_are_bounded_and_the_client_gets_the_answers_stdio_gives
         tiny_model: Path, token_file: Path) -> None:
     """Before the token: a size limit and a cap on waiting connections, enforced by the same
     framing decoder as stdio; after it: the same answers as on stdio, no traceback."""
-    from fimlsp.transport import MAX_PENDING
+    from fimlsp.lsp.transport import MAX_PENDING
 
     async with serving("--tcp", "--port", "0", "--token-file", str(token_file),
                        "--model", str(tiny_model)) as server:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from lsprotocol import types
 
-from fimlsp.context import units_len
+from fimlsp.positions import units_len
 
 _BREAK = re.compile(r"\r\n|\r|\n")
 _LONE_LF = re.compile(r"(?<!\r)\n")

@@ -25,8 +25,8 @@ from urllib.parse import unquote
 from lsprotocol import types
 
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.lsp.checks import CUSTOM_NOTIFICATIONS
 from fimlsp.nextedit.service import SESSION_SUFFIX, Answer, capture, compute, format_for
-from fimlsp.protocol import CUSTOM_NOTIFICATIONS
 from fimlsp.scheduler import Cancelled, CancelToken
 from fimlsp.validation import json_type
 

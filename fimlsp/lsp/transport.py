@@ -52,8 +52,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fimlsp.errors import ErrorKind, FimError
-from fimlsp.framing import MAX_MESSAGE_BYTES, FrameDecoder, Message, Skipped, TooLarge, Unparsable
-from fimlsp.protocol import RateLimitedLog, dispatch
+from fimlsp.lsp.framing import (
+    MAX_MESSAGE_BYTES,
+    FrameDecoder,
+    Message,
+    Skipped,
+    TooLarge,
+    Unparsable,
+)
+from fimlsp.lsp.protocol import dispatch
+from fimlsp.lsp.ratelimit import RateLimitedLog
 
 if TYPE_CHECKING:
     from fimlsp.server import FimServer
@@ -359,6 +367,6 @@ async def _serve(first: FimServer, make: Callable[[], FimServer], listen: Listen
 
 def serve(first: FimServer, make: Callable[[], FimServer], listen: Listen) -> None:
     """Serves until the one client leaves (or, with several clients allowed, until killed).
-    pygls's `exit` ends the process with its exit code, as on stdio."""
+    The protocol's `exit` ends the process with its exit code, as on stdio."""
     listen.check()
     asyncio.run(_serve(first, make, listen))
