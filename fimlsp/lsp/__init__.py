@@ -7,5 +7,6 @@
 - `sync`: document sync into `fimlsp.documents`, never into pygls's workspace;
 - `pygls_seam`: every use of pygls's private API, and why.
 
-The server's features (completion, commands) are `fimlsp.server`'s; nothing here imports it.
+The server's features (completion, commands) are `fimlsp.server`'s; nothing here imports it at
+run time (`transport` names its type for the checker).
 """
