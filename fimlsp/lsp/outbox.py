@@ -1,8 +1,9 @@
 """Everything the server writes to the client: framed here, on stdio and sockets alike.
 
 Why our own writer instead of pygls's `_send_data` / `_send_response` (2.1.1): an answer that
-cannot be serialized there is reported with an Error popup (a message that can fail in turn)
-and the request is never answered; here it is answered -32603 and the details go to stderr.
+cannot be serialized there is only reported out of band (pygls's default: an Error popup, a
+message that can fail in turn) and the request is never answered; here it is answered -32603
+and the details go to stderr.
 An error answer never carries a Python traceback. An asyncio transport's write (TCP) returns an
 awaitable: its task is kept until done, so it is not collected half-written.
 """

@@ -20,10 +20,10 @@ Private names, used only in this module:
   when it is answered, cancel from it on `$/cancelRequest`, drop a notification's entry at once
   (pygls never removes those: one Future per keystroke, docs/pygls-upstream.md) and register
   our requests to the client there, so that `shutdown` cancels them as it always did. If it
-  changed, cancellation would stop working and every notification would leak a Future.
-- `JsonRPCProtocol._ctx_msg_id` (a ContextVar): the id behind the public `msg_id`, which
-  pygls's `lsp_shutdown` reads so as not to cancel the shutdown request itself. If it changed,
-  `shutdown` would cancel its own request and answer -32800.
+  changed, answering, `$/cancelRequest` and the notifications' clean-up would all fail.
+- `JsonRPCProtocol._ctx_msg_id` (a ContextVar): the id behind the public `msg_id`, set for each
+  request; pygls's `lsp_shutdown` reads it so as not to cancel the shutdown request itself.
+  Without it `shutdown` would cancel its own request and answer -32800.
 
 Public names that we override and pygls calls by name (a rename upstream would silently
 bypass us):
@@ -32,8 +32,10 @@ bypass us):
   fimlsp does not use); here it keeps JSON as JSON so that even they hand `protocol` raw values.
 - `notify`, `send_request` (`protocol.FimProtocol`): every message pygls's `LanguageServer`
   methods (`window_log_message`, `client_register_capability_async`, progress) send goes
-  through them; ours write the frame ourselves instead of pygls's `_send_data`, which shows an
-  Error popup when writing fails.
+  through them. Ours write through `outbox`, the writer our answers use; pygls's go through its
+  private `_send_data`, which logs every body at INFO and reports a failure out of band. If
+  pygls stopped calling them, messages to the client would bypass `outbox` and the answers to
+  our requests would no longer be matched (`protocol.FimProtocol._response`).
 - the built-in features `lsp_text_document__did_open` / `__did_change` / `__did_close`
   (`sync.DocumentSync`) and `lsp_workspace__execute_command` (`protocol.FimProtocol`): pygls
   finds built-ins by scanning the protocol's attributes (`_register_builtin_features`), so ours
@@ -49,8 +51,8 @@ Dropped (were used before, now our own code): `_converter` (we keep the converte
 given), `_shutdown` (the lifecycle is `protocol`'s), `_get_handler`, `_serialize_message`,
 `_result_types` and `_handle_response` (our requests to the client and their answers are
 `protocol`'s), and the overrides of `_send_data`, `_send_response`, `_send_handler_result`,
-`_check_handler_result` and `_handle_cancel_notification` (pygls calls those only from the
-reader and dispatch paths we do not use).
+`_check_handler_result` and `_handle_cancel_notification` (pygls calls those only from its own
+`handle_message`, `notify` and `send_request`, which `protocol` replaces).
 """
 
 from __future__ import annotations
