@@ -15,6 +15,8 @@ import pytest
 
 from fimlsp_bench import engine as bench_engine
 
+pytestmark = pytest.mark.slow  # runs a benchmark
+
 CONTEXT = 48
 NEW = 4
 

@@ -286,6 +286,7 @@ def test_mid_word_scores() -> None:
     assert s["reevaluated_mean"] == 3 and s["p50_ms"] == 30
 
 
+@pytest.mark.slow
 def test_a_tiny_mid_word_run_through_two_real_servers(trained_model: Path,
                                                       tmp_path: Path) -> None:
     from fimlsp_bench.midword import VARIANTS, Cursor, run

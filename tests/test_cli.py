@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the CLI with a model, as a subprocess
+
 SOURCE = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n"
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from test_lsp import Doc, running
 
+pytestmark = pytest.mark.slow  # starts servers and breaks their engines
+
 FAULTS = Path(__file__).parent / "faults"
 TEXT = "def mean(values):\n    total = sum(values)\n    return total / \n"
 # Nothing in the background (prefetch, alternatives): the one fault must hit the request.

@@ -168,6 +168,7 @@ def run_pytest(clone: Path, tmp_path: Path, **env: str) -> subprocess.CompletedP
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_bare_clone_skips_the_tests_with_the_reason_and_the_command(tmp_path: Path) -> None:
     clone = bare_clone(tmp_path)
     assert not (clone.parent / "shared").exists()
@@ -179,6 +180,7 @@ def test_bare_clone_skips_the_tests_with_the_reason_and_the_command(tmp_path: Pa
     assert required.returncode != 0 and "2 errors" in required.stdout, required.stdout[-3000:]
 
 
+@pytest.mark.slow
 def test_bare_clone_runs_the_tests_from_the_hugging_face_cache(tmp_path: Path,
                                                               shared: Path) -> None:
     clone = bare_clone(tmp_path)

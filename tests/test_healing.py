@@ -409,6 +409,7 @@ def test_the_completer_heals_mid_word_and_says_so(tiny_model: Path) -> None:
 # -- through the server, over stdio ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_the_server_heals_mid_word_and_the_setting_turns_it_off(
         trained_model: Path, tmp_path: Path) -> None:
     """The real server in a subprocess: a mid-word request is healed (its prompt ends before

@@ -76,6 +76,7 @@ def test_an_edited_neighbour_leaves_no_old_copies(shared: Path, traced: None) ->
     assert grown < 2 * size, f"{grown} bytes held after 20 versions of a {size}-character file"
 
 
+@pytest.mark.slow
 def test_closed_documents_leave_nothing_behind(shared: Path, traced: None) -> None:
     documents: dict[str, str] = {}
     completer = completer_for(shared, documents)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from test_lsp import Doc, nothing, running
 from test_remote_dialects import StandIn, _Handler, llamacpp_props
 
 from fimlsp_bench._vllm import free_port
+
+pytestmark = pytest.mark.slow  # starts the server against a stand-in engine
 
 
 def silent_reply(handler: _Handler) -> None:
