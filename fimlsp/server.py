@@ -24,7 +24,8 @@ from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInva
 from pygls.lsp.server import LanguageServer
 
 from fimlsp import __version__
-from fimlsp.completer import Completer, Completion
+from fimlsp.completer import Completer
+from fimlsp.completion import Completion
 from fimlsp.config import Settings, parse_settings
 from fimlsp.context import Cursor
 from fimlsp.documents import Documents

@@ -71,9 +71,10 @@ def main(argv: list[str]) -> int:
                 # last span (int8 logits depend on how the prompt was chunked).
                 key = f"{name}:{path}:{span.start}"
                 mode = postprocess.mode_for(cursor, completer.settings.multiline, str(path))
-                generation = completer._generate(key, cursor, prompt.ids, mode, CancelToken())
+                generator = completer.generator
+                generation = generator.generate(key, cursor, prompt.ids, mode, CancelToken())
                 completer.engine.drop_session(key)  # type: ignore[union-attr]
-                clean = postprocess.clean(completer._decode(generation.ids), cursor, mode,
+                clean = postprocess.clean(generator.decode(generation.ids), cursor, mode,
                                           str(path))
                 answers[name] = (generation.ids, clean, time.perf_counter() - started)
             (ids32, text32, _), (ids8, text8, _) = answers["none"], answers["int8"]

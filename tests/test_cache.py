@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from fimlsp.cache import RecentCompletions, TypingThrough
-from fimlsp.completer import Completer, Completion
+from fimlsp.completer import Completer
+from fimlsp.completion import Completion
 from fimlsp.config import Settings
 from fimlsp.context import Cursor
 

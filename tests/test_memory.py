@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from lsprotocol import types as t
 
-from fimlsp.completer import Completer, Stats
+from fimlsp.completer import Completer
+from fimlsp.completion import Stats
 from fimlsp.config import Settings
 from fimlsp.context import split_at
 

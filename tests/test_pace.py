@@ -10,15 +10,11 @@ from pathlib import Path
 import pytest
 
 from fimlsp.cache import TypingThrough
-from fimlsp.completer import (
-    MIN_QUICK_WINDOW,
-    QUICK_PREFILL_MS,
-    Completer,
-    finished_lines,
-)
+from fimlsp.completer import Completer
 from fimlsp.config import Settings
 from fimlsp.context import Cursor
 from fimlsp.engine.local import LocalEngine
+from fimlsp.generating import finished_lines
 from fimlsp.pace import (
     FIRST_LINES_FACTOR,
     MIN_BUDGET_MS,
@@ -26,6 +22,7 @@ from fimlsp.pace import (
     PACE_FACTOR,
     TypingPace,
 )
+from fimlsp.prompting import MIN_QUICK_WINDOW, QUICK_PREFILL_MS
 from fimlsp.scheduler import CancelToken
 
 
@@ -127,7 +124,7 @@ def long_text() -> str:
 
 def test_a_prompt_too_long_to_read_in_time_is_answered_from_a_short_one_first(
         trained_model: Path) -> None:
-    """Quick starts (Completer._quick_prompt): with reading as slow as a loaded CPU reads a
+    """Quick starts (Prompter.quick_prompt): with reading as slow as a loaded CPU reads a
     164M model, an automatic request at a cursor whose prompt is not cached gets a short prompt
     in a session of its own; once the whole prompt is read (the server's warm start), the next
     automatic request is the ordinary one. A request the user asked for always waits."""
