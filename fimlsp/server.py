@@ -1,22 +1,23 @@
-"""The language server: capabilities and thin handlers.
+"""The language server: its lifecycle (settings, the model's load, logging), its capabilities
+and thin handlers.
 
-Handlers only translate between LSP types and the completer. The work happens on the scheduler's
-worker thread; the event loop stays free to read the next keystroke or a `$/cancelRequest`.
-Errors are `FimError`s, turned into LSP answers in one place (`_answer_error`).
+Handlers only translate between LSP types and the parts that do the work: the answerer
+(answering.py: what a keystroke is answered with) and the completer (completer.py). The model
+works on the scheduler's worker thread; the event loop stays free to read the next keystroke or
+a `$/cancelRequest`. Errors are `FimError`s, turned into LSP answers in one place
+(`FimServer.guarded`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import re
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from typing import Any
 
 from lsprotocol import types
@@ -24,6 +25,7 @@ from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInva
 from pygls.lsp.server import LanguageServer
 
 from fimlsp import __version__
+from fimlsp.answering import Answerer
 from fimlsp.completer import Completer
 from fimlsp.completion import Completion
 from fimlsp.config import Settings, parse_settings
@@ -31,15 +33,13 @@ from fimlsp.context import Cursor
 from fimlsp.documents import Documents
 from fimlsp.engine import choices
 from fimlsp.errors import ErrorKind, FimError
-from fimlsp.inflight import Flights, InFlight, Progress
 from fimlsp.lsp.protocol import FimProtocol
 from fimlsp.nextedit import lsp as nextedit
 from fimlsp.nextedit.history import EditHistory
 from fimlsp.options import reload_keys
-from fimlsp.pace import TypingPace
 from fimlsp.positions import units_len
 from fimlsp.repo.service import WorkspaceIndexer
-from fimlsp.scheduler import Cancelled, Scheduler
+from fimlsp.scheduler import Scheduler
 from fimlsp.sources import ContextSources
 from fimlsp.validation import strict_converter
 
@@ -69,17 +69,11 @@ class FimServer(LanguageServer):
         # Which open documents may lend snippets: the workspace folders, no secrets (sources.py).
         self.sources = ContextSources(allow_secrets=settings.context_secrets)
         self.repo = WorkspaceIndexer(self)  # the workspace index (fimlsp/repo)
-        self.pace = TypingPace()  # keystroke intervals per document: the time an answer may take
-        self.flights = Flights()  # the running model request per document (inflight.py)
         self.completer = self._new_completer()
         self.scheduler = Scheduler(workers_for(settings))
         self.state = "idle"  # idle | loading | ready | failed
+        self.answerer = Answerer(self)  # what each keystroke is answered with (answering.py)
         self.load_error = ""
-        self._shown: OrderedDict[int, str] = OrderedDict()  # request id → suggestion shown
-        self._taken: dict[int, int] = {}  # request id → characters of it the user accepted
-        # Per document: the cursor whose alternatives are being computed, and a future that is
-        # done when they are (a cycling client's request waits for it).
-        self._branching: dict[str, tuple[str, str, asyncio.Future[None]]] = {}
         self._loading: asyncio.Task[None] | None = None
         self._settled: asyncio.Event | None = None  # set while no load is under way
         self._told_not_ready = ""  # the not-ready reason last logged: once, not per request
@@ -231,244 +225,22 @@ class FimServer(LanguageServer):
         return self.completer.cursor_for(text, position.line, position.character, self.encoding,
                                          replace)
 
-    async def complete(self, uri: str, cursor: Cursor, invoked: bool = False
-                       ) -> Completion | None:
-        """`invoked`: the user asked (a key, a command), so the answer is worth waiting for."""
+    async def model_ready(self, invoked: bool) -> bool:
+        """Whether a completion request can be answered by the model now; an invoked one (the
+        user asked) waits for a model that is still loading (`wait_for_model`)."""
         if self.state != "ready" and invoked:
             await self.wait_for_model()
         if self.state != "ready":
             self.not_ready()
-            return None
-        self._told_not_ready = ""
-        completer = self.completer
-        typed = completer.typed_through(uri, cursor)
-        if typed is not None:  # typed into the suggestion on screen: its rest, no model call
-            self.request_log(typed.log_line(uri, completer.stats.cache_share))
-            self._note_shown(typed)
-            return typed
-        taken = await self._take_over(uri, cursor)
-        if taken is not None:  # the generation of an earlier keystroke, which this one typed
-            return self._show(uri, cursor, taken)
-        ahead = completer.answer_ahead(uri, cursor)
-        if ahead is not None:  # computed while the last one was on screen: no model call
-            self.request_log(ahead.log_line(uri, completer.stats.cache_share))
-            return self._show(uri, cursor, ahead)
-        request_id = completer.next_id()
-        # An automatic request while the user types may take a few of their keystrokes, no more;
-        # one they asked for, or after a pause, the whole budget (pace.py).
-        budget = self.settings.time_budget_ms if invoked else self.pace.budget_ms(
-            uri, self.settings.time_budget_ms)
-        lines_by = None if invoked else self.pace.first_lines_ms(uri)
-        progress = Progress()
-        future, token = self.scheduler.submit(
-            uri, lambda tok: completer.complete(uri, cursor, tok, request_id, progress=progress,
-                                                quick=not invoked, lines_by_ms=lines_by),
-            budget / 1000)
-        flight = InFlight(cursor, request_id, completer.answer_settings, future, token, progress)
-        if self.settings.engine == "local":  # a serving engine's time is not ours to spend
-            self.flights.start(uri, flight)
-            loop = asyncio.get_running_loop()
-            future.add_done_callback(lambda f: loop.call_soon_threadsafe(
-                self._landed, uri, flight))
-        try:
-            result = await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            if self.flights.get(uri) is flight and not future.done():
-                flight.orphan = True  # runs on: the next keystroke may type into it
-                self.scheduler.orphan(token, future)
-                completer.stats.add(orphaned=1)
-                self.request_log(f"request {request_id} {uri}: cancelled by the client; "
-                                 "its generation runs on for the next keystroke")
-                raise
-            token.cancel("cancelled")
-            # If the job had not started, the worker raises Cancelled into a future nobody awaits.
-            future.add_done_callback(lambda f: f.cancelled() or (isinstance(
-                f.exception(), Cancelled) and self._count_cancelled(completer)))
-            self.request_log(f"request {request_id} {uri}: cancelled by the client")
-            raise
-        except Cancelled as cancelled:
-            completer.stats.add(cancelled=1)
-            self.request_log(f"request {request_id} {uri}: {cancelled.reason} before it started")
-            return None
-        self.request_log(result.log_line(uri, completer.stats.cache_share))
-        if self._engine_down and result.source == "model":
-            self._engine_down = ""
-            self.log(f"fimlsp: the {self.settings.engine} engine answers again", logging.WARNING)
-        if result.stop_reason in ("cancelled", "superseded"):
-            return None
-        return self._show(uri, cursor, result)
-
-    async def _take_over(self, uri: str, cursor: Cursor) -> Completion | None:
-        """The answer from the document's running generation when the user has only typed what
-        it is writing (inflight.py; its text may be empty); None when it cannot answer (the
-        request then goes to the model, which supersedes it)."""
-        flight = self.flights.get(uri)
-        if flight is None:
-            return None
-        completer = self.completer
-        typed = flight.follows(cursor, completer.answer_settings)
-        if typed is None:
-            return None
-        started = time.perf_counter()
-        try:  # shielded: if this request is cancelled too, the generation still runs on
-            result = await asyncio.shield(asyncio.wrap_future(flight.future))
-        except Cancelled:
-            return None
-        if result.stop_reason in ("cancelled", "superseded") or \
-                not result.text.startswith(typed):
-            return None
-        rest = result.text[len(typed):]
-        answer = dataclasses.replace(result, text=rest if rest.strip() else "",
-                                     request_id=completer.next_id(), source="model",
-                                     total_ms=(time.perf_counter() - started) * 1000)
-        completer.stats.add(requests=1, taken_over=1)
-        self.request_log(f"request {answer.request_id} {uri}: taken over from request "
-                         f"{flight.request_id}, {len(typed)} chars typed into it; "
-                         f"waited={answer.total_ms:.0f}ms chars={len(answer.text)}")
-        return answer
-
-    def _landed(self, uri: str, flight: InFlight) -> None:
-        """A local generation ended (on the event loop). An orphan that nobody took over is the
-        document's suggestion for the next keystroke to type into (typing-through)."""
-        if not self.flights.ended(uri, flight) or not flight.orphan:
-            return
-        future = flight.future
-        if future.cancelled() or future.exception() is not None:
-            return
-        result = future.result()
-        if result.text and result.stop_reason not in ("cancelled", "superseded"):
-            self.completer.shown(uri, flight.cursor, result)
-            self._note_shown(result)
-
-    def _show(self, uri: str, cursor: Cursor, result: Completion) -> Completion | None:
-        """`result` goes on screen (nothing, if it is empty); while it is there, the model
-        computes what follows accepting it."""
-        self.completer.shown(uri, cursor, result if result.text else None)
-        if not result.text:
-            return None
-        self._note_shown(result)
-        if result.quick:  # from a short prompt: now the whole one is read, in idle time
-            self._warm(uri, cursor)
-        elif result.unfinished is not None:
-            self.finish(uri, cursor, result)
-        else:
-            self.prefetch(uri, cursor, result.text)
-        return result
-
-    def finish(self, uri: str, cursor: Cursor, shown: Completion) -> None:
-        """`shown` (at `cursor`) is the first lines of a block the time budget cut: the model
-        goes on with it in its idle time, and the rest joins the suggestion on screen
-        (typing-through and accepts then have it), then the prefetch after the whole of it runs.
-        The cut may have been made for an earlier keystroke that this one typed into."""
-        completer, loop = self.completer, asyncio.get_running_loop()
-        cut = shown.unfinished
-        assert cut is not None
-        typed = len(cursor.prefix) - len(cut.cursor.prefix)
-        future, _token = self.scheduler.submit_background(
-            lambda token: completer.finish(uri, cut, token))
-
-        def extend(whole: str) -> None:  # on the event loop, which owns `typing`
-            if completer.typing.extend(uri, shown.request_id, cut.cursor.prefix, whole):
-                completer.stats.add(finished=1)
-                self._shown[shown.request_id] = whole[typed:]
-                self.prefetch(uri, cut.cursor, whole)
-
-        def done(f: Any) -> None:
-            error = None if f.cancelled() else f.exception()
-            if error is not None and not isinstance(error, Cancelled):
-                log.warning("finishing an answer failed: %s", error)
-            elif not f.cancelled() and error is None and f.result():
-                loop.call_soon_threadsafe(extend, f.result())
-
-        future.add_done_callback(done)
-
-    def prefetch(self, uri: str, cursor: Cursor, shown: str) -> None:
-        """The suggestion after accepting `shown`, then the alternatives to `shown` at `cursor`,
-        computed as one background job (a second would cancel the first): any request stops
-        it, so it only ever uses time in which the model would have waited. The prefetch goes
-        first: accepting is what users do most."""
-        # A serving engine is shared: guesses would cost other people's time.
-        ahead = self.settings.prefetch and self.settings.engine == "local"
-        completer = self.completer
-        others = completer.offers_alternatives
-        if not ahead and not others:
-            return
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        if others:
-            self._branching[uri] = (cursor.prefix, cursor.suffix, ready)
-
-        def job(token: Any) -> None:
-            if ahead:
-                completer.prefetch(uri, cursor, shown, token)
-            if others and not token():
-                completer.alternatives(uri, cursor, shown, token)
-
-        future, _token = self.scheduler.submit_background(job)
-
-        def settle() -> None:  # on the event loop
-            if not ready.done():
-                ready.set_result(None)
-            if self._branching.get(uri, (None, None, None))[2] is ready:
-                del self._branching[uri]
-
-        def done(f: Any) -> None:
-            if ahead and (f.cancelled() or isinstance(f.exception(), Cancelled)):
-                completer.stats.add(prefetch_interrupted=1)
-            elif not f.cancelled() and f.exception() is not None and \
-                    not isinstance(f.exception(), Cancelled):
-                log.warning("computing ahead failed: %s", f.exception())
-            loop.call_soon_threadsafe(settle)
-
-        future.add_done_callback(done)
-
-    async def alternatives(self, uri: str, cursor: Cursor, first: Completion, invoked: bool
-                           ) -> list[Completion]:
-        """The alternatives to `first` at `cursor` that are ready. A request the user made
-        (cycling asks again, invoked) waits for those being computed for this very cursor, up
-        to the time budget; an automatic one never waits."""
-        pending = self._branching.get(uri)
-        if invoked and pending is not None and pending[:2] == (cursor.prefix, cursor.suffix):
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(pending[2]),
-                                       self.settings.time_budget_ms / 1000)
-        found = self.completer.alternatives_for(uri, cursor, first.text)
-        for other in found:
-            self._note_shown(other)
-        return found
-
-    def warm(self, uri: str, position: types.Position) -> bool:
-        """Starts a warm start at `position` when the model is ready; False when it is not.
-        Nothing waits for it: its log line says what it prefilled, or that a request came first."""
-        if self.state != "ready":
             return False
-        self.history.viewed(uri, position.line)  # where the user looks: next edits' context
-        self._warm(uri, self.cursor(uri, position, None))
+        self._told_not_ready = ""
         return True
 
-    def _warm(self, uri: str, cursor: Cursor) -> None:
-        completer = self.completer
-        future, _token = self.scheduler.submit_background(
-            lambda token: completer.warm(uri, cursor, token))
-
-        def done(f: Any) -> None:
-            if f.cancelled() or isinstance(f.exception(), Cancelled):
-                completer.stats.add(warm_interrupted=1)
-            elif f.exception() is not None:
-                log.warning("warm start failed: %s", f.exception())
-            else:
-                log.info(f.result().log_line(uri))
-
-        future.add_done_callback(done)
-
-    def _note_shown(self, result: Completion) -> None:
-        self._shown[result.request_id] = result.text
-        while len(self._shown) > 256:
-            self._taken.pop(self._shown.popitem(last=False)[0], None)
-
-    @staticmethod
-    def _count_cancelled(completer: Completer) -> None:
-        completer.stats.add(cancelled=1)
+    def engine_answers(self) -> None:
+        """The model answered: a serving engine shown as down (`guarded`) is up again."""
+        if self._engine_down:
+            self._engine_down = ""
+            self.log(f"fimlsp: the {self.settings.engine} engine answers again", logging.WARNING)
 
     async def guarded(self, work: Any, empty: Any = _NO_EMPTY) -> Any:
         """Runs a request's coroutine; errors become LSP answers here and nowhere else:
@@ -496,30 +268,6 @@ class FimServer(LanguageServer):
                 raise JsonRpcInternalError(f"fimlsp failed ({type(error).__name__}); the "
                                            "server's log has the details") from None
             return empty
-
-    def accepted(self, request_id: int, partial: bool, chars: int | None = None) -> None:
-        """Records what the user took; the text comes from what we showed, not from the client.
-
-        `fimlsp.partialAccept [id, chars]` gives the characters of suggestion `id` taken so far
-        (a running total, as VS Code and Emacs report it); `fimlsp.accept [id]` means all of it.
-        Repeats and a final accept after partial ones count each character once. The protocol
-        has checked the types (an id that is no integer is -32602 and counts nothing); an id
-        no longer remembered counts the accept without its characters.
-        """
-        if request_id not in self._shown:
-            self.completer.accepted("", partial)
-            return
-        text = self._shown[request_id]
-        total = len(text)
-        if partial and chars is not None:
-            total = max(0, min(chars, len(text)))
-        before = self._taken.get(request_id, 0)
-        if total <= before:
-            return  # nothing new: a repeat, or an accept after everything was taken
-        self._taken[request_id] = max(total, before)
-        self.completer.typing.advance(request_id, max(0, total - before))  # document text now
-        self.completer.accepted(text[before:total], partial)
-
 
 def workers_for(settings: Settings) -> int:
     """Requests at once: one for the model in this process, several for a serving engine."""
@@ -589,18 +337,16 @@ def create_server(settings: Settings) -> FimServer:
                             ls.history.observer(uri, ls.encoding))
         ls.history.set_version(uri, params.text_document.version)
         ls.next_edits.changed(uri)
-        ls.pace.keystroke(uri)
+        ls.answerer.pace.keystroke(uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: FimServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.documents.close(uri)
-        ls.pace.forget(uri)
         ls.history.close(uri)
         ls.next_edits.forget(uri)
+        ls.answerer.forget(uri)  # the event loop's; the rest is the model thread's
         completer = ls.completer
-        completer.typing.forget(uri)  # the event loop's; the rest is the model thread's
-        ls.flights.forget(uri)
         ls.scheduler.run(lambda: completer.forget(uri, nextedit.SESSION_SUFFIX))
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
@@ -614,14 +360,15 @@ def create_server(settings: Settings) -> FimServer:
             ls.history.viewed(uri, params.position.line)
             edit = nextedit.inline_item(ls, uri, params.position)  # the cursor line's next edit
             cursor = ls.cursor(uri, params.position, selected)
-            result = await ls.complete(uri, cursor, invoked)
+            result = await ls.answerer.complete(uri, cursor, invoked)
             if result is None:
                 return types.InlineCompletionList(items=[edit] if edit else [])
             at = params.position
             rng = types.Range(start=at, end=at) if selected is None else selected.range
             before = selected.text if selected is not None else ""
             # The first answer first, then its alternatives where they are ready (cycling).
-            answers = [result, *await ls.alternatives(uri, cursor, result, invoked)]
+            others = await ls.answerer.alternatives(uri, cursor, result, invoked)
+            answers = [result, *others]
             return types.InlineCompletionList(items=[
                 *(types.InlineCompletionItem(insert_text=before + answer.text, range=rng,
                                              command=_item_command(answer))
@@ -639,7 +386,7 @@ def create_server(settings: Settings) -> FimServer:
             cursor = ls.cursor(uri, params.position, None)
             invoked = params.context is None or \
                 params.context.trigger_kind == types.CompletionTriggerKind.Invoked
-            result = await ls.complete(uri, cursor, invoked)
+            result = await ls.answerer.complete(uri, cursor, invoked)
             if result is None:
                 return empty
             # Replace the word being typed so clients filter on it and keep the item while the
@@ -667,11 +414,11 @@ def create_server(settings: Settings) -> FimServer:
     # Every command declares its arguments with types: the protocol checks them (-32602).
     @server.command(CMD_ACCEPT)
     def accept(ls: FimServer, request_id: int) -> None:
-        ls.accepted(request_id, partial=False)
+        ls.answerer.accepted(request_id, partial=False)
 
     @server.command(CMD_PARTIAL_ACCEPT)
     def partial_accept(ls: FimServer, request_id: int, chars: int | None = None) -> None:
-        ls.accepted(request_id, partial=True, chars=chars)
+        ls.answerer.accepted(request_id, partial=True, chars=chars)
 
     @server.command(CMD_STATS)
     def stats(ls: FimServer) -> dict[str, Any]:
@@ -705,7 +452,11 @@ def create_server(settings: Settings) -> FimServer:
         one token. Answers at once: true if started, false while the model is not ready."""
 
         async def work() -> bool:
-            return ls.warm(uri, position)
+            if ls.state != "ready":
+                return False
+            ls.history.viewed(uri, position.line)  # where the user looks: next edits' context
+            ls.answerer.warm(uri, ls.cursor(uri, position, None))
+            return True
 
         return await ls.guarded(work(), False)
 

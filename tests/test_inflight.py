@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from lsprotocol import types as t
 
-from fimlsp import inflight
-from fimlsp import server as server_module
+from fimlsp import answering, inflight
 from fimlsp.completer import Completer
 from fimlsp.config import Settings
 from fimlsp.context import Cursor
@@ -46,7 +45,7 @@ class Gate(inflight.Progress):
 @pytest.fixture
 def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[Gate]]:
     Gate.started, Gate.release = threading.Event(), threading.Event()
-    monkeypatch.setattr(server_module, "Progress", Gate)
+    monkeypatch.setattr(answering, "Progress", Gate)
     yield Gate
     Gate.release.set()
 
@@ -92,12 +91,12 @@ def reference(model: Path, text: str) -> str:
 
 
 async def cancelled_while_generating(ls: FimServer, gate: type[Gate], text: str) -> None:
-    task = asyncio.ensure_future(ls.complete(URI, cursor_at_end(ls, text)))
+    task = asyncio.ensure_future(ls.answerer.complete(URI, cursor_at_end(ls, text)))
     await asyncio.get_running_loop().run_in_executor(None, gate.started.wait, 120)
     task.cancel()  # the client's $/cancelRequest: the user typed
     with pytest.raises(asyncio.CancelledError):
         await task
-    flight = ls.flights.get(URI)
+    flight = ls.answerer.flights.get(URI)
     assert flight is not None and flight.orphan
 
 
@@ -109,7 +108,8 @@ async def test_typing_what_the_generation_writes_takes_it_over(
     try:
         await cancelled_while_generating(ls, gated, TEXT)
         typed = full[0]
-        follow = asyncio.ensure_future(ls.complete(URI, cursor_at_end(ls, TEXT + typed)))
+        follow = asyncio.ensure_future(
+            ls.answerer.complete(URI, cursor_at_end(ls, TEXT + typed)))
         await asyncio.sleep(0)  # the follower is waiting on the held generation
         gated.release.set()
         answer = await follow
@@ -129,7 +129,7 @@ async def test_typing_something_else_starts_over(trained_model: Path, gated: typ
         first = reference(trained_model, TEXT)
         typed = "#" if not first.startswith("#") else "@"
         gated.release.set()
-        answer = await ls.complete(URI, cursor_at_end(ls, TEXT + typed))
+        answer = await ls.answerer.complete(URI, cursor_at_end(ls, TEXT + typed))
         expected = reference(trained_model, TEXT + typed)
         assert (answer.text if answer else "") == expected
         assert ls.completer.stats_report().get("taken_over", 0) == 0
@@ -143,13 +143,13 @@ async def test_an_orphan_nobody_took_over_is_typed_into_later(
     ls = await ready_server(trained_model)
     try:
         await cancelled_while_generating(ls, gated, TEXT)
-        flight = ls.flights.get(URI)
+        flight = ls.answerer.flights.get(URI)
         assert flight is not None
         gated.release.set()
         await asyncio.wrap_future(flight.future)
         await asyncio.sleep(0)  # its landing callback, queued on the loop
-        assert ls.flights.get(URI) is None
-        answer = await ls.complete(URI, cursor_at_end(ls, TEXT + full[0]))
+        assert ls.answerer.flights.get(URI) is None
+        answer = await ls.answerer.complete(URI, cursor_at_end(ls, TEXT + full[0]))
         assert answer is not None and answer.text == full[1:] and answer.source == "cache"
     finally:
         ls.scheduler.shutdown()
