@@ -18,6 +18,7 @@ from fimlsp.engine.local import LocalEngine
 from fimlsp.generating import Generator, idle_work, raw_text
 from fimlsp.prompt import Prompt
 from fimlsp.scheduler import CancelToken
+from fimlsp.surroundings import mode_for
 
 
 class Brancher:
@@ -93,7 +94,7 @@ class Brancher:
         model, settings = self.model, self.model.settings
         engine, tokenizer = model.engine, model.tokenizer
         assert isinstance(engine, LocalEngine) and tokenizer is not None
-        mode = postprocess.mode_for(cursor, settings.multiline, key)
+        mode = mode_for(cursor, settings.multiline, key)
         heal = prompt.heal
         constraint = healing.Constraint(tokenizer, heal) if heal is not None else None
         logprobs = engine.next_logprobs(key, prompt.ids, token, constraint)

@@ -55,7 +55,7 @@ class Unfinished:
 
     ids: list[int]  # the prompt
     generated: list[int]  # the tokens generated so far
-    mode: str  # the policy's mode (postprocess.mode_for)
+    mode: str  # the policy's mode (surroundings.mode_for)
     heal: healing.Heal | None  # what token healing backed off the prompt
     cursor: Cursor  # where it was asked for: its text is relative to this cursor
 

@@ -22,6 +22,7 @@ from fimlsp.engine.local import LocalEngine
 from fimlsp.inflight import Progress
 from fimlsp.prompting import QUICK_SUFFIX, Prompter, cursor_after
 from fimlsp.scheduler import CancelToken
+from fimlsp.surroundings import mode_for
 
 RECENT = 64  # completions kept by prompt identity (undo, moving back and forth)
 
@@ -79,7 +80,7 @@ class Generator:
         short = self.prompter.quick_prompt(key, cursor, prompt) if quick else None
         if short is not None:
             prompt, session = short, key + QUICK_SUFFIX
-        mode = postprocess.mode_for(cursor, settings.multiline, key)
+        mode = mode_for(cursor, settings.multiline, key)
         # Settings and a healed prompt's removed text are part of the answer: `self.re|` and
         # `self.req|` back off to the same ids.
         key_parts = (prompt.ids, prompt.heal.text if prompt.heal else None, mode,

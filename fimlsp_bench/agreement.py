@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fimlsp import postprocess
+from fimlsp import postprocess, surroundings
 from fimlsp.completer import Completer
 from fimlsp.config import Settings
 from fimlsp.engine.decoding import common_prefix
@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
                 # A fresh key per span and engine: no KV reuse between the two, nor from the
                 # last span (int8 logits depend on how the prompt was chunked).
                 key = f"{name}:{path}:{span.start}"
-                mode = postprocess.mode_for(cursor, completer.settings.multiline, str(path))
+                mode = surroundings.mode_for(cursor, completer.settings.multiline, str(path))
                 generator = completer.generator
                 generation = generator.generate(key, cursor, prompt.ids, mode, CancelToken())
                 completer.engine.drop_session(key)  # type: ignore[union-attr]

@@ -45,9 +45,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fimlsp import postprocess
+from fimlsp import postprocess, surroundings
 from fimlsp.context import Cursor
-from fimlsp.postprocess import Scan, indent_of
+from fimlsp.surroundings import Scan, indent_of
 
 CORPUS = Path(__file__).parent / "corpus"
 LANGUAGES = {".py": "python", ".js": "javascript", ".ts": "typescript", ".c": "c", ".h": "c",
@@ -202,7 +202,7 @@ def python_spans(path: str, text: str, rng: random.Random, per_kind: int) -> Ite
                 statement_rows.add(first)
     code_end = []
     for line in lines:
-        comments = [m for m in postprocess._PY_TOKENS.finditer(line) if m.lastgroup == "comment"]
+        comments = [m for m in surroundings.PY_TOKENS.finditer(line) if m.lastgroup == "comment"]
         code_end.append(comments[0].start() if comments else len(line))
     rows = sorted(r for r in statement_rows if ";" not in lines[r] and lines[r].strip())
     yield from _single_line_spans(path, "python", lines, code, code_end, rows, rng, per_kind)
@@ -299,7 +299,7 @@ def c_like_spans(path: str, language: str, text: str, rng: random.Random,
             for k, line in enumerate(lines)]
     code_end = []
     for line in lines:
-        comments = [m for m in postprocess._C_TOKENS.finditer(line) if m.lastgroup == "comment"]
+        comments = [m for m in surroundings.C_TOKENS.finditer(line) if m.lastgroup == "comment"]
         code_end.append(comments[0].start() if comments else len(line))
     rows = [k for k in range(len(lines)) if code[k]]
     yield from _single_line_spans(path, language, lines, code, code_end, rows, rng, per_kind)
@@ -422,7 +422,7 @@ def suggest(span: Span, variant: str) -> str | None:
     if text is None:
         return None
     cursor = span.cursor
-    mode = postprocess.mode_for(cursor, "auto", span.path)
+    mode = surroundings.mode_for(cursor, "auto", span.path)
     return postprocess.clean(streamed(text, cursor, mode, span.path), cursor, mode, span.path)
 
 

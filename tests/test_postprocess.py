@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from fimlsp.context import Cursor
 from fimlsp.models import TEMPLATES
-from fimlsp.postprocess import clean, is_python, mode_for, strip_special, wants_stop
+from fimlsp.postprocess import clean, strip_special, wants_stop
+from fimlsp.surroundings import is_python, mode_for
 
 
 def at(prefix: str, suffix: str = "") -> Cursor:

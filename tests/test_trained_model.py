@@ -20,7 +20,7 @@ from test_lsp import Doc, position_of, running, uri_for
 from fimlsp.completer import Completer
 from fimlsp.config import Settings, parse_settings
 from fimlsp.context import Cursor
-from fimlsp.postprocess import mode_for
+from fimlsp.surroundings import mode_for
 
 pytestmark = pytest.mark.slow
 
