@@ -6,12 +6,12 @@ inserted by id. That makes the count exact (what we count is what the model sees
 impossible for document text to smuggle in a `<fim_middle>`.
 
 Only a character window around the cursor is ever tokenized, so the cost does not depend on the
-size of the file.
+size of the file (token_window.py cuts each side to its budget; this module shares the budget out,
+keeps the cuts sticky between keystrokes and lays the prompt out in the family's format).
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
 import weakref
 from array import array
@@ -25,10 +25,22 @@ from fimlsp.context import Cursor, Snippet
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.healing import Heal, back_off
 from fimlsp.models import FimTemplate
+from fimlsp.token_window import (
+    Span,
+    cut_head,
+    cut_tail,
+    encode,
+    fit_head,
+    head_ids,
+    head_window,
+    head_window_again,
+    tail_ids,
+    tail_window,
+    tail_window_again,
+)
 
 PREFIX_SHARE = 0.75  # of the budget, when both sides want more than they can have
 STICKY_SLACK = 0.125  # of a side's budget, given up when its edge must move
-_CHARS_PER_TOKEN_GUESS = 4  # before a tokenizer's density is measured (see `_first_guess`)
 
 
 @dataclass(frozen=True)
@@ -67,215 +79,6 @@ def special_id(tokenizer: Tokenizer, token: str) -> int:
     return token_id
 
 
-def _encode(tokenizer: Tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    if not text:
-        return [], []
-    encoding = tokenizer.encode(text, add_special_tokens=False)
-    return encoding.ids, encoding.offsets
-
-
-@dataclass
-class _Span:
-    """The tokens of text[base:end], with absolute start offsets."""
-
-    ids: list[int]
-    starts: list[int]
-    base: int
-    end: int
-
-
-def _span(tokenizer: Tokenizer, text: str, base: int, end: int) -> _Span:
-    ids, offsets = _encode(tokenizer, text[base:end])
-    return _Span(ids, [base + o[0] for o in offsets], base, end)
-
-
-_SYNC = 6  # tokens two encodings must agree on to be in step
-_REGION = 512  # characters re-encoded around a cut
-
-
-def _in_step(a: _Span, b: _Span) -> tuple[int, int] | None:
-    """The first (i, j) from which a.ids[i:] and b.ids[j:] agree, token for token and offset for
-    offset, for _SYNC tokens (or to the end of the shorter one).
-
-    Tokenization is local: pre-tokenizers split with a regex, so two encodings of overlapping
-    text that agree for a few tokens have resynchronised and agree on everything after.
-    """
-    for j, start in enumerate(b.starts):
-        i = bisect.bisect_left(a.starts, start)  # starts ascend: no index to build
-        if i == len(a.starts) or a.starts[i] != start:
-            continue
-        n = min(_SYNC, len(a.ids) - i, len(b.ids) - j)
-        if n > 0 and a.ids[i:i + n] == b.ids[j:j + n] and a.starts[i:i + n] == b.starts[j:j + n]:
-            return i, j
-    return None
-
-
-def _tail_ids(tokenizer: Tokenizer, text: str, window: _Span, cut: int) -> list[int]:
-    """The ids of text[cut:] (window.base <= cut): a short region at the cut is encoded afresh
-    and joined to the window's tokens where the two agree, instead of encoding it all again."""
-    region_end = min(len(text), cut + _REGION)
-    head = _span(tokenizer, text, cut, region_end)
-    if region_end == len(text):
-        return head.ids
-    step = _in_step(window, head)
-    if step is None:
-        return _span(tokenizer, text, cut, len(text)).ids
-    return head.ids[:step[1]] + window.ids[step[0]:]
-
-
-def _head_ids(tokenizer: Tokenizer, text: str, window: _Span, cut: int) -> list[int]:
-    """The ids of text[:cut] (cut <= window.end), the mirror of `_tail_ids`."""
-    region_start = max(0, cut - _REGION)
-    tail = _span(tokenizer, text, region_start, cut)
-    if region_start == 0:
-        return tail.ids
-    step = _in_step(window, tail)
-    if step is None:
-        return _span(tokenizer, text, 0, cut).ids
-    return window.ids[:step[0]] + tail.ids[step[1]:]
-
-
-_density: dict[int, float] = {}  # characters per token last seen, per tokenizer
-
-
-def _first_guess(tokenizer: Tokenizer, need: int) -> int:
-    """Characters likely to hold `need` tokens: too few costs a second encoding, too many only
-    their share, so aim a little high."""
-    return int(max(need, 1) * _density.get(id(tokenizer), _CHARS_PER_TOKEN_GUESS) * 1.1) + 64
-
-
-def _grow(tokenizer: Tokenizer, chars: int, window: _Span, need: int) -> int:
-    """A window size that should hold `need` tokens, from the density just measured."""
-    density = (window.end - window.base) / max(len(window.ids), 1)
-    _density[id(tokenizer)] = density
-    return max(chars + 256, int(need * density * 1.15))
-
-
-def _tail_window(tokenizer: Tokenizer, text: str, need: int) -> _Span:
-    """Tokens of a tail of `text` holding more than `need` tokens, or all of it."""
-    chars = _first_guess(tokenizer, need)
-    while True:
-        window = _span(tokenizer, text, max(0, len(text) - chars), len(text))
-        if window.base == 0 or len(window.ids) > need:
-            if window.ids and window.base > 0:
-                _density[id(tokenizer)] = (window.end - window.base) / len(window.ids)
-            return window
-        chars = _grow(tokenizer, chars, window, need)
-
-
-def _head_window(tokenizer: Tokenizer, text: str, need: int) -> _Span:
-    chars = _first_guess(tokenizer, need)
-    while True:
-        window = _span(tokenizer, text, 0, min(len(text), chars))
-        if window.end == len(text) or len(window.ids) > need:
-            return window
-        chars = _grow(tokenizer, chars, window, need)
-
-
-def _common_length(a: str, b: str) -> int:
-    """Length of the common prefix of two strings, by bisection over C-speed comparisons."""
-    low, high = 0, min(len(a), len(b))
-    while low < high:
-        middle = (low + high + 1) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
-def _tail_window_again(tokenizer: Tokenizer, text: str, need: int, old: _Span | None,
-                       old_text: str) -> _Span:
-    """`_tail_window`, reusing the previous keystroke's window: typing changes the prefix only
-    near its end, so only the text from a little before the change is encoded again."""
-    if old is None or not old.ids:
-        return _tail_window(tokenizer, text, need)
-    same = _common_length(old_text, text)
-    if same <= old.base + _REGION:
-        return _tail_window(tokenizer, text, need)
-    keep = next((i for i in range(len(old.starts) - 1, -1, -1)
-                 if old.starts[i] <= same - _REGION), None)
-    if keep is None:
-        return _tail_window(tokenizer, text, need)
-    fresh = _span(tokenizer, text, old.starts[keep], len(text))
-    step = _in_step(old, fresh)
-    if step is None:
-        return _tail_window(tokenizer, text, need)
-    i, j = step
-    window = _Span(old.ids[:i] + fresh.ids[j:], old.starts[:i] + fresh.starts[j:], old.base,
-                   len(text))
-    if not (window.base == 0 or len(window.ids) > need) or len(window.ids) > 2 * need + 64:
-        return _tail_window(tokenizer, text, need)  # shrank below need, or grew too long
-    return window
-
-
-def _head_window_again(tokenizer: Tokenizer, text: str, need: int, old: _Span | None,
-                       old_text: str) -> _Span:
-    """`_head_window`, reusing the previous window when the text it covers is unchanged
-    (the suffix does not change while the user types before it)."""
-    if old is not None and (len(old.ids) > need or old.end == len(text)) and \
-            (old.end == len(text) or old.end < len(text)) and text[:old.end] == old_text[:old.end] \
-            and (old.end < len(text) or len(old_text) == len(text)):
-        return old
-    return _head_window(tokenizer, text, need)
-
-
-def _cut_tail(tokenizer: Tokenizer, text: str, window: _Span, budget: int
-              ) -> tuple[list[int], int]:
-    """The longest tail within `budget` tokens that starts at a line start when it can."""
-    if window.base == 0 and len(window.ids) <= budget:
-        return window.ids, 0
-    drop = len(window.ids) - budget  # tokens to lose at the front, at least
-    while 0 <= drop < len(window.ids):
-        cut = window.starts[drop]
-        newline = text.find("\n", max(cut - 1, 0))
-        if newline != -1 and newline + 1 < len(text):
-            cut = newline + 1  # whole lines only, unless the last line alone is too long
-        ids = _tail_ids(tokenizer, text, window, cut)
-        if len(ids) <= budget:
-            return ids, cut
-        drop += len(ids) - budget
-    return [], len(text)
-
-
-def _cut_head(tokenizer: Tokenizer, text: str, window: _Span, budget: int
-              ) -> tuple[list[int], int]:
-    """The longest head within `budget` tokens that ends at a line end when it can."""
-    if window.end == len(text) and len(window.ids) <= budget:
-        return window.ids, len(text)
-    keep = min(budget, len(window.ids))
-    while keep > 0:
-        cut = window.starts[keep] if keep < len(window.ids) else window.end
-        newline = text.rfind("\n", 0, cut)
-        if newline != -1:
-            cut = newline + 1
-        ids = _head_ids(tokenizer, text, window, cut)
-        if len(ids) <= budget:
-            return ids, cut
-        keep -= len(ids) - budget
-    return [], 0
-
-
-def fit_tail(tokenizer: Tokenizer, text: str, budget: int) -> tuple[list[int], int]:
-    """The longest tail of `text` within `budget` tokens, starting at a line start when it can.
-
-    Returns its ids and its start offset in `text`.
-    """
-    if budget <= 0 or not text:
-        return [], len(text)
-    return _cut_tail(tokenizer, text, _tail_window(tokenizer, text, budget), budget)
-
-
-def fit_head(tokenizer: Tokenizer, text: str, budget: int) -> tuple[list[int], int]:
-    """The longest head of `text` within `budget` tokens, ending at a line end when it can.
-
-    Returns its ids and its length in characters.
-    """
-    if budget <= 0 or not text:
-        return [], 0
-    return _cut_head(tokenizer, text, _head_window(tokenizer, text, budget), budget)
-
-
 def _share(budget: int, prefix_need: int, suffix_need: int) -> tuple[int, int]:
     """Splits the budget 3:1 for the prefix when both sides want more; else a side that needs
     less than its share gives the rest to the other."""
@@ -304,41 +107,41 @@ class Edges:
     suffix_end: int = -1  # characters of the suffix kept
     suffix_anchor: str = ""  # the text that ended there
     # The last tokenized windows and their text, so a keystroke re-encodes only what changed.
-    prefix_window: _Span | None = None
+    prefix_window: Span | None = None
     prefix_text: str = ""
-    suffix_window: _Span | None = None
+    suffix_window: Span | None = None
     suffix_text: str = ""
 
 
 _ANCHOR = 64  # characters compared to decide that an edge is still where it was
 
 
-def _sticky_tail(tokenizer: Tokenizer, prefix: str, window: _Span, budget: int,
+def _sticky_tail(tokenizer: Tokenizer, prefix: str, window: Span, budget: int,
                  edges: Edges | None) -> tuple[list[int], int]:
     """The prefix tail: from the previous edge if it is intact and fits, else cut anew."""
     if edges is not None and window.base <= edges.prefix_start <= len(prefix) and \
             edges.prefix_start > 0 and prefix.startswith(edges.prefix_anchor, edges.prefix_start):
-        ids = _tail_ids(tokenizer, prefix, window, edges.prefix_start)
+        ids = tail_ids(tokenizer, prefix, window, edges.prefix_start)
         if len(ids) <= budget:
             return ids, edges.prefix_start
-    ids, start = _cut_tail(tokenizer, prefix, window, budget)
+    ids, start = cut_tail(tokenizer, prefix, window, budget)
     if start > 0 and edges is not None:
-        ids, start = _cut_tail(tokenizer, prefix, window, budget - int(budget * STICKY_SLACK))
+        ids, start = cut_tail(tokenizer, prefix, window, budget - int(budget * STICKY_SLACK))
     return ids, start
 
 
-def _sticky_head(tokenizer: Tokenizer, suffix: str, window: _Span, budget: int,
+def _sticky_head(tokenizer: Tokenizer, suffix: str, window: Span, budget: int,
                  edges: Edges | None) -> tuple[list[int], int]:
     """The suffix head: up to the previous edge if it is intact and fits, else cut anew."""
     end = edges.suffix_end if edges is not None else -1
     if edges is not None and 0 < end < len(suffix) and end <= window.end and \
             suffix[:end].endswith(edges.suffix_anchor):
-        ids = _head_ids(tokenizer, suffix, window, end)
+        ids = head_ids(tokenizer, suffix, window, end)
         if len(ids) <= budget:
             return ids, end
-    ids, end = _cut_head(tokenizer, suffix, window, budget)
+    ids, end = cut_head(tokenizer, suffix, window, budget)
     if end < len(suffix) and edges is not None:
-        ids, end = _cut_head(tokenizer, suffix, window, budget - int(budget * STICKY_SLACK))
+        ids, end = cut_head(tokenizer, suffix, window, budget - int(budget * STICKY_SLACK))
     return ids, end
 
 
@@ -374,7 +177,7 @@ def _snippet_ids(tokenizer: Tokenizer, text: str) -> list[int]:
         if ids is not None:
             cache.move_to_end(text)
             return ids.tolist()
-    encoded = _encode(tokenizer, text)[0]
+    encoded = encode(tokenizer, text)[0]
     with _SNIPPET_LOCK:
         cache[text] = array("i", encoded)
         while len(cache) > _SNIPPET_CACHE:
@@ -400,12 +203,12 @@ def neighbour_ids(tokenizer: Tokenizer, template: FimTemplate, snippets: Sequenc
     head: list[int] = []
     if template.file_sep:
         lead = [special_id(tokenizer, template.file_sep)]
-        tail = [*lead, *_encode(tokenizer, f"{path}\n")[0]] if path else []
+        tail = [*lead, *encode(tokenizer, f"{path}\n")[0]] if path else []
         if repo_name and template.repo_name:
             # Qwen2.5-Coder writes `<|repo_name|>name\n`, StarCoder2 `<repo_name>name`.
             newline = "\n" if template.repo_name.startswith("<|") else ""
             head = [special_id(tokenizer, template.repo_name),
-                    *_encode(tokenizer, repo_name + newline)[0]]
+                    *encode(tokenizer, repo_name + newline)[0]]
         texts = [f"{s.path}\n{s.text}" for s in snippets]
     else:
         mark = comment_marker(path)
@@ -457,16 +260,16 @@ def build_prompt(tokenizer: Tokenizer, template: FimTemplate, order: str, cursor
     budget -= len(context)
     # One encoding of a bounded window per side; cuts re-encode only a short region.
     if edges is None:
-        prefix_window = _tail_window(tokenizer, cursor.prefix, budget)
+        prefix_window = tail_window(tokenizer, cursor.prefix, budget)
     else:
-        prefix_window = _tail_window_again(tokenizer, cursor.prefix, budget,
+        prefix_window = tail_window_again(tokenizer, cursor.prefix, budget,
                                            edges.prefix_window, edges.prefix_text)
     prefix_need = len(prefix_window.ids) if prefix_window.base == 0 else budget + 1
     suffix_cap = budget - min(prefix_need, int(budget * PREFIX_SHARE))  # the most it can get
     if edges is None:
-        suffix_window = _head_window(tokenizer, cursor.suffix, suffix_cap)
+        suffix_window = head_window(tokenizer, cursor.suffix, suffix_cap)
     else:
-        suffix_window = _head_window_again(tokenizer, cursor.suffix, suffix_cap,
+        suffix_window = head_window_again(tokenizer, cursor.suffix, suffix_cap,
                                            edges.suffix_window, edges.suffix_text)
     covers = suffix_window.end == len(cursor.suffix)
     suffix_need = len(suffix_window.ids) if covers else budget + 1

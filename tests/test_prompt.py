@@ -16,7 +16,8 @@ from fimlsp.documents import Text
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.models import TEMPLATES, FimTemplate, load_tokenizer
 from fimlsp.positions import units_len
-from fimlsp.prompt import PREFIX_SHARE, Prompt, _share, build_prompt, fit_head, fit_tail
+from fimlsp.prompt import PREFIX_SHARE, Prompt, _share, build_prompt
+from fimlsp.token_window import fit_head, fit_tail
 
 CODE = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n"
 
