@@ -12,10 +12,10 @@ import pytest
 from fimlsp.context import Cursor, Snippet
 from fimlsp.models import TEMPLATES, load_tokenizer
 from fimlsp.prompt import neighbour_ids
-from fimlsp.repo import files
-from fimlsp.repo import index as index_module
+from fimlsp.repo import analysis, files
+from fimlsp.repo.analysis import terms
 from fimlsp.repo.choose import RepoContext, imports
-from fimlsp.repo.index import RepoIndex, terms
+from fimlsp.repo.index import RepoIndex
 from fimlsp.repo.parse import parse, parser_for
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -184,9 +184,9 @@ def test_the_parsing_process_sends_postings_in_small_slices_that_merge_exactly(
     (tmp_path / "big.py").write_text(big)
     for name in ("a", "b", "c"):
         (tmp_path / f"{name}.py").write_text(f"def only_in_{name}(x):\n    return dispatch_1(x)\n")
-    _parser, _defs, chunks, lengths, slices = index_module.analyse(str(tmp_path / "big.py"), 0)
+    _parser, _defs, chunks, lengths, slices = analysis.analyse(str(tmp_path / "big.py"), 0)
     pieces = [pickle.loads(piece) for piece in slices]
-    assert len(pieces) > 10 and all(len(p) <= index_module.MERGE_SLICE for p in pieces)
+    assert len(pieces) > 10 and all(len(p) <= analysis.MERGE_SLICE for p in pieces)
     assert lengths == [sum(terms(c.text).values()) for c in chunks]
 
     index = RepoIndex()  # four files: parsed in the worker process, as in a first index

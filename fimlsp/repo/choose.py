@@ -28,7 +28,8 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from fimlsp.context import Cursor, Snippet
-from fimlsp.repo.index import FileEntry, RepoIndex, terms
+from fimlsp.repo.analysis import terms
+from fimlsp.repo.index import FileEntry, RepoIndex
 from fimlsp.repo.parse import Definition
 
 MAX_DEFINITIONS = 8  # definitions looked up per request (nearest identifiers first)
