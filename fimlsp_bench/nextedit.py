@@ -38,9 +38,9 @@ from fimlsp.config import Settings
 from fimlsp.documents import Documents
 from fimlsp.engine.decoding import draft_tokens
 from fimlsp.engine.local import SPECULATE
-from fimlsp.nextedit.formats import ZETA_REGION_END, ZETA_REGION_START, build
 from fimlsp.nextedit.history import COALESCE_S, EditHistory
-from fimlsp.nextedit.service import Answer, capture, compute, format_for
+from fimlsp.nextedit.service import Answer, build, capture, compute, format_for
+from fimlsp.nextedit.zeta import ZETA_REGION_END, ZETA_REGION_START
 from fimlsp.scheduler import CancelToken
 
 GEOMETRIES: dict[str, dict[str, Any]] = {

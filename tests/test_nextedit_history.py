@@ -1,5 +1,5 @@
 """Edit history from the didChange stream (fimlsp/nextedit/history.py): coalesced, bounded,
-freed on close; and Sweep's next-edit prompt built from it (fimlsp/nextedit/formats.py), exact
+freed on close; and Sweep's next-edit prompt built from it (fimlsp/nextedit/sweep.py), exact
 in tokens against the real Qwen2.5-Coder tokenizer and within the window."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from tokenizers import Tokenizer
 
 from fimlsp.documents import Documents, Text
 from fimlsp.models import load_tokenizer
-from fimlsp.nextedit.formats import CURSOR, FORMATS, Viewed, build_sweep
+from fimlsp.nextedit.formats import FORMATS, Viewed
 from fimlsp.nextedit.history import MAX_HUNKS, EditHistory
+from fimlsp.nextedit.sweep import CURSOR, build_sweep
 
 URI = "file:///work/app.py"
 SOURCE = "def area(w, h):\n    return w * h\n\n\nprint(area(2, 3))\nprint(area(4, 5))\n"

@@ -1,4 +1,4 @@
-"""Zeta's next-edit prompt (fimlsp/nextedit/formats.py: `build_zeta`, `zeta_rewrite`): the
+"""Zeta's next-edit prompt (fimlsp/nextedit/zeta.py: `build_zeta`, `zeta_rewrite`): the
 format Zed's model was trained on, exact in tokens against the real Qwen2.5-Coder tokenizer,
 within the window on whole lines; and the real server over stdio speaking it with a tiny
 random-weight Qwen2 (its rewrite is meaningless: the answer's shape and the prompt are checked).
@@ -18,8 +18,9 @@ from tokenizers import Tokenizer
 from fimlsp.documents import Documents, Text
 from fimlsp.errors import FimError
 from fimlsp.models import PRESETS, load_tokenizer
-from fimlsp.nextedit.formats import FORMATS, build_zeta, zeta_rewrite
+from fimlsp.nextedit.formats import FORMATS
 from fimlsp.nextedit.history import EditHistory
+from fimlsp.nextedit.zeta import build_zeta, zeta_rewrite
 
 HEAD = ("### Instruction:\nYou are a code completion assistant and your task is to analyze user "
         "edits and then rewrite an excerpt that the user provides, suggesting the appropriate "

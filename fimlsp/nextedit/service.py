@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from lsprotocol import types
+from tokenizers import Tokenizer
 
 from fimlsp.completer import Completer
 from fimlsp.context import display_path
@@ -24,16 +25,10 @@ from fimlsp.documents import Text
 from fimlsp.engine.local import SPECULATE, LocalEngine
 from fimlsp.errors import ErrorKind, FimError
 from fimlsp.nextedit.edits import text_edits
-from fimlsp.nextedit.formats import (
-    CURSOR,
-    FORMATS,
-    ZETA_REGION_END,
-    NextEditFormat,
-    Viewed,
-    build,
-    zeta_rewrite,
-)
+from fimlsp.nextedit.formats import FORMATS, NextEditFormat, NextEditPrompt, Viewed
 from fimlsp.nextedit.history import EditHistory, HunkLines
+from fimlsp.nextedit.sweep import CURSOR, build_sweep
+from fimlsp.nextedit.zeta import ZETA_REGION_END, build_zeta, zeta_rewrite
 from fimlsp.scheduler import CancelToken
 
 SESSION_SUFFIX = "#nextedit"
@@ -112,6 +107,18 @@ def format_for(completer: Completer) -> NextEditFormat | None:
             or "sweep"
     fmt = FORMATS[name]
     return fmt if tokenizer.token_to_id(fmt.required_token) is not None else None
+
+
+def build(tokenizer: Tokenizer, fmt: NextEditFormat, doc: Text, cursor: int, uri: str,
+          path: str, edits: list[HunkLines], original: Text | None, viewed: list[Viewed],
+          window: int, max_new_tokens: int, paths: dict[str, str] | None = None
+          ) -> NextEditPrompt:
+    """The prompt in `fmt`'s format."""
+    if fmt.name == "zeta":
+        return build_zeta(tokenizer, fmt, doc, cursor, path, edits, window, max_new_tokens,
+                          paths)
+    return build_sweep(tokenizer, fmt, doc, cursor, uri, path, edits, original, viewed, window,
+                       max_new_tokens, paths)
 
 
 def compute(completer: Completer, request: Request, token: CancelToken) -> Answer:
