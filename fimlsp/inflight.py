@@ -8,7 +8,7 @@ that generation is still the right answer: only its first characters are now typ
 generation whose request was cancelled is not stopped; it runs on as background work (any other
 request stops it), and a request at the cursor that follows by typing alone — same suffix,
 prefix plus the typed characters, and a generation so far consistent with them — waits for it
-and answers with the rest (`FimServer.complete`). The generation itself stops between tokens as
+and answers with the rest (`Answerer.complete`). The generation itself stops between tokens as
 soon as what it writes parts from what was typed (`Progress.wrote`), so a guess that went wrong
 costs one token. An orphan that ends with no request taking it over becomes the document's
 typing-through suggestion, for the keystroke that comes after.

@@ -40,7 +40,7 @@ _MIN_CONTEXT_CHARS = 16_384
 DOCUMENTS_KEPT = 64  # documents whose per-document state is kept (LRU)
 # Quick starts: an automatic request whose prompt would take longer than this to read (a file
 # just opened, a jump far away) is answered from a short prompt near the cursor, in a session of
-# its own, while the whole prompt is read in the background (the server's warm start).
+# its own, while the whole prompt is read in the background (a warm start, answering.py).
 QUICK_PREFILL_MS = 600.0
 MIN_QUICK_WINDOW = 256  # tokens: less is not worth a suggestion
 QUICK_SUFFIX = "#quick"  # the short prompt's engine session: `key` + this

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -27,17 +26,16 @@ from pygls.lsp.server import LanguageServer
 from fimlsp import __version__
 from fimlsp.answering import Answerer
 from fimlsp.completer import Completer
-from fimlsp.completion import Completion
 from fimlsp.config import Settings, parse_settings
 from fimlsp.context import Cursor
 from fimlsp.documents import Documents
 from fimlsp.engine import choices
 from fimlsp.errors import ErrorKind, FimError
+from fimlsp.items import CMD_ACCEPT, completion_item, inline_list
 from fimlsp.lsp.protocol import FimProtocol
 from fimlsp.nextedit import lsp as nextedit
 from fimlsp.nextedit.history import EditHistory
 from fimlsp.options import reload_keys
-from fimlsp.positions import units_len
 from fimlsp.repo.service import WorkspaceIndexer
 from fimlsp.scheduler import Scheduler
 from fimlsp.sources import ContextSources
@@ -45,7 +43,7 @@ from fimlsp.validation import strict_converter
 
 log = logging.getLogger("fimlsp")
 
-CMD_ACCEPT = "fimlsp.accept"
+# CMD_ACCEPT is items.py's: the items it makes carry it.
 CMD_PARTIAL_ACCEPT = "fimlsp.partialAccept"
 CMD_STATS = "fimlsp.stats"
 CMD_PROMPT = "fimlsp.prompt"
@@ -56,7 +54,6 @@ CMD_CONTEXT = "fimlsp.context"
 # plain LSP client would otherwise get nothing, and not know why. Automatic requests never wait.
 MODEL_WAIT_S = 60.0
 REMOTE_WORKERS = 8  # documents whose requests a serving engine gets at once (it batches them)
-_WORD_TAIL = re.compile(r"[\w$]+$")
 _NO_EMPTY = object()  # `guarded` without an empty answer: internal errors get -32603
 
 
@@ -269,6 +266,7 @@ class FimServer(LanguageServer):
                                            "server's log has the details") from None
             return empty
 
+
 def workers_for(settings: Settings) -> int:
     """Requests at once: one for the model in this process, several for a serving engine."""
     return 1 if settings.engine == "local" else REMOTE_WORKERS
@@ -280,11 +278,6 @@ def encoding_name(value: Any) -> str:
     offered none, as Neovim 0.7, VS Code and eglot do."""
     value = getattr(value, "value", value)
     return str(value) if value else "utf-16"
-
-
-def _item_command(result: Completion) -> types.Command:
-    return types.Command(title="fimlsp: accepted", command=CMD_ACCEPT,
-                         arguments=[result.request_id])
 
 
 def create_server(settings: Settings) -> FimServer:
@@ -363,17 +356,8 @@ def create_server(settings: Settings) -> FimServer:
             result = await ls.answerer.complete(uri, cursor, invoked)
             if result is None:
                 return types.InlineCompletionList(items=[edit] if edit else [])
-            at = params.position
-            rng = types.Range(start=at, end=at) if selected is None else selected.range
-            before = selected.text if selected is not None else ""
-            # The first answer first, then its alternatives where they are ready (cycling).
             others = await ls.answerer.alternatives(uri, cursor, result, invoked)
-            answers = [result, *others]
-            return types.InlineCompletionList(items=[
-                *(types.InlineCompletionItem(insert_text=before + answer.text, range=rng,
-                                             command=_item_command(answer))
-                  for answer in answers),
-                *([edit] if edit else [])])
+            return inline_list([result, *others], params.position, selected, edit)
 
         empty = types.InlineCompletionList(items=[])
         return await ls.guarded(work(), empty)
@@ -389,23 +373,7 @@ def create_server(settings: Settings) -> FimServer:
             result = await ls.answerer.complete(uri, cursor, invoked)
             if result is None:
                 return empty
-            # Replace the word being typed so clients filter on it and keep the item while the
-            # user types on.
-            word = _WORD_TAIL.search(cursor.line_prefix)
-            typed = word.group(0) if word else ""
-            start = types.Position(line=params.position.line, character=params.position.character
-                                   - units_len(typed, ls.encoding))
-            new_text = typed + result.text
-            first_line = new_text.strip().splitlines()[0] if new_text.strip() else new_text
-            item = types.CompletionItem(
-                label=first_line[:80], filter_text=new_text, sort_text="0",
-                kind=types.CompletionItemKind.Text, detail="fimlsp",
-                documentation=types.MarkupContent(kind=types.MarkupKind.PlainText,
-                                                  value=new_text),
-                insert_text_format=types.InsertTextFormat.PlainText,
-                text_edit=types.TextEdit(range=types.Range(start=start, end=params.position),
-                                         new_text=new_text),
-                command=_item_command(result))
+            item = completion_item(result, cursor, params.position, ls.encoding)
             return types.CompletionList(is_incomplete=True, items=[item])
 
         empty = types.CompletionList(is_incomplete=True, items=[])
