@@ -5,9 +5,11 @@ Handlers only translate between LSP types and the parts that do the work: the an
 (answering.py: what a keystroke is answered with) and the completer (completer.py). The model
 works on the scheduler's worker thread; the event loop stays free to read the next keystroke or
 a `$/cancelRequest`. Errors are `FimError`s, turned into LSP answers in one place
-(`FimServer.guarded`). Kept whole, a little over the usual length: `create_server` registers
-every handler in one list (next edits' apart, nextedit/lsp.py) so that what the server answers
-is read in one place, and `FimServer` is the lifecycle those handlers share.
+(`FimServer.guarded`).
+
+Why one module: `create_server` registers every handler in one list (next edits' apart,
+nextedit/lsp.py) so that what the server answers is read in one place, and `FimServer` is the
+lifecycle those handlers share; the policy behind the answers is answering.py's.
 """
 
 from __future__ import annotations
