@@ -7,6 +7,8 @@ tests/test_options.py; the layout by tests/test_architecture.py.)
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from pathlib import Path
 
@@ -67,13 +69,23 @@ def test_every_command_the_documents_name_is_one() -> None:
     assert wrong == []
 
 
+@functools.cache
+def sources() -> dict[Path, str]:
+    """Every file that may read a variable, read once (node_modules walked past, not into)."""
+    texts: dict[Path, str] = {}
+    for folder in ("fimlsp", "fimlsp_bench", "tests", "scripts", "editors"):
+        for directory, names, files in os.walk(ROOT / folder):
+            names[:] = [n for n in names if n not in {"node_modules", ".test-deps", ".deps"}]
+            for name in files:
+                path = Path(directory, name)
+                if path.suffix in {".py", ".sh", ".lua", ".el", ".ts"}:
+                    texts[path] = path.read_text(encoding="utf-8", errors="replace")
+    for path in (ROOT / "Makefile", ROOT / ".ci" / "run"):
+        texts[path] = path.read_text(encoding="utf-8")
+    return texts
+
+
 @pytest.mark.parametrize("variable", sorted({m for _, m in claims(r"\b(FIMLSP_[A-Z0-9_]+)")}))
 def test_every_environment_variable_the_documents_name_is_read(variable: str) -> None:
-    readers = [p for folder in ("fimlsp", "fimlsp_bench", "tests", "scripts", "editors")
-               for p in (ROOT / folder).rglob("*")
-               if p.is_file() and "node_modules" not in p.parts
-               and p.suffix in {".py", ".sh", ".lua", ".el", ".ts"}
-               and variable in p.read_text(encoding="utf-8", errors="replace")]
-    readers += [p for p in (ROOT / "Makefile", ROOT / ".ci" / "run")
-                if variable in p.read_text(encoding="utf-8")]
+    readers = [path for path, text in sources().items() if variable in text]
     assert readers, f"{variable} is documented but nothing reads it"
