@@ -100,7 +100,7 @@ _SWITCH = re.compile(r"\b(?:switch|select)\b")
 _DECORATOR = re.compile(r"\s*(?:@\w|#\[)")
 
 
-def _code_tail(line: str, python: bool) -> str:
+def code_tail(line: str, python: bool) -> str:
     """The line without a trailing comment (good enough to see how it ends)."""
     if python:
         if "#" in line:
@@ -116,7 +116,7 @@ def _code_tail(line: str, python: bool) -> str:
 
 def _expects_body(line: str, python: bool) -> bool:
     """After this (complete) line, is a deeper-indented line still part of the statement?"""
-    code = _code_tail(line, python)
+    code = code_tail(line, python)
     if not code:
         return False
     if python:

@@ -241,7 +241,7 @@ def python_spans(path: str, text: str, rng: random.Random, per_kind: int) -> Ite
         if (block_ends and header_row >= 0 and rest_blank(block[-1])
                 and clean_start(block[0]) and end_row - header_row <= MAX_LINES):
             header = lines[header_row]
-            if postprocess._code_tail(header, True).endswith(":") and "#" not in header \
+            if postprocess.code_tail(header, True).endswith(":") and "#" not in header \
                     and header.rstrip() == header.rstrip(" \t"):
                 bodies.append((header_row, end_row, follow))
 
