@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 from tokenizers import Tokenizer
 
-from fimlsp import __version__, healing
+from fimlsp import __version__, healing, heap
 from fimlsp.branching import Brancher
 from fimlsp.cache import Alternatives, Prefetched, TypingThrough
 from fimlsp.completion import Completion, Stats, Unfinished
@@ -116,6 +116,7 @@ class Completer:
         if config is not None:  # the loaded checkpoint's own limit is the one that counts
             self._config = config.to_dict()
         self.update_settings(self.settings)
+        heap.settle()  # what was loaded stays: full collections walk only what comes after
 
     def _remote_engine(self) -> RemoteEngine:
         """A serving engine: no weights here; it asks the endpoint what it serves (a down
