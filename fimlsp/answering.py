@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from fimlsp.completer import Completer
@@ -27,7 +28,7 @@ from fimlsp.config import Settings
 from fimlsp.context import Cursor
 from fimlsp.inflight import Flights, InFlight, Progress
 from fimlsp.pace import TypingPace
-from fimlsp.scheduler import Cancelled, Scheduler
+from fimlsp.scheduler import Cancelled, CancelToken, Scheduler
 
 log = logging.getLogger("fimlsp")
 
@@ -63,6 +64,9 @@ class Answerer:
         # Per document: the cursor whose alternatives are being computed, and a future that is
         # done when they are (a cycling client's request waits for it).
         self._branching: dict[str, tuple[str, str, asyncio.Future[None]]] = {}
+        # Per document: the cursor the model is working ahead at (`_prefetch`), its job's future
+        # and token: a warm start there would stop that work and read nothing new.
+        self._ahead: dict[str, tuple[str, str, Future[None], CancelToken]] = {}
 
     def forget(self, uri: str) -> None:
         """Document `uri` was closed: its pace, suggestion on screen and running generation go
@@ -188,7 +192,7 @@ class Answerer:
         elif result.unfinished is not None:
             self._finish(uri, cursor, result)
         else:
-            self._prefetch(uri, cursor, result.text)
+            self._prefetch(uri, cursor, result.text, result.request_id)
         return result
 
     def _finish(self, uri: str, cursor: Cursor, shown: Completion) -> None:
@@ -207,7 +211,7 @@ class Answerer:
             if completer.typing.extend(uri, shown.request_id, cut.cursor.prefix, whole):
                 completer.stats.add(finished=1)
                 self._shown[shown.request_id] = whole[typed:]
-                self._prefetch(uri, cut.cursor, whole)
+                self._prefetch(uri, cut.cursor, whole, shown.request_id)
 
         def done(f: Any) -> None:
             error = None if f.cancelled() else f.exception()
@@ -218,11 +222,12 @@ class Answerer:
 
         future.add_done_callback(done)
 
-    def _prefetch(self, uri: str, cursor: Cursor, shown: str) -> None:
-        """The suggestion after accepting `shown`, then the alternatives to `shown` at `cursor`,
-        computed as one background job (a second would cancel the first): any request stops
-        it, so it only ever uses time in which the model would have waited. The prefetch goes
-        first: accepting is what users do most."""
+    def _prefetch(self, uri: str, cursor: Cursor, shown: str, request_id: int) -> None:
+        """The suggestion after accepting `shown` (request `request_id`'s), then the
+        alternatives to `shown` at `cursor`, computed as one background job (a second would
+        cancel the first): any request stops it, so it only ever uses time in which the model
+        would have waited. The prefetch goes first: accepting is what users do most. The log
+        says when the alternatives are ready, or what stopped them."""
         settings, completer = self.host.settings, self.host.completer
         # A serving engine is shared: guesses would cost other people's time.
         ahead = settings.prefetch and settings.engine == "local"
@@ -238,11 +243,22 @@ class Answerer:
             if ahead:
                 completer.prefetch(uri, cursor, shown, token)
             if others and not token():
-                completer.alternatives(uri, cursor, shown, token)
+                started = time.perf_counter()
+                found = completer.alternatives(uri, cursor, shown, token)
+                spent = (time.perf_counter() - started) * 1000
+                if found is not None:
+                    log.info(f"alternatives to request {request_id} {uri}: {len(found)} ready "
+                             f"in {spent:.0f}ms")
+                elif token():
+                    log.info(f"alternatives to request {request_id} {uri}: stopped "
+                             f"({token()}) after {spent:.0f}ms")
 
-        future, _token = self.host.scheduler.submit_background(job)
+        future, token = self.host.scheduler.submit_background(job)
+        self._ahead[uri] = (cursor.prefix, cursor.suffix, future, token)
 
         def settle() -> None:  # on the event loop
+            if self._ahead.get(uri, (None, None, None, None))[2] is future:
+                del self._ahead[uri]
             if not ready.done():
                 ready.set_result(None)
             if self._branching.get(uri, (None, None, None))[2] is ready:
@@ -275,7 +291,18 @@ class Answerer:
 
     def warm(self, uri: str, cursor: Cursor) -> None:
         """Reads the prompt at `cursor` in the model's idle time (`Completer.warm`). Nothing
-        waits for it: its log line says what it prefilled, or that a request came first."""
+        waits for it: its log line says what it prefilled, or that a request came first.
+
+        Not where the model is working ahead of the suggestion on screen (`_prefetch`): the
+        answer has just read that prompt, and a warm start, being background work too, would
+        stop the prefetch and the alternatives. VS Code asks for one wherever the cursor rests,
+        so after every suggestion; with a model slower than its pause, cycling would then never
+        find an alternative."""
+        ahead = self._ahead.get(uri)
+        if ahead is not None and ahead[:2] == (cursor.prefix, cursor.suffix) and \
+                not ahead[2].done() and not ahead[3]():
+            log.debug(f"warm start {uri}: not needed, the model is working ahead there")
+            return
         completer = self.host.completer
         future, _token = self.host.scheduler.submit_background(
             lambda token: completer.warm(uri, cursor, token))

@@ -51,7 +51,8 @@ class Brancher:
         return f"on ({settings.alternatives})"
 
     @idle_work
-    def compute(self, key: str, cursor: Cursor, shown: str, token: CancelToken) -> None:
+    def compute(self, key: str, cursor: Cursor, shown: str, token: CancelToken
+                ) -> list[str] | None:
         """Computes, in the model's idle time, up to `alternatives` further suggestions at
         `cursor`, where `shown` is on screen, and keeps them where `alternatives_for` finds
         them (the client asks again when the user cycles).
@@ -64,11 +65,14 @@ class Brancher:
         or to each other once cleaned are dropped; the rest are ranked by mean log-probability.
         What the session held before is put back at the end, so the next keystroke reuses
         exactly what it would have. Any real request stops it between tokens; what it had is
-        then dropped."""
+        then dropped.
+
+        The alternatives found now (for the server's log: a client that cycles can tell they
+        are ready); None when none were computed now (off, already there, or stopped)."""
         model = self.model
         if not shown or not self.offered or not isinstance(model.engine, LocalEngine) \
                 or self.store.has(key, cursor, model.answer_settings):
-            return
+            return None
         engine, started = model.engine, time.perf_counter()
         prompt = self.generator.prompter.prompt_for(cursor, key)
         # Branches rewrite the session after the prompt only: that is what is kept.
@@ -82,10 +86,11 @@ class Brancher:
         spent = (time.perf_counter() - started) * 1000
         if found is None or token():
             self.stats.add(alternatives_interrupted=1, alternatives_ms=spent)
-            return
+            return None
         self.stats.add(alternatives=len(found), alternative_runs=1, alternatives_ms=spent)
         self.store.put(key, cursor, [(text, model.next_id()) for text in found],
                        model.answer_settings)
+        return found
 
     def _branches(self, key: str, cursor: Cursor, prompt: Prompt, shown: str,
                   token: CancelToken, wanted: int) -> list[str] | None:

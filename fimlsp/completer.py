@@ -224,9 +224,10 @@ class Completer:
         """The suggestion computed ahead for exactly this cursor; on the event loop."""
         return self.generator.answer_ahead(key, cursor)
 
-    def alternatives(self, key: str, cursor: Cursor, shown: str, token: CancelToken) -> None:
+    def alternatives(self, key: str, cursor: Cursor, shown: str, token: CancelToken
+                     ) -> list[str] | None:
         """Further suggestions at `cursor`, in idle time (`Brancher.compute`)."""
-        self.brancher.compute(key, cursor, shown, token)
+        return self.brancher.compute(key, cursor, shown, token)
 
     def alternatives_for(self, key: str, cursor: Cursor, first: str) -> list[Completion]:
         """The alternatives ready at `cursor`, other than `first`; on the event loop."""

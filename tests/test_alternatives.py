@@ -216,6 +216,35 @@ async def test_cycling_gets_the_first_answer_then_its_alternatives(
     assert firsts[0] == firsts[3]
 
 
+async def test_a_warm_start_where_the_suggestion_shows_leaves_its_alternatives(
+        trained_model: Path, tmp_path: Path) -> None:
+    """VS Code asks for a warm start wherever the cursor rests, so right after each suggestion
+    shows, at its cursor: that must not stop the prefetch and alternatives being computed there
+    (the answer has read that prompt already), or cycling finds nothing. A warm start elsewhere
+    still runs."""
+    options = {"contextWindow": 384, "maxNewTokens": 16, "quantization": "none",
+               "threads": 1, "timeBudgetMs": 600000, "alternatives": 3}
+    cut = CODE.index(ANCHORS[0]) + len(ANCHORS[0])
+    async with running(trained_model, tmp_path, options) as client:
+        assert (await client.wait_loaded())["state"] == "ready", client.tail()
+        doc = Doc(client, uri_for(tmp_path, "warm-here.py"), CODE)
+        at = position_of(doc.text, cut)
+        first = _texts(await client.inline(doc.uri, at))
+        assert len(first) == 1, first
+        # At once, while the model works ahead there (as VS Code sends it: uri, position).
+        assert await client.command("fimlsp.warm", doc.uri,
+                                    {"line": at.line, "character": at.character}) is True
+        texts = _texts(await _invoked(client, doc.uri, at))
+        assert texts[0] == first[0] and len(texts) >= 2, texts
+        stats = await client.stats()
+        assert stats["alternatives_interrupted"] == 0 and stats["prefetch_interrupted"] == 0
+        assert stats["warmed"] + stats["warm_interrupted"] == 0, stats  # not run there
+        elsewhere = position_of(doc.text, CODE.index("def size"))
+        assert await client.command("fimlsp.warm", doc.uri,
+                                    {"line": elsewhere.line, "character": 0}) is True
+        await client.poll_stats(lambda s: s["warmed"] >= 1, "the warm start elsewhere")
+
+
 def test_alternatives_to_a_recent_answer_branch_from_the_prompt_again(
         completers: tuple[Completer, Completer]) -> None:
     """Back at a cursor after a keystroke elsewhere: the answer comes from the recent answers,
