@@ -77,7 +77,8 @@ HELP: dict[str, str] = {
                 "(any keystroke stops it); the in-process engine only: a serving engine's time "
                 "is shared",
     "alternatives": "further suggestions at the same cursor, for the editor's cycle key (VS "
-                    "Code's `1/3`): computed after the first is shown, while the model is idle "
+                    "Code's `1/3`, Alt+] / Alt+[; `<M-]>`/`<M-[>` in Neovim, `M-n`/`M-p` in "
+                    "Emacs): computed after the first is shown, while the model is idle "
                     "(any keystroke stops them), from the same prompt's keys and values, each "
                     "starting with another of the likeliest first tokens; 0 is off; the "
                     "in-process engine only (`fimlsp.stats` says why it is off)",

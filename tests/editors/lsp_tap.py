@@ -22,6 +22,14 @@ version asked about) and uses it up (a rule with `at` only at that position); an
 gets `{edits: []}`. A rule with `"hold":
 true` keeps its answer back (LOG: `<held copilotInlineEdit>`) until the editor's next didChange
 of that document has been passed on: an answer that arrives after the user typed on.
+
+    python lsp_tap.py LOG --answers -- COMMAND...
+
+also reads what the server answers, passes it on unchanged, and logs each answer to a
+`textDocument/inlineCompletion` request to LOG.json (`{"tap": "inline", "id", "asked",
+"answer"}`), and a line `<answered inlineCompletion ID N>` (N items) to LOG: the cycling test
+needs to know which items the server sent, to tell the suggestion VS Code shows after
+"show next" from the first one.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import time
 from typing import IO, Any
 
 INLINE_EDIT = "textDocument/copilotInlineEdit"
+INLINE_COMPLETION = "textDocument/inlineCompletion"
 
 
 def describe(message: dict[str, Any]) -> str:
@@ -66,11 +75,15 @@ def pump(source: IO[bytes], sink: IO[bytes], log: IO[str], full: IO[str],
          script: Script | None = None) -> None:
     """Copies LSP frames from source to sink, logging each body."""
     for headers, body in frames(source):
-        sink.write(headers + body)  # the only writer of the server's stdin
-        sink.flush()
         try:
             message = json.loads(body)
         except ValueError:
+            message = None
+        if script is not None and isinstance(message, dict):
+            script.asking(message)  # before the server can answer it
+        sink.write(headers + body)  # the only writer of the server's stdin
+        sink.flush()
+        if message is None:
             log.write("<not json>\n")
             log.flush()
             continue
@@ -89,20 +102,31 @@ class Script:
     out_lock = threading.Lock()  # the editor's stdin: whole frames from either thread
     log_lock = threading.Lock()
 
-    def __init__(self, path: str, editor: IO[bytes], log: IO[str], full: IO[str]) -> None:
-        with open(path, encoding="utf-8") as f:
-            self.rules: list[dict[str, Any]] = json.load(f)
+    def __init__(self, path: str | None, editor: IO[bytes], log: IO[str], full: IO[str]) -> None:
+        self.rules: list[dict[str, Any]] = []
+        self.scripted = path is not None  # else every answer passes unchanged (--answers)
+        if path is not None:
+            with open(path, encoding="utf-8") as f:
+                self.rules = json.load(f)
         self.editor, self.log, self.full = editor, log, full
         self.asked: dict[Any, dict[str, Any]] = {}  # request id -> params
+        self.inline: dict[Any, dict[str, Any]] = {}  # inlineCompletion request id -> params
         self.held: list[tuple[str, dict[str, Any]]] = []  # (uri, answer)
         self.lock = threading.Lock()
 
-    def sent(self, message: dict[str, Any]) -> None:
-        """A message from the editor, already passed on to the server."""
-        if message.get("method") == INLINE_EDIT and "id" in message:
+    def asking(self, message: dict[str, Any]) -> None:
+        """A message from the editor, about to be passed on: the requests whose answers are
+        replaced or logged."""
+        if message.get("method") == INLINE_EDIT and "id" in message and self.scripted:
             with self.lock:
                 self.asked[message["id"]] = message.get("params") or {}
-        elif message.get("method") == "textDocument/didChange":
+        elif message.get("method") == INLINE_COMPLETION and "id" in message:
+            with self.lock:
+                self.inline[message["id"]] = message.get("params") or {}
+
+    def sent(self, message: dict[str, Any]) -> None:
+        """A message from the editor, already passed on to the server."""
+        if message.get("method") == "textDocument/didChange":
             uri = message["params"]["textDocument"]["uri"]
             with self.lock:
                 release = [answer for held_uri, answer in self.held if held_uri == uri]
@@ -120,6 +144,16 @@ class Script:
         """A message from the server: passed on, or replaced as the rules say."""
         with self.lock:
             params = self.asked.pop(message.get("id"), None) if "method" not in message else None
+            inline = self.inline.pop(message.get("id"), None) if "method" not in message else None
+        if inline is not None:
+            result = message.get("result") or {}
+            items = result if isinstance(result, list) else result.get("items", [])
+            with Script.log_lock:
+                self.full.write(json.dumps({"tap": "inline", "id": message["id"],
+                                            "asked": inline, "answer": result}) + "\n")
+                self.full.flush()
+                self.log.write(f"<answered inlineCompletion {message['id']} {len(items)}>\n")
+                self.log.flush()
         if params is None or "result" not in message:
             self.write(message)
             return
@@ -170,16 +204,17 @@ def main() -> int:
     options = sys.argv[2:sys.argv.index("--")]
     script_path = options[options.index("--inline-edits") + 1] \
         if "--inline-edits" in options else None
+    answers = script_path is not None or "--answers" in options  # the server's stdout read
     with open(log_path, "a", encoding="utf-8") as log, \
             open(log_path + ".json", "a", encoding="utf-8") as full:
         log.write(f"<started> {time.time() * 1000:.0f}\n")
         log.flush()
         child = subprocess.Popen(command, stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE if script_path else None)
+                                 stdout=subprocess.PIPE if answers else None)
         signal.signal(signal.SIGTERM, lambda *_: child.terminate())
         assert child.stdin is not None
         script = None
-        if script_path is not None:
+        if answers:
             assert child.stdout is not None
             script = Script(script_path, sys.stdout.buffer, log, full)
             answers = threading.Thread(target=script.pump_answers, args=(child.stdout,),

@@ -11,7 +11,9 @@ after what was typed, the partial accept reaches the server, `fimlsp.stats` is n
 suggestion, and the extension's status bar says ready with a latency. The server runs behind
 tests/editors/lsp_tap.py, which logs every message the extension sends it. The next-edit test
 runs a random-weight Qwen2 (a next-edit format) and has the tap script the next edits
-(e2e.mjs's nextEditFlow).
+(e2e.mjs's nextEditFlow). The cycling test runs the trained fixture (shared/models), whose
+alternatives are real, different text, and has the tap log the server's answers (e2e.mjs's
+cycleFlow).
 
 Needs `bash editors/vscode/install-deps.sh` (apt packages, Chromium, the extension's npm
 dependencies, code-server 4.100.3 and playwright-core in editors/vscode/.test-deps/).
@@ -59,6 +61,8 @@ def main():
     '''
 TYPED = "total = add"
 TYPED_AGAIN = "value = add"
+# Where the cycling test asks for alternatives (with the trained model: distinct ones there).
+CYCLE_TYPED = "x = "
 
 USER_SETTINGS = {
     "fimlsp.maxNewTokens": 16,
@@ -103,9 +107,13 @@ def _missing() -> list[str]:
 def isolated_env(tmp_path: Path) -> dict[str, str]:
     """The environment of code-server and the browser: their config, data and caches under
     `tmp_path`. Chromium writes `$XDG_CONFIG_HOME/chromium/Crash Reports` even with its own
-    --user-data-dir, so without this every run left ~/.config/chromium behind."""
+    --user-data-dir, so without this every run left ~/.config/chromium behind. The server the
+    extension starts (`python -m fimlsp`, in the workspace folder) imports this checkout's
+    package, not whichever one the interpreter has installed (another worktree's)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
-            "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+            "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "PYTHONPATH": path}
 
 
 def test_the_browser_writes_nothing_into_the_home_directory(tmp_path: Path) -> None:
@@ -232,15 +240,23 @@ def qwen_server_command(tmp_path_factory: pytest.TempPathFactory, shared: Path) 
     return [sys.executable, "-m", "fimlsp", "serve", "--model", str(folder)]
 
 
+@pytest.fixture(scope="module")
+def trained_server_command(trained_model: Path) -> list[str]:
+    """The server with the small trained FIM model (shared/models): Python-looking text."""
+    return [sys.executable, "-m", "fimlsp", "serve", "--model", str(trained_model)]
+
+
 @pytest.fixture
 def code_server(request: pytest.FixtureRequest, tmp_path: Path, server_command: list[str],
                 artifacts_dir: Path) -> Iterator[dict[str, str]]:
     """code-server with the extension; `request.param` {"untrusted": True} turns workspace trust
     on (the browser then leaves the folder in Restricted Mode) and gives the folder hostile
     settings and a plaintext file; {"nextedit": True} runs a next-edit model behind a tap that
-    scripts its answers (NEXT_EDIT_SCRIPT), with ghost text off."""
+    scripts its answers (NEXT_EDIT_SCRIPT), with ghost text off; {"cycle": True} runs the trained
+    model behind a tap that logs the server's inline completion answers."""
     untrusted = bool(getattr(request, "param", {}).get("untrusted"))
     nextedit = bool(getattr(request, "param", {}).get("nextedit"))
+    cycle = bool(getattr(request, "param", {}).get("cycle"))
     missing = _missing()
     if missing:
         editor_missing("VS Code test tooling (" + ", ".join(missing) + ")", INSTALL)
@@ -255,6 +271,9 @@ def code_server(request: pytest.FixtureRequest, tmp_path: Path, server_command: 
         script.write_text(json.dumps(NEXT_EDIT_SCRIPT))
         tap += ["--inline-edits", str(script)]
         server_command = request.getfixturevalue("qwen_server_command")
+    if cycle:
+        tap.append("--answers")
+        server_command = request.getfixturevalue("trained_server_command")
     settings = {**USER_SETTINGS, "fimlsp.serverCommand": [*tap, "--", *server_command]}
     if nextedit:
         settings.update({"editor.inlineSuggest.enabled": False, "fimlsp.timeBudgetMs": 60000})
@@ -476,6 +495,53 @@ def test_next_edit_shown_applied_and_never_stale(code_server: dict[str, str],
             assert edit["textDocument"]["version"] == version, answer
             assert {"text", "range", "command"} <= set(edit), answer
     assert "<held copilotInlineEdit 1>" in sent
+
+
+@pytest.mark.parametrize("code_server", [{"cycle": True}], indirect=True)
+def test_cycle_alternatives_and_accept_the_second(code_server: dict[str, str],
+                                                  artifacts_dir: Path) -> None:
+    """VS Code's own cycling through the server's alternatives: once a suggestion shows and the
+    server's log says its alternatives are ready, Alt+] (`editor.action.inlineSuggest.showNext`)
+    makes VS Code ask again (invoked) and show the answer's second item, a different suggestion,
+    with the toolbar's counter at 2/N; Alt+[ goes back to the first (1/N); cycling asks nothing
+    more; Tab inserts exactly the alternative shown and its accept command reaches the server."""
+    result, _, sent = _run_e2e(code_server, artifacts_dir, "vscode-cycle", flow="cycle",
+                               typed=CYCLE_TYPED)
+    answers = [m for m in _tapped(code_server) if m.get("tap") == "inline"]
+    position = {"line": SOURCE.count("\n"),
+                "character": len(SOURCE.rsplit("\n", 1)[1] + CYCLE_TYPED)}
+    at_cursor = [a for a in answers if a["asked"]["position"] == position]
+    # The first suggestion: the automatic request's answer, the model's (one change, one request).
+    automatic = [a for a in at_cursor if a["asked"]["context"]["triggerKind"] == 2]
+    assert automatic and _items(automatic[-1]), at_cursor
+    first = _items(automatic[-1])[0]
+    assert result["first"]["ghost"] == first["insertText"], (result["first"], first)
+    # Alt+]: VS Code asked again, invoked, and the server answered the first suggestion and its
+    # alternatives; VS Code shows the second item.
+    invoked = [a for a in at_cursor if a["asked"]["context"]["triggerKind"] == 1]
+    assert len(invoked) == 1, at_cursor
+    items = _items(invoked[0])
+    texts = [item["insertText"] for item in items]
+    assert len(items) >= 2 and texts[0] == first["insertText"], texts
+    assert len(set(texts)) == len(texts), texts  # each a different suggestion
+    assert result["second"] == {"ghost": texts[1], "counter": f"2/{len(items)}"}, (result, texts)
+    assert result["back"] == {"ghost": texts[0], "counter": f"1/{len(items)}"}, (result, texts)
+    assert result["again"] == result["second"], result
+    # Only the first Alt+] asked the server; the rest cycled through what VS Code had.
+    assert result["requestsAfterNext"] == result["requestsBeforeCycling"] + 1, result
+    assert result["requestsAfterCycling"] == result["requestsAfterNext"], result
+    # Tab inserted exactly the alternative shown, where the cursor was.
+    assert result["saved"] == SOURCE + CYCLE_TYPED + texts[1], (result["saved"], texts)
+    accepted = [m["params"]["arguments"] for m in _tapped(code_server)
+                if m.get("params", {}).get("command") == "fimlsp.accept"]
+    assert accepted == [items[1]["command"]["arguments"]], (accepted, items)
+    assert "workspace/executeCommand fimlsp.accept" in sent
+
+
+def _items(answer: dict) -> list[dict]:
+    """The items of an inline completion answer the tap logged (a list, or a list's `items`)."""
+    result = answer["answer"]
+    return result if isinstance(result, list) else (result or {}).get("items", [])
 
 
 def _logged_stats(channel: Path | None) -> dict[str, object]:

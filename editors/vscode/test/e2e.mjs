@@ -9,7 +9,9 @@
 //                  "playwright": "/path/to/node_modules/playwright-core", "timeoutMs": 60000}'
 //
 // With "flow": "nextedit" it instead renames a parameter and checks the next edit the extension
-// shows, goes to, applies, and the stale ones it must not (see nextEditFlow).
+// shows, goes to, applies, and the stale ones it must not (see nextEditFlow); with "flow":
+// "cycle" it cycles through the server's alternatives with Alt+] / Alt+[ and accepts the second
+// (see cycleFlow).
 //
 // Every wait is bounded and waits for a condition in the page, never for a fixed time.
 import { createRequire } from 'node:module';
@@ -348,6 +350,139 @@ async function nextEditFlow(editor) {
   step('a late next edit was dropped');
 }
 
+/** The tap's log of the server's answers to textDocument/inlineCompletion (lsp_tap.py --answers),
+ * oldest first: [{id, asked, answer}]. */
+function inlineAnswers() {
+  const file = `${cfg.tapLog}.json`;
+  if (!fs.existsSync(file)) return [];
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => line.includes('"tap": "inline"'))
+    .map((line) => JSON.parse(line));
+}
+
+const itemsOf = (answer) => (Array.isArray(answer) ? answer : answer?.items ?? []);
+
+/** VS Code's inline suggestion toolbar, shown while the mouse is on the ghost text: its counter,
+ * "2/3" while the second of three is shown (once VS Code asked for all of them: when the user
+ * cycles, or hovers). Hovers the ghost text until the counter matches `pattern`; bounded. */
+async function counterOnHover(pattern, screenshot = null, ms = 10000) {
+  const read = () =>
+    page.evaluate(() =>
+      [...document.querySelectorAll('.inlineSuggestionsHints .availableSuggestionCount')]
+        .map((el) => (el.textContent ?? '').trim())
+        .filter((text) => text.length > 0)
+        .join(' '),
+    );
+  const deadline = Date.now() + ms;
+  let counter = '';
+  for (;;) {
+    await page.mouse.move(5, 5); // off the editor: a fresh hover each try
+    await page.locator('.monaco-editor .ghost-text-decoration').first().hover({ timeout: 2000 }).catch(() => {});
+    const hovered = Date.now() + 1500;
+    while (Date.now() < hovered) {
+      counter = await read();
+      if (pattern.test(counter)) {
+        if (screenshot) await page.screenshot({ path: screenshot });
+        await page.mouse.move(5, 5);
+        return counter;
+      }
+      await page.waitForTimeout(50); // polling the page for a condition
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`the suggestion's toolbar counter is ${JSON.stringify(counter)}, not ${pattern}`);
+    }
+  }
+}
+
+/** Polls the page until `check(ghost)` holds for the ghost text; bounded. */
+async function waitForGhostText(what, check, ms = timeout) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const ghost = (await ghostText()).inline;
+    if (check(ghost)) return ghost;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}: ghost ${JSON.stringify(ghost)}`);
+    }
+    await page.waitForTimeout(50); // polling the page for a condition
+  }
+}
+
+const inlineRequests = () => (tapLog().match(/^textDocument\/inlineCompletion$/gm) ?? []).length;
+
+/** Alternatives: type (one change: one request, answered by the model), wait for the ghost text
+ * and then for the server's log to say that its alternatives are ready, then Alt+] (VS Code asks
+ * again, invoked, and shows the server's second item), Alt+[ (back to the first), Alt+] again,
+ * each time reading the toolbar's counter (2/N, 1/N) on hover, and Tab accepts the alternative
+ * shown. */
+async function cycleFlow(editor) {
+  await editor.locator('.view-lines').click();
+  await page.keyboard.press('Control+End');
+  await page.keyboard.insertText(cfg.typed);
+  step(`typed ${JSON.stringify(cfg.typed)}`);
+  await waitForGhost();
+  // The answers whose first item is on screen (its first line: the lines below are drawn apart),
+  // by their accept ids; one of them (the model's) has its alternatives computed after it.
+  const firstLine = (text) => text.split('\n')[0].trimEnd();
+  let first;
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const ghost = (await ghostText()).inline;
+    const ids = inlineAnswers()
+      .map((a) => itemsOf(a.answer)[0])
+      .filter((item) => item && firstLine(item.insertText) === ghost.trimEnd())
+      .map((item) => item.command?.arguments?.[0]);
+    const said = channelLog()
+      .split('\n')
+      .filter((line) => ids.some((id) => line.includes(`alternatives to request ${id} `)));
+    const ready = said.find((line) => / [1-9]\d* ready/.test(line));
+    if (ready) {
+      first = { ghost, ready };
+      break;
+    }
+    if (said.length > 0 && said.every((line) => / stopped /.test(line))) {
+      throw new Error(`the alternatives to the suggestion shown were stopped: ${said.join(' | ')}`);
+    }
+    if (said.some((line) => / 0 ready/.test(line))) {
+      throw new Error(`the server found no alternatives here: ${said.join(' | ')}`);
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for the alternatives to ${JSON.stringify(ghost)} (answers ${JSON.stringify(ids)})`);
+    }
+    await page.waitForTimeout(100); // polling the server's log for a condition
+  }
+  result.first = first;
+  result.requestsBeforeCycling = inlineRequests();
+  step(`ghost text ${JSON.stringify(first.ghost)}; ${first.ready}`);
+  await page.screenshot({ path: cfg.screenshot });
+
+  await page.keyboard.press('Alt+BracketRight');
+  const second = await waitForGhostText('Alt+] to show another suggestion', (g) => g.length > 0 && g !== first.ghost);
+  result.requestsAfterNext = inlineRequests();
+  const shot = cfg.screenshotAccepted?.replace(/-accepted\.png$/, '-second.png');
+  result.second = { ghost: second, counter: await counterOnHover(/^2\/\d+$/, shot) };
+  step(`Alt+] shows ${JSON.stringify(result.second)}`);
+  await page.keyboard.press('Alt+BracketLeft');
+  const back = await waitForGhostText('Alt+[ to show the first suggestion again', (g) => g === first.ghost);
+  result.back = { ghost: back, counter: await counterOnHover(/^1\/\d+$/) };
+  step(`Alt+[ shows ${JSON.stringify(result.back)}`);
+  await page.keyboard.press('Alt+BracketRight');
+  const again = await waitForGhostText('Alt+] to show the second suggestion again', (g) => g === second);
+  result.again = { ghost: again, counter: await counterOnHover(/^2\/\d+$/) };
+  result.requestsAfterCycling = inlineRequests();
+  step(`Alt+] shows ${JSON.stringify(result.again)}`);
+
+  await page.keyboard.press('Tab');
+  await until('the accept to reach the server', () => /fimlsp\.accept$/m.test(tapLog()), 10000);
+  await page.keyboard.press('Escape'); // drop a new suggestion, if one came
+  result.saved = await save((text) => text.includes(cfg.typed + second.trimEnd()));
+  step('accepted the second suggestion with Tab and saved');
+  if (cfg.screenshotAccepted) {
+    await page.screenshot({ path: cfg.screenshotAccepted });
+  }
+}
+
 try {
   const url = `${cfg.url}/?folder=${encodeURIComponent(cfg.folder)}`;
   await page.goto(url, { waitUntil: 'domcontentloaded' });
@@ -392,6 +527,8 @@ try {
 
   if (cfg.flow === 'nextedit') {
     await nextEditFlow(editor);
+  } else if (cfg.flow === 'cycle') {
+    await cycleFlow(editor);
   } else {
     await ghostTextFlow(editor);
   }
