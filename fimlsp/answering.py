@@ -19,7 +19,6 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from concurrent.futures import Future
 from typing import Any, Protocol
 
 from fimlsp.completer import Completer
@@ -50,6 +49,21 @@ class Host(Protocol):
     def request_log(self, line: str) -> None: ...
 
 
+@dataclasses.dataclass
+class Ahead:
+    """The background job computing, after a suggestion was shown at a cursor, the suggestion
+    after accepting it and (`alternatives`) the suggestion's alternatives."""
+
+    prefix: str
+    suffix: str
+    alternatives: bool
+    token: CancelToken
+    ended: asyncio.Future[None]  # set on the event loop once the job is over, however it ended
+
+    def at(self, cursor: Cursor) -> bool:
+        return (self.prefix, self.suffix) == (cursor.prefix, cursor.suffix)
+
+
 class Answerer:
     """Answers the completion requests of one server's documents (`complete`) and keeps what
     the answers need across keystrokes: the running generation per document, the typing pace,
@@ -61,12 +75,10 @@ class Answerer:
         self.flights = Flights()  # the running model request per document (inflight.py)
         self._shown: OrderedDict[int, str] = OrderedDict()  # request id → suggestion shown
         self._taken: dict[int, int] = {}  # request id → characters of it the user accepted
-        # Per document: the cursor whose alternatives are being computed, and a future that is
-        # done when they are (a cycling client's request waits for it).
-        self._branching: dict[str, tuple[str, str, asyncio.Future[None]]] = {}
-        # Per document: the cursor the model is working ahead at (`_prefetch`), its job's future
-        # and token: a warm start there would stop that work and read nothing new.
-        self._ahead: dict[str, tuple[str, str, Future[None], CancelToken]] = {}
+        # Per document: the job working ahead of the suggestion on screen (`_prefetch`), until
+        # it ends. A cycling client's request waits for its alternatives; a warm start at its
+        # cursor is not run (it would stop that work and read nothing new).
+        self._ahead: dict[str, Ahead] = {}
 
     def forget(self, uri: str) -> None:
         """Document `uri` was closed: its pace, suggestion on screen and running generation go
@@ -235,9 +247,6 @@ class Answerer:
         if not ahead and not others:
             return
         loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        if others:
-            self._branching[uri] = (cursor.prefix, cursor.suffix, ready)
 
         def job(token: Any) -> None:
             if ahead:
@@ -254,15 +263,13 @@ class Answerer:
                              f"({token()}) after {spent:.0f}ms")
 
         future, token = self.host.scheduler.submit_background(job)
-        self._ahead[uri] = (cursor.prefix, cursor.suffix, future, token)
+        record = Ahead(cursor.prefix, cursor.suffix, others, token, loop.create_future())
+        self._ahead[uri] = record
 
         def settle() -> None:  # on the event loop
-            if self._ahead.get(uri, (None, None, None, None))[2] is future:
+            if self._ahead.get(uri) is record:
                 del self._ahead[uri]
-            if not ready.done():
-                ready.set_result(None)
-            if self._branching.get(uri, (None, None, None))[2] is ready:
-                del self._branching[uri]
+            record.ended.set_result(None)
 
         def done(f: Any) -> None:
             if ahead and (f.cancelled() or isinstance(f.exception(), Cancelled)):
@@ -279,10 +286,10 @@ class Answerer:
         """The alternatives to `first` at `cursor` that are ready. A request the user made
         (cycling asks again, invoked) waits for those being computed for this very cursor, up
         to the time budget; an automatic one never waits."""
-        pending = self._branching.get(uri)
-        if invoked and pending is not None and pending[:2] == (cursor.prefix, cursor.suffix):
+        pending = self._ahead.get(uri)
+        if invoked and pending is not None and pending.alternatives and pending.at(cursor):
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(pending[2]),
+                await asyncio.wait_for(asyncio.shield(pending.ended),
                                        self.host.settings.time_budget_ms / 1000)
         found = self.host.completer.alternatives_for(uri, cursor, first.text)
         for other in found:
@@ -299,8 +306,7 @@ class Answerer:
         so after every suggestion; with a model slower than its pause, cycling would then never
         find an alternative."""
         ahead = self._ahead.get(uri)
-        if ahead is not None and ahead[:2] == (cursor.prefix, cursor.suffix) and \
-                not ahead[2].done() and not ahead[3]():
+        if ahead is not None and ahead.at(cursor) and not ahead.token():
             log.debug(f"warm start {uri}: not needed, the model is working ahead there")
             return
         completer = self.host.completer
