@@ -238,3 +238,13 @@ def _trailing_header(text: bytes) -> int | None:
                 return at
             at = low.rfind(name, 0, at)
     return None
+
+
+CONTENT_TYPE = "application/vscode-jsonrpc; charset=utf-8"
+
+
+def encode(body: str) -> bytes:
+    """One frame around a JSON body: what every writer to the client sends."""
+    payload = body.encode("utf-8")
+    return (f"Content-Length: {len(payload)}\r\nContent-Type: {CONTENT_TYPE}\r\n\r\n"
+            .encode("ascii") + payload)

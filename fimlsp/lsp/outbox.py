@@ -20,12 +20,11 @@ from typing import Any, Protocol
 import attrs
 import cattrs
 
+from fimlsp.lsp import framing
 from fimlsp.lsp.checks import INTERNAL_ERROR
 from fimlsp.lsp.ratelimit import RateLimitedLog
 
 log = logging.getLogger("fimlsp.protocol")
-
-CONTENT_TYPE = "application/vscode-jsonrpc; charset=utf-8"
 
 
 class Writer(Protocol):
@@ -82,9 +81,7 @@ class Outbox:
         if self.writer is None:
             log.error("no transport to send a message on")
             return
-        payload = body.encode("utf-8")
-        header = f"Content-Length: {len(payload)}\r\nContent-Type: {CONTENT_TYPE}\r\n\r\n"
-        result = self.writer.write(header.encode("ascii") + payload)
+        result = self.writer.write(framing.encode(body))
         if inspect.isawaitable(result):  # an asyncio transport (TCP): keep the task alive
             task = asyncio.ensure_future(result)
             self._writes.add(task)

@@ -59,6 +59,7 @@ from fimlsp.lsp.framing import (
     Skipped,
     TooLarge,
     Unparsable,
+    encode,
 )
 from fimlsp.lsp.protocol import dispatch
 from fimlsp.lsp.ratelimit import RateLimitedLog
@@ -142,11 +143,6 @@ def _take_token(params: Any) -> Any:
     if isinstance(nested, dict) and TOKEN_OPTION in nested:
         token = nested.pop(TOKEN_OPTION) if token is None else token
     return token
-
-
-def _frame(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message).encode("utf-8")
-    return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
 class Listener:
@@ -274,8 +270,9 @@ class Gate:
         request_id = message.get("id") if isinstance(message, dict) else None
         if isinstance(request_id, (int, str)) and not isinstance(request_id, bool):
             with contextlib.suppress(OSError, RuntimeError):
-                self.writer.write(_frame({"jsonrpc": "2.0", "id": request_id, "error": {
-                    "code": UNAUTHORIZED, "message": f"fimlsp: {reason}"}}))
+                refusal = {"jsonrpc": "2.0", "id": request_id, "error": {
+                    "code": UNAUTHORIZED, "message": f"fimlsp: {reason}"}}
+                self.writer.write(encode(json.dumps(refusal)))
         self.close(reason)
 
     def close(self, reason: str = "") -> None:
