@@ -23,9 +23,8 @@ from dataclasses import dataclass
 
 from lsprotocol import types
 
-from fimlsp.positions import units_len
+from fimlsp.positions import LINE_BREAK, units_len
 
-_BREAK = re.compile(r"\r\n|\r|\n")
 _LONE_LF = re.compile(r"(?<!\r)\n")
 
 
@@ -49,7 +48,7 @@ def _lines(text: str) -> list[str]:
     """Lines with their breaks, split only at \\r\\n, \\r and \\n (as LSP counts lines)."""
     out: list[str] = []
     start = 0
-    for match in _BREAK.finditer(text):
+    for match in LINE_BREAK.finditer(text):
         out.append(text[start:match.end()])
         start = match.end()
     if start < len(text):
@@ -128,7 +127,7 @@ def position_in(region: str, offset: int, line: int, encoding: str) -> types.Pos
     if not 0 <= offset <= len(region):
         raise ValueError(f"offset {offset} is outside the region")
     head = region[:offset]
-    breaks = list(_BREAK.finditer(head))
+    breaks = list(LINE_BREAK.finditer(head))
     line_start = breaks[-1].end() if breaks else 0
     return types.Position(line=line + len(breaks),
                           character=units_len(head[line_start:], encoding))
