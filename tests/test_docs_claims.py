@@ -40,11 +40,16 @@ def claims(pattern: str) -> list[tuple[str, str]]:
     return found
 
 
+@functools.cache
+def package_paths() -> tuple[str, ...]:
+    return tuple(path.as_posix() for path in (ROOT / "fimlsp").rglob("*"))
+
+
 def exists(named: str) -> bool:
     if named.endswith("/"):
         return any((base / named).is_dir() for base in BASES)
     return any((base / named).is_file() for base in BASES) or any(
-        path.as_posix().endswith("/" + named) for path in (ROOT / "fimlsp").rglob("*"))
+        path.endswith("/" + named) for path in package_paths())
 
 
 def test_every_file_of_ours_the_documents_name_exists() -> None:
