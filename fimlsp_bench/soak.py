@@ -48,6 +48,7 @@ class Storm:
     errors: dict[str, int] = field(default_factory=dict)
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (sent at, ms)
     rss: list[tuple[float, float]] = field(default_factory=list)  # (at, MB)
+    popups: list[str] = field(default_factory=list)  # window/showMessage texts, in order
 
 
 def default_document() -> Path:
@@ -116,7 +117,7 @@ async def storm(model: str, document: Path, rate: float, seconds: float, seed: i
                 options: dict[str, Any]) -> tuple[Storm, dict[str, Any]]:
     from fimlsp.tools.lspclient import did_change, editor_client, initialize_and_open
 
-    client, loaded, _shown = editor_client("fimlsp-soak", echo=True)
+    client, loaded, shown = editor_client("fimlsp-soak", echo=True)
 
     await client.start_io(sys.executable, "-m", "fimlsp", "serve", "--model", model,
                           "--log-level", "warning")
@@ -177,6 +178,7 @@ async def storm(model: str, document: Path, rate: float, seconds: float, seed: i
         client.exit(None)
     finally:
         await client.stop()
+        result.popups = list(shown)
     return result, dict(stats or {})
 
 
@@ -196,6 +198,8 @@ def summarize(run: Storm, seconds: float, slice_s: float = 30.0) -> dict[str, An
     return {
         "sent": run.sent, "answered": run.answered, "with_suggestion": run.with_suggestion,
         "errors": run.errors,
+        # What the user would have seen pop up: the acceptance is one per distinct problem.
+        "popups": len(run.popups), "distinct_popups": sorted(set(run.popups)),
         "p50_ms": round(pct(ms, .5), 1), "p95_ms": round(pct(ms, .95), 1),
         "max_ms": round(max(ms), 1) if ms else None,
         "rss_start_mb": round(rss[0], 1) if rss else None,

@@ -54,3 +54,4 @@ def test_a_short_storm_answers_every_keystroke(tiny_model: Path, tmp_path: Path)
     assert run.rss and all(mb > 0 for _, mb in run.rss)
     report = summarize(run, 2.0)
     assert report["answered"] == report["sent"]
+    assert report["popups"] == 0 and report["distinct_popups"] == []  # nothing went wrong
