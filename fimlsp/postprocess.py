@@ -44,14 +44,13 @@ from dataclasses import dataclass
 from fimlsp.context import Cursor
 from fimlsp.models import TEMPLATES
 from fimlsp.surroundings import (
-    C_TOKENS,
     CLOSER,
     OPENER,
     OPENS_BLOCK,
-    PY_TOKENS,
     TAB,
     Scan,
     Surroundings,
+    code_tail,
     indent_of,
     no_space,
     surroundings,
@@ -98,20 +97,6 @@ _C_ENDS = re.compile(r"[;},]\s*$")
 _LABEL = re.compile(r"\s*(?:case\b|default\s*:)")
 _SWITCH = re.compile(r"\b(?:switch|select)\b")
 _DECORATOR = re.compile(r"\s*(?:@\w|#\[)")
-
-
-def code_tail(line: str, python: bool) -> str:
-    """The line without a trailing comment (good enough to see how it ends)."""
-    if python:
-        if "#" in line:
-            comment = [m for m in PY_TOKENS.finditer(line) if m.lastgroup == "comment"]
-            if comment:
-                line = line[: comment[0].start()]
-    else:
-        match = [m for m in C_TOKENS.finditer(line) if m.lastgroup == "comment"]
-        if match:
-            line = line[: match[0].start()]
-    return line.rstrip()
 
 
 def _expects_body(line: str, python: bool) -> bool:

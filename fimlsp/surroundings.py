@@ -309,6 +309,20 @@ def indent_style(around: str, prefix: str, suffix: str,
     return None, 4
 
 
+def code_tail(line: str, python: bool) -> str:
+    """The line without a trailing comment (good enough to see how it ends)."""
+    if python:
+        if "#" in line:
+            comment = [m for m in PY_TOKENS.finditer(line) if m.lastgroup == "comment"]
+            if comment:
+                line = line[: comment[0].start()]
+    else:
+        match = [m for m in C_TOKENS.finditer(line) if m.lastgroup == "comment"]
+        if match:
+            line = line[: match[0].start()]
+    return line.rstrip()
+
+
 def mode_for(cursor: Cursor, policy: str, path: str | None = None) -> str:
     """'single' or 'block'. Mid-line cursors get one line: the rest of the line is already there.
 
@@ -324,9 +338,10 @@ def mode_for(cursor: Cursor, policy: str, path: str | None = None) -> str:
     line = cursor.line_prefix
     if not line.strip():
         return "block"  # an empty line: start whatever comes next
-    if not OPENS_BLOCK.search(line):
-        return "single"
     s = surroundings(cursor, path)
+    # `if x { // why` opens a block as much as `if x {` does: judge the code, not the comment.
+    if not OPENS_BLOCK.search(code_tail(line, s.python)):
+        return "single"
     if s.after is not None and indent_of(s.after) > s.start_indent:
         return "single"
     return "block"

@@ -53,6 +53,11 @@ MODES = [
     ("crlf-after-colon-body-below", "a\r\ndef f(x):", "\r\n    pass", "auto", "single"),
     ("crlf-after-colon", "a\r\ndef f(x):", "\r\n\r\ndef g():", "auto", "block"),
     ("crlf-mid-line", "a\r\nx = foo(", "a)\r\n", "auto", "single"),
+    # A trailing comment does not hide the opener (held-out Go: `if x { // why`).
+    ("brace-then-comment", "func f() {\n\tif ok { // record it", "\n}\n", "auto", "block"),
+    ("colon-then-comment", "def f():\n    if ok:  # record it", "\n", "auto", "block"),
+    ("comment-ends-with-opener", "x = 1  // see {", "\n", "auto", "single"),
+    ("url-in-string-is-no-comment", 'f("http://x", {', "\n", "auto", "block"),
 ]
 
 
