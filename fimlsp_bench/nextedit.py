@@ -39,7 +39,7 @@ from fimlsp.documents import Documents
 from fimlsp.engine.decoding import draft_tokens
 from fimlsp.engine.local import SPECULATE
 from fimlsp.nextedit.history import COALESCE_S, EditHistory
-from fimlsp.nextedit.service import Answer, build, capture, compute, format_for
+from fimlsp.nextedit.service import Answer, build, capture, compute, format_for, prompt_for
 from fimlsp.nextedit.zeta import ZETA_REGION_END, ZETA_REGION_START
 from fimlsp.scheduler import CancelToken
 
@@ -59,6 +59,46 @@ class Clock:
         return self.now
 
 
+def forced_engine(engine: Any) -> Any:
+    """`engine` made to write what a right model would: after each forward, the logits of the
+    position where the expected text goes on are raised for its next token, so greedy decoding
+    (and prompt-lookup's verification of drafts) writes `target` and then its end. Everything
+    else is the real engine: the same forwards, cache reuse, drafts and crops, at their real
+    cost — only the choice of token is the oracle's. For the latency of a model that is right,
+    with random weights (a random model never stops, so its time says nothing about a real
+    answer's). Set `engine.expected = (prompt ids, target ids)` before each request."""
+    from fimlsp.engine.local import LocalEngine
+
+    class Forced(type(engine)):  # type: ignore[misc]
+        expected: tuple[list[int], list[int]] = ([], [])
+
+        def _forward_on(self, session: Any, ids: list[int], all_logits: bool) -> Any:
+            start = len(session.ids)
+            logits = LocalEngine._forward_on(self, session, ids, all_logits)
+            rows = logits if all_logits else logits[None]  # [rows, vocab]
+            first = start + len(ids) - len(rows)  # index into session.ids of the first row's
+            prompt, target = self.expected
+            for r in range(len(rows)):
+                written = session.ids[len(prompt):first + r + 1]
+                if session.ids[:len(prompt)] == prompt and len(written) < len(target) \
+                        and written == target[:len(written)]:
+                    rows[r, target[len(written)]] = rows[r].max() + 1.0
+            return logits
+
+    engine.__class__ = Forced
+    return engine
+
+
+def rewrite_ids(completer: Any, fmt: Any, prompt: Any, region: str) -> list[int]:
+    """The tokens a model writes to rewrite the region as `region`, end included."""
+    wanted = region.replace("\r\n", "\n")[len(prompt.prefill):]
+    if fmt.name == "zeta":  # the answer repeats the start marker and ends at the end marker
+        return completer.tokenizer.encode(f"{ZETA_REGION_START}\n{wanted}\n{ZETA_REGION_END}",
+                                          add_special_tokens=False).ids
+    end_id = completer.tokenizer.token_to_id(fmt.file_sep)
+    return [*completer.tokenizer.encode(wanted, add_special_tokens=False).ids, end_id]
+
+
 def completer_for(args: argparse.Namespace) -> Any:
     """A Completer holding a Qwen2 model: real weights from --model, else random ones."""
     import torch
@@ -72,7 +112,8 @@ def completer_for(args: argparse.Namespace) -> Any:
     settings = Settings(device="cpu", next_edit_max_tokens=args.max_new_tokens)
     completer = Completer(settings)
     if args.model:
-        settings = settings.replace(model=args.model, template="qwen2.5-coder")
+        settings = settings.replace(model=args.model, template="qwen2.5-coder",
+                                    quantization=args.quantization)
         completer = Completer(settings)
         completer.load()
     else:
@@ -86,8 +127,13 @@ def completer_for(args: argparse.Namespace) -> Any:
             bos_token_id=151643, eos_token_id=151643, **GEOMETRIES[args.geometry])
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config).eval()
+        if args.quantization == "int8":  # what `quantization: auto` picks on the CPU
+            from fimlsp.engine.checkpoint import quantize_int8
+
+            model = quantize_int8(model)
         completer.tokenizer = load_tokenizer(str(shared / "tokenizers" / "qwen2.5-coder"))
         completer.engine = LocalEngine(model, torch.device("cpu"))
+        completer.engine.quantization = args.quantization
     completer.window = min(args.window, completer.window or args.window)
     if format_for(completer) is None:
         raise SystemExit("bench nextedit: the model has no next-edit format")
@@ -186,13 +232,7 @@ def replay(completer: Any, path: str, old: str, new: str
     region = prompt.region
     if low <= start + shift and end + shift <= high:
         region = truth[low:high + len(text) - (end - start)]
-    wanted = region.replace("\r\n", "\n")[len(prompt.prefill):]
-    if fmt.name == "zeta":  # the answer repeats the start marker and ends at the end marker
-        target = completer.tokenizer.encode(f"{ZETA_REGION_START}\n{wanted}\n{ZETA_REGION_END}",
-                                            add_special_tokens=False).ids
-    else:
-        end_id = completer.tokenizer.token_to_id(fmt.file_sep)
-        target = [*completer.tokenizer.encode(wanted, add_special_tokens=False).ids, end_id]
+    target = rewrite_ids(completer, fmt, prompt, region)
     oracle = (len(target), oracle_forwards(prompt.ids, target, SPECULATE))
     got = current
     spans = []
@@ -223,8 +263,11 @@ def _summary(answers: list[Answer]) -> dict[str, Any]:
                                         / forwards, 2) if forwards else None}
 
 
-def big_file(completer: Any, lines: int, requests: int) -> dict[str, Any]:
-    """A rename on one line of a `lines`-line file, then next edits asked line after line."""
+def big_file(completer: Any, lines: int, requests: int, oracle: bool = False) -> dict[str, Any]:
+    """A comment appended to one line of a `lines`-line file, then next edits asked line after
+    line, each after the same comment on the line before. With `oracle`, the model writes what
+    that pattern says comes next (the same comment on the next line; `forced_engine`), and the
+    edits it answers must turn the document into exactly that."""
     import inspect
     import typing
 
@@ -232,29 +275,50 @@ def big_file(completer: Any, lines: int, requests: int) -> dict[str, Any]:
     for module in (typing, argparse, difflib, statistics, json, subprocess):
         source += inspect.getsource(module)
     text = "".join(source.splitlines(True)[:lines])
-    uri = "file:///big/module.py"
+    uri, comment = "file:///big/module.py", "  # edited"
     clock = Clock()
     documents, history = Documents(), EditHistory(clock)
     documents.open(uri, text)
     history.open(uri, 1)
-    doc = documents.get(uri)
-    assert doc is not None
-    answers = []
+    fmt = format_for(completer)
+    if oracle:
+        forced_engine(completer.engine)
+    answers, exact = [], 0
     line = lines // 2
     for n in range(requests):
         before = documents.get(uri)
         assert before is not None
         at = before.line_end(line + n)
-        after = before.replace(at, at, "  # edited")
+        after = before.replace(at, at, comment)
         documents._texts[uri] = after
-        history.record(uri, before, after, at, at, len("  # edited"))
+        history.record(uri, before, after, at, at, len(comment))
         clock.now += 1
-        request = capture(history, documents, uri, n + 2, after, at + 10, "utf-32",
-                          format_for(completer))
-        answers.append(compute(completer, request, CancelToken()))
-        print(answers[-1].log_line(), file=sys.stderr)
-    return {"first": _summary(answers[:1]), "after_first": _summary(answers[1:]),
-            "lines": text.count("\n")}
+        request = capture(history, documents, uri, n + 2, after, at + len(comment), "utf-32", fmt)
+        if oracle:
+            following = after.line_end(line + n + 1)
+            truth = str(after)[:following] + comment + str(after)[following:]
+            prompt = prompt_for(completer, fmt, request)
+            low, high = prompt.region_start, prompt.region_start + len(prompt.region)
+            assert low <= following <= high, "the next line is outside the editable region"
+            region = truth[low:high + len(comment)]
+            completer.engine.expected = (prompt.ids, rewrite_ids(completer, fmt, prompt, region))
+        answer = compute(completer, request, CancelToken())
+        answers.append(answer)
+        if oracle:
+            got = str(after)
+            for edit in sorted(answer.edits, key=lambda e: (e.range.start.line,
+                                                            e.range.start.character),
+                               reverse=True):
+                a = after.offset(edit.range.start.line, edit.range.start.character, "utf-32")
+                b = after.offset(edit.range.end.line, edit.range.end.character, "utf-32")
+                got = got[:a] + edit.new_text + got[b:]
+            exact += got == truth
+        print(answer.log_line(), file=sys.stderr)
+    report = {"first": _summary(answers[:1]), "after_first": _summary(answers[1:]),
+              "lines": text.count("\n")}
+    if oracle:
+        report["oracle_exact"] = f"{exact}/{len(answers)}"
+    return report
 
 
 def main(argv: list[str]) -> int:
@@ -265,6 +329,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-cases", type=int, default=40)
     parser.add_argument("--max-chars", type=int, default=60_000)
     parser.add_argument("--big-file", action="store_true", help="the 3,000-line figure")
+    parser.add_argument("--oracle", action="store_true",
+                        help="big file: the model writes what a right one would (forced "
+                        "tokens, real forwards), so its time is a real answer's")
+    parser.add_argument("--quantization", choices=("int8", "none"), default="int8",
+                        help="int8: what `quantization: auto` picks on the CPU")
     parser.add_argument("--lines", type=int, default=3000)
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--geometry", choices=sorted(GEOMETRIES), default="tiny")
@@ -280,6 +349,7 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     completer = completer_for(args)
     report: dict[str, Any] = {"geometry": args.model or args.geometry, "window": completer.window,
+                              "quantization": args.quantization,
                               "threads": torch.get_num_threads(),
                               "load_s": round(time.perf_counter() - started, 1),
                               "random_weights": not args.model}
@@ -304,6 +374,6 @@ def main(argv: list[str]) -> int:
                             if oracle[1] else None,
                             **(_summary(answers) if answers else {})}
     if args.big_file:
-        report["big_file"] = big_file(completer, args.lines, args.requests)
+        report["big_file"] = big_file(completer, args.lines, args.requests, args.oracle)
     print(json.dumps(report, indent=2))
     return 0

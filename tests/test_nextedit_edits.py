@@ -50,7 +50,7 @@ def test_text_edits_round_trip_in_the_document(before: str, region: str, rewrite
     """The region sits in a document (starting a line); the edits touch only the region and
     applying them in the editor's encoding gives the document with the rewrite in it."""
     head = before + ("\n" if before and not before.endswith(("\n", "\r")) else "")
-    if head.endswith("\r") and region.startswith("\n"):
+    if head.endswith("\r") and (region + after).startswith("\n"):  # an empty region too
         head += "\n"  # the region must start a line, not finish a \r\n
     if region.endswith("\r") and after.startswith("\n"):
         after = "x" + after  # nor end inside one

@@ -28,7 +28,7 @@ from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException
 from test_lsp import REQUEST_CANCELLED, Client, Doc, nothing, position_of, running, uri_for
 
-from fimlsp_bench._vllm import INSTALL, VllmServer, free_port, hit_rate, vllm_python
+from fimlsp_bench._vllm import INSTALL, VllmServer, describe, free_port, hit_rate, vllm_python
 
 pytestmark = pytest.mark.slow
 
@@ -349,6 +349,39 @@ async def test_two_clients_and_several_documents_at_once(
                 docs[name].uri, at(docs[name], index)) for name, index in asks))
             got.update({ask: text_of(answer) for ask, answer in zip(asks, answers, strict=True)})
         assert got == expected
+
+
+async def test_a_restarted_engine_is_found_again(
+        trained_model: Path, workspace_dir: Path, vllm: VllmServer,
+        expected: dict[tuple[str, int], str | None]) -> None:
+    """A real restart, not a relay pulled: vLLM's process ends, a new one starts on the same
+    port with an empty cache, and the server goes on with it without being restarted itself.
+    The failed request is not remembered as an answer, and the user is told once."""
+    options = {**OPTIONS, "engine": "openai", "endpoint": vllm.endpoint, "retries": 1}
+    name = "csv.py"
+    text = held_out_documents()[name]
+    spots = [index for (n, index) in expected if n == name]
+    assert any(expected[name, index] for index in spots), expected
+    async with running(trained_model, workspace_dir, options) as client:
+        assert (await client.wait_loaded())["state"] == "ready", client.tail()
+        doc = Doc(client, uri_for(workspace_dir, f"restart-{name}"), text)
+        assert text_of(await client.inline(doc.uri, at(doc, spots[0]))) == expected[name, spots[0]]
+
+        await asyncio.to_thread(vllm.stop)
+        assert nothing(await client.inline(doc.uri, at(doc, spots[1])))
+        stats = await client.stats()
+        assert stats["endpoint_status"].startswith("unreachable: "), stats
+
+        await asyncio.to_thread(lambda: vllm.start().wait_ready())
+        fresh = vllm.metrics()  # the new process's counters start from nothing
+        assert fresh.get("vllm:generation_tokens_total", 0) == 0, describe(fresh)
+        for index in spots[1:]:  # the one asked while it was down too: nothing was remembered
+            assert text_of(await client.inline(doc.uri, at(doc, index))) == expected[name, index]
+        stats = await client.stats()
+        assert stats["endpoint_status"] == "ok" and stats["source"] == "model", stats
+        assert vllm.metrics()["vllm:generation_tokens_total"] > 0  # the new process answered
+        told = [m.message for m in client.shown if "unreachable" in m.message]
+        assert len(told) == 1, client.shown
 
 
 def test_bench_remote_reports_latency_and_hit_rate_per_n(vllm: VllmServer,

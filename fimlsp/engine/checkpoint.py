@@ -121,25 +121,31 @@ def load_model(spec: ModelSpec, settings: Settings,
     if "quantization_config" not in kwargs:
         model.to(device)
     if quantization == "int8":
-        # Dynamic int8 on nn.Linear measured fastest of the CPU int8 options (docs/benchmarks.md).
-        # In place: a copy would hold a second fp32 model at once (4.5 GB more for a 1B model).
-        # Deprecated since torch 2.10 (torchao's `quantize_` replaces it), still there in 2.13.
-        # Its two deprecation warnings (docs/benchmarks.md, "CPU int8 candidates": tracked there,
-        # with the replacement measured) would reach every user's editor log at every load now
-        # that int8 is the CPU default: they are ours to act on, not the user's.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*(torch\.ao\.quantization|quantized "
-                                    r"tensor creation|quantize_per_tensor).*deprecated")
-            warnings.filterwarnings("ignore", message=r".*deprecated.*(torch\.ao\.quantization"
-                                    r"|quantize_per_tensor)")
-            # Per output channel: one scale per row of each weight. On the trained fixture it
-            # gives the fp32 suggestion at 83 % of held-out cursors against 66 % with one scale
-            # per tensor, at the same speed (docs/benchmarks.md, "Defaults on the CPU").
-            per_channel = torch.ao.quantization.per_channel_dynamic_qconfig
-            model = torch.ao.quantization.quantize_dynamic(
-                model, {torch.nn.Linear: per_channel}, dtype=torch.qint8, inplace=True)
+        model = quantize_int8(model)
     model.eval()
     return model, device
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every nn.Linear in dynamic int8, per output channel, in place."""
+    # Dynamic int8 on nn.Linear measured fastest of the CPU int8 options (docs/benchmarks.md).
+    # In place: a copy would hold a second fp32 model at once (4.5 GB more for a 1B model).
+    # Deprecated since torch 2.10 (torchao's `quantize_` replaces it), still there in 2.13.
+    # Its two deprecation warnings (docs/benchmarks.md, "CPU int8 candidates": tracked there,
+    # with the replacement measured) would reach every user's editor log at every load now
+    # that int8 is the CPU default: they are ours to act on, not the user's.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(torch\.ao\.quantization|quantized "
+                                r"tensor creation|quantize_per_tensor).*deprecated")
+        warnings.filterwarnings("ignore", message=r".*deprecated.*(torch\.ao\.quantization"
+                                r"|quantize_per_tensor)")
+        # Per output channel: one scale per row of each weight. On the trained fixture it
+        # gives the fp32 suggestion at 83 % of held-out cursors against 66 % with one scale
+        # per tensor, at the same speed (docs/benchmarks.md, "Defaults on the CPU").
+        per_channel = torch.ao.quantization.per_channel_dynamic_qconfig
+        model = torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.Linear: per_channel}, dtype=torch.qint8, inplace=True)
+    return model
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:

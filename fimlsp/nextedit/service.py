@@ -121,6 +121,13 @@ def build(tokenizer: Tokenizer, fmt: NextEditFormat, doc: Text, cursor: int, uri
                        max_new_tokens, paths)
 
 
+def prompt_for(completer: Completer, fmt: NextEditFormat, request: Request) -> NextEditPrompt:
+    """The prompt `compute` sends for `request` (the benchmark's oracle reads it too)."""
+    return build(completer.tokenizer, fmt, request.doc, request.cursor, _key(request.uri),
+                 display_path(request.uri), request.edits, request.original, request.viewed,
+                 completer.window, completer.settings.next_edit_max_tokens, request.paths)
+
+
 def compute(completer: Completer, request: Request, token: CancelToken) -> Answer:
     """The edits the model proposes for `request`; blocking, on the model's worker thread."""
     started = time.perf_counter()
@@ -131,9 +138,7 @@ def compute(completer: Completer, request: Request, token: CancelToken) -> Answe
                        "next-edit format (Sweep's next-edit models, Qwen2.5-Coder family)")
     tokenizer = completer.tokenizer
     key = _key(request.uri) + SESSION_SUFFIX  # beside the document's completion session
-    prompt = build(tokenizer, fmt, request.doc, request.cursor, _key(request.uri),
-                   display_path(request.uri), request.edits, request.original, request.viewed,
-                   completer.window, completer.settings.next_edit_max_tokens, request.paths)
+    prompt = prompt_for(completer, fmt, request)
     stop_ids = {i for s in fmt.stops if (i := tokenizer.token_to_id(s)) is not None}
     engine = completer.engine
     extra: dict[str, Any] = {}
