@@ -49,3 +49,20 @@ def test_cases_are_files_changed_with_two_hunks(tmp_path: Path) -> None:
     subprocess.run([*git, "commit", "-qam", "two"], check=True)
     found = cases(str(repo / ".git"), 5, 10_000)
     assert [(path, old == body) for path, old, _new in found] == [("a.py", True)]
+
+
+def test_the_forced_oracle_writes_the_pattern_and_its_edits_are_exact() -> None:
+    """`--oracle`: a random model made to write what a right one would (the same comment on the
+    next line) answers edits that rebuild exactly that document, request after request, and
+    its drafts are accepted as a copying model's would."""
+    import argparse
+
+    from fimlsp_bench.nextedit import big_file, completer_for
+
+    args = argparse.Namespace(model=None, geometry="tiny", max_new_tokens=384, window=8192,
+                              quantization="none")
+    report = big_file(completer_for(args), lines=400, requests=3, oracle=True)
+    assert report["oracle_exact"] == "3/3"
+    after = report["after_first"]
+    assert after["tokens_per_forward"] > 2.0  # the region is copied: drafts are accepted
+    assert after["reused_tokens_p50"] > 0.5 * after["prompt_tokens_p50"]
