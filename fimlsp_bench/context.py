@@ -23,6 +23,7 @@ Needs shared/tokenizers (or --shared). No model weights.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import random
@@ -65,17 +66,19 @@ def package_dir(name: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
-def build(root: Path, max_files: int) -> tuple[RepoIndex, float, float]:
+def build(root: Path, max_files: int,
+          settle: bool = True) -> tuple[RepoIndex, float, float]:
     """The index of `root`, built on this thread; (index, wall s, CPU s of this thread and the
     parsing process together: the cost, whatever the machine's load)."""
     index = RepoIndex(max_files=max_files, max_bytes=1 << 40)  # the files cap only
     index.roots[root] = root.name
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall, cpu = time.perf_counter(), time.thread_time()
-    found = index.candidates([root])
-    for start in range(0, len(found), 32):  # as the server does (repo/service.py)
-        index.index_files(found[start:start + 32])
-    index.release_worker(wait=True)
+    with heap.growing() if settle else contextlib.nullcontext():
+        found = index.candidates([root])
+        for start in range(0, len(found), 32):  # as the server does (repo/service.py)
+            index.index_files(found[start:start + 32])
+        index.release_worker(wait=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     worker = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     return index, time.perf_counter() - wall, time.thread_time() - cpu + worker
@@ -258,7 +261,7 @@ def delay_while_indexing(root: Path, tok: Any, template_name: str, window: int,
     built: list[Any] = []
 
     def index() -> None:
-        built.append(build(root, max_files))
+        built.append(build(root, max_files, settle))
         timing["wall"], timing["cpu"] = built[0][1], built[0][2]
         timing["files"] = len(built[0][0].files)
         done.set()
@@ -297,7 +300,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timing-only", action="store_true",
                         help="only the index time, memory and delay (on --timing-repo)")
     parser.add_argument("--no-settle", action="store_true",
-                        help="measure the delay without the server's heap.settle() (before it)")
+                        help="without the server's heap.settle() and heap.growing()")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     shared = args.shared or shared_dir()

@@ -65,3 +65,16 @@ def test_a_second_settle_collects_what_the_first_froze_and_then_lost(unfrozen: N
     assert gone() is not None  # frozen: the collector does not see it
     heap.settle()
     assert gone() is None
+
+
+def test_while_a_structure_grows_no_full_collection_runs_and_then_it_is_frozen(
+        unfrozen: None) -> None:
+    before = gc.get_threshold()
+    frozen_before = gc.get_freeze_count()
+    with heap.growing():
+        assert gc.get_threshold()[2] == heap.NEVER
+        with heap.growing():  # nested or concurrent builds: the outermost restores
+            built = [Node() for _ in range(1000)]
+        assert gc.get_threshold()[2] == heap.NEVER
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() >= frozen_before + len(built)

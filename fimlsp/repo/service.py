@@ -19,10 +19,11 @@ from typing import Any
 
 from lsprotocol import types
 
+from fimlsp import heap
 from fimlsp.config import Settings
 from fimlsp.repo import files as repo_files
 from fimlsp.repo.choose import uri_path
-from fimlsp.repo.index import RepoIndex
+from fimlsp.repo.index import Progress, RepoIndex
 
 log = logging.getLogger("fimlsp")
 
@@ -159,6 +160,11 @@ class WorkspaceIndexer:
         loop = asyncio.get_running_loop()
         progress = index.progress
         progress.state, progress.started = "indexing", time.perf_counter()
+        with heap.growing():  # no full collections while it grows; frozen once it is built
+            await self._build_in_batches(index, roots, loop, progress)
+
+    async def _build_in_batches(self, index: RepoIndex, roots: list[Path],
+                                loop: asyncio.AbstractEventLoop, progress: Progress) -> None:
         token: str | None = None
         try:
             found = await loop.run_in_executor(index.executor, index.candidates, roots)
