@@ -45,11 +45,19 @@ from fimlsp.repo.index import RepoIndex
 from fimlsp.scheduler import CancelToken
 
 
+def resolved(settings: Settings) -> tuple[Settings, choices.Choice]:
+    """`settings` with `max_new_tokens` decided where the user left it unset
+    (`choices.answer_tokens`), so that everything downstream reads a number; and the choice, for
+    `fimlsp.stats`."""
+    choice = choices.answer_tokens(settings.max_new_tokens, settings.engine, settings.device)
+    return settings.replace(max_new_tokens=choice.value), choice
+
+
 class Completer:
     """Owns the tokenizer, the engine and the recent answers for one model."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        self.settings, self.answer_tokens = resolved(settings)
         self.spec: ModelSpec | None = None
         self.tokenizer: Tokenizer | None = None
         self.window = 0
@@ -131,7 +139,7 @@ class Completer:
 
     def update_settings(self, settings: Settings) -> None:
         """New settings that need no reload; the window follows a changed context_window."""
-        self.settings = settings
+        self.settings, self.answer_tokens = resolved(settings)
         if self.spec is not None:
             cap = choices.window_cap(settings.context_window, settings.engine, settings.device)
             self.window, self.window_reason = effective_window(self.spec, self._config,
@@ -143,6 +151,7 @@ class Completer:
     def choices(self) -> dict[str, choices.Choice]:
         """Each resource setting's value and why (engine/choices.py), with the window's."""
         made = dict(getattr(self.engine, "choices", {}))
+        made["max_new_tokens"] = self.answer_tokens
         if self.window:
             made["window"] = choices.Choice(self.window, self.window_reason)
         return made

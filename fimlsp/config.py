@@ -41,7 +41,7 @@ class Settings:
     dtype: str = "auto"
     quantization: str = "auto"  # the preset's choice for the device, else none
     threads: int | None = None
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None  # unset: `choices.answer_tokens` (32 on the CPU, else 64)
     context_window: int | None = None
     temperature: float = 0.0
     top_p: float = 1.0

@@ -32,7 +32,9 @@ HELP: dict[str, str] = {
                     "`fimlsp.stats` says why in `choices`), `none`, `int8` (CPU, dynamic), "
                     "`8bit`/`4bit` (CUDA, bitsandbytes: the `gpu` extra)",
     "threads": "CPU threads for the model",
-    "max_new_tokens": "longest suggestion, in tokens; also reserved in the window",
+    "max_new_tokens": "longest suggestion, in tokens; also reserved in the window; unset: 32 on "
+                      "the CPU with the in-process engine (an answer in time at a typing pace, "
+                      "docs/configuration.md), else 64",
     "context_window": "the prompt window, in tokens (never past the model's config); unset: "
                       "2048 on the CPU with the in-process engine (the keystroke budget, "
                       "docs/configuration.md), else the model's",
@@ -117,6 +119,7 @@ UNSET: dict[str, str] = {
     "tokenizer": "the model's",
     "threads": "the physical cores, within the process's CPUs and a container's quota",
     "context_window": "2048 on the CPU, else the model's",
+    "max_new_tokens": "32 on the CPU, else 64",
     "speculate": "measured at load",
     "endpoint": "the engine's usual local address",
     "served_model": "the one the engine serves",

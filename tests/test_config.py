@@ -15,7 +15,7 @@ def test_defaults_when_nothing_is_sent() -> None:
     assert parsed.warnings == []
     s = parsed.settings
     assert (s.model, s.max_new_tokens, s.temperature, s.multiline) == (
-        "tiny-starcoder", 64, 0.0, "auto")
+        "tiny-starcoder", None, 0.0, "auto")  # maxNewTokens unset: engine/choices.py decides
     assert s.context_window is None and s.template is None and s.threads is None
 
 
@@ -79,7 +79,6 @@ def test_unknown_key_warns_by_name_and_the_rest_applies() -> None:
         ("maxNewTokens", 2.5, "max_new_tokens"),
         ("maxNewTokens", True, "max_new_tokens"),
         ("maxNewTokens", [64], "max_new_tokens"),
-        ("max_new_tokens", None, "max_new_tokens"),
         ("contextWindow", 10, "context_window"),
         ("contextWindow", "big", "context_window"),
         ("temperature", -1, "temperature"),

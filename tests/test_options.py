@@ -164,7 +164,7 @@ def test_vscode_readme_defaults_agree_with_package_json() -> None:
 
 def test_neovim_documented_defaults_agree_with_the_server() -> None:
     found = docs.neovim_server_defaults(ROOT)
-    assert {"model", "maxNewTokens", "quantization", "logLevel"} <= set(found)
+    assert {"model", "quantization", "logLevel"} <= set(found)  # maxNewTokens: unset, per device
     for key, value in found.items():
         assert key in DEFAULTS, f"init.lua names an option the server does not have: {key}"
         assert value == DEFAULTS[key], (key, value, DEFAULTS[key])

@@ -121,7 +121,8 @@ nil: not sent [from the preset or tokenizer]."
   :type '(choice (const :tag "Server default" nil) integer))
 
 (defcustom fimlsp-max-new-tokens nil
-  "Longest suggestion, in tokens.  nil: not sent [64]."
+  "Longest suggestion, in tokens.
+nil: not sent; the server uses 32 on the CPU, else 64."
   :type '(choice (const :tag "Server default" nil) integer))
 
 (defcustom fimlsp-context-window nil

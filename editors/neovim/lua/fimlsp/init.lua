@@ -30,7 +30,6 @@ M.defaults = {
   -- lists them all), e.g. { model = 'starcoderbase-1b' }. Unset keys take the server's
   -- defaults, which are:
   --   model = 'tiny-starcoder',     -- preset, hub id or local directory
-  --   maxNewTokens = 64,            -- longest suggestion, in tokens
   --   multiline = 'auto',           -- 'auto' | 'always' | 'never'
   --   timeBudgetMs = 4000,          -- show what there is after this long
   --   device = 'auto', dtype = 'auto', quantization = 'auto', temperature = 0, topP = 1,
