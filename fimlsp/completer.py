@@ -57,7 +57,8 @@ class Completer:
     """Owns the tokenizer, the engine and the recent answers for one model."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings, self.answer_tokens = resolved(settings)
+        self.answer_tokens: choices.Choice
+        self.settings = settings
         self.spec: ModelSpec | None = None
         self.tokenizer: Tokenizer | None = None
         self.window = 0
@@ -139,7 +140,7 @@ class Completer:
 
     def update_settings(self, settings: Settings) -> None:
         """New settings that need no reload; the window follows a changed context_window."""
-        self.settings, self.answer_tokens = resolved(settings)
+        self.settings = settings
         if self.spec is not None:
             cap = choices.window_cap(settings.context_window, settings.engine, settings.device)
             self.window, self.window_reason = effective_window(self.spec, self._config,
@@ -155,6 +156,15 @@ class Completer:
         if self.window:
             made["window"] = choices.Choice(self.window, self.window_reason)
         return made
+
+    @property
+    def settings(self) -> Settings:
+        """The settings with every `auto` that needs no model decided (`resolved`)."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self._settings, self.answer_tokens = resolved(settings)
 
     @property
     def ready(self) -> bool:
