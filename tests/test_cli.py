@@ -117,10 +117,12 @@ def test_prompt_json(runs: dict) -> None:
     # The model's 8192, or the CPU's default window where no GPU is (engine/choices.py).
     import torch
 
-    from fimlsp.engine.choices import CPU_WINDOW
+    from fimlsp.engine.choices import ANSWER_TOKENS, CPU_ANSWER_TOKENS, CPU_WINDOW
 
-    window = 8192 if torch.cuda.is_available() else CPU_WINDOW
-    assert result["window"] == window and result["reserved"] == 64
+    # ... and the answer's room: 32 tokens on the CPU, 64 on a GPU (unset maxNewTokens).
+    gpu = torch.cuda.is_available()
+    assert result["window"] == (8192 if gpu else CPU_WINDOW)
+    assert result["reserved"] == (ANSWER_TOKENS if gpu else CPU_ANSWER_TOKENS)
 
 
 def test_prompt_needs_no_weights(runs: dict) -> None:
