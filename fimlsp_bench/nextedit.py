@@ -234,18 +234,22 @@ def replay(completer: Any, path: str, old: str, new: str
         region = truth[low:high + len(text) - (end - start)]
     target = rewrite_ids(completer, fmt, prompt, region)
     oracle = (len(target), oracle_forwards(prompt.ids, target, SPECULATE))
-    got = current
-    spans = []
-    for edit in answer.edits:
-        a = doc.offset(edit.range.start.line, edit.range.start.character, "utf-32")
-        b = doc.offset(edit.range.end.line, edit.range.end.character, "utf-32")
-        spans.append((a, b, edit.new_text))
-    for a, b, t in sorted(spans, reverse=True):
-        got = got[:a] + t + got[b:]
+    got = applied(doc, answer)
     first, last = doc.line_of(start + shift), doc.line_of(end + shift)
     located = any(e.range.start.line <= last and e.range.end.line >= first
                   for e in answer.edits)
     return answer, bool(answer.edits) and got == truth, located, oracle
+
+
+def applied(doc: Any, answer: Answer) -> str:
+    """`doc`'s text with the answer's edits applied, as an editor applies them (back to front)."""
+    text = str(doc)
+    spans = [(doc.offset(e.range.start.line, e.range.start.character, "utf-32"),
+              doc.offset(e.range.end.line, e.range.end.character, "utf-32"), e.new_text)
+             for e in answer.edits]
+    for a, b, new in sorted(spans, reverse=True):
+        text = text[:a] + new + text[b:]
+    return text
 
 
 def _summary(answers: list[Answer]) -> dict[str, Any]:
@@ -305,14 +309,7 @@ def big_file(completer: Any, lines: int, requests: int, oracle: bool = False) ->
         answer = compute(completer, request, CancelToken())
         answers.append(answer)
         if oracle:
-            got = str(after)
-            for edit in sorted(answer.edits, key=lambda e: (e.range.start.line,
-                                                            e.range.start.character),
-                               reverse=True):
-                a = after.offset(edit.range.start.line, edit.range.start.character, "utf-32")
-                b = after.offset(edit.range.end.line, edit.range.end.character, "utf-32")
-                got = got[:a] + edit.new_text + got[b:]
-            exact += got == truth
+            exact += applied(after, answer) == truth
         print(answer.log_line(), file=sys.stderr)
     report = {"first": _summary(answers[:1]), "after_first": _summary(answers[1:]),
               "lines": text.count("\n")}
