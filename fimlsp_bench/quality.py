@@ -266,6 +266,9 @@ def accept_plan(suggestion: str, rest: str) -> tuple[list[str], bool]:
     return pieces, False
 
 
+AT_ONCE = ("prefetch", "typed", "cache")  # answer sources that did not wait for the model
+
+
 @dataclass
 class Answer:
     """One inlineCompletion answer as the developer's editor got it."""
@@ -314,6 +317,9 @@ class SpanResult:
     after_accept: int = 0  # answers asked for right after a whole suggestion was accepted
     after_accept_prefetched: int = 0  # ... that had been computed ahead (`prefetch`)
     prefetched_ms: list[float] = field(default_factory=list)  # their round trips
+    after_line: int = 0  # answers asked for right after the first line of a block was taken
+    after_line_at_once: int = 0  # ... answered without the model (the rest on screen, ahead)
+    at_once_ms: list[float] = field(default_factory=list)  # their round trips
 
 
 async def retype(target: str, editor: Editor, typing_ms: float | None, path: str = "",
@@ -335,6 +341,7 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
     taken_whole = False  # the suggestion on screen had something taken / was taken whole
     taken_any = False
     accepted_whole = False  # the last action took a whole suggestion
+    accepted_line = False  # ... the first line of a longer one (not all of it)
     limit = 4 * len(target) + 8
     key_at = time.perf_counter()  # when the last key (or accept) was pressed
 
@@ -356,7 +363,12 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
             if answer.source == "prefetch":
                 result.after_accept_prefetched += 1
                 result.prefetched_ms.append(answer.latency_ms)
-        accepted_whole = False
+        if accepted_line:
+            result.after_line += 1
+            if answer.source in AT_ONCE and not late:
+                result.after_line_at_once += 1
+                result.at_once_ms.append(answer.latency_ms)
+        accepted_whole = accepted_line = False
         rest = target[at:]
         continues = bool(screen) and answer.text == screen
         result.late += late
@@ -374,6 +386,9 @@ async def retype(target: str, editor: Editor, typing_ms: float | None, path: str
             if accept_ms > 0:
                 await editor.wait_ms(accept_ms)  # reading it: the model is idle
             accepted_whole = whole
+            first_line = screen.split("\n")[0]
+            accepted_line = not whole and "\n" in screen and \
+                len("".join(pieces)) >= len(first_line)
             for piece in pieces:
                 await editor.insert(piece)
                 item_taken += len(piece)
@@ -671,8 +686,11 @@ def summarize(results: Sequence[SpanResult], boot: int = 2000, seed: int = 0,
         out["fed_tokens"] = {"median": fed[len(fed) // 2], "mean": sum(fed) / len(fed)}
     out["after_accept"] = sum(r.after_accept for r in results)
     out["after_accept_prefetched"] = sum(r.after_accept_prefetched for r in results)
+    out["after_line"] = sum(r.after_line for r in results)
+    out["after_line_at_once"] = sum(r.after_line_at_once for r in results)
     for name, values in (("latency_ms", [x for r in results for x in r.latencies_ms]),
-                         ("prefetched_ms", [x for r in results for x in r.prefetched_ms])):
+                         ("prefetched_ms", [x for r in results for x in r.prefetched_ms]),
+                         ("at_once_ms", [x for r in results for x in r.at_once_ms])):
         values = sorted(values)
         if values:
             out[name] = {"median": values[len(values) // 2],
@@ -722,8 +740,9 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| variant | chars saved % [95 % CI] | real time: chars saved % [CI] | "
              "keystrokes saved % [CI] | acceptance % of shown [CI] | first line exact % | "
              "shown, never accepted % | shown | model calls | median / p90 ms | "
-             "late (real time) | after an accept: computed ahead | ... p50 ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "late (real time) | after an accept: computed ahead | ... p50 ms | "
+             "after a first-line accept: at once | ... p50 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         plain, real = row.get("plain"), row.get("realtime")
         base = plain or real
@@ -737,14 +756,21 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
             f"{100 * base['never_accepted']['value']:.1f} | {base['shown']} | "
             f"{base['model_calls']} | {lat.get('median', 0):.0f} / {lat.get('p90', 0):.0f} | "
             f"{(real or {}).get('late', '—')} | {_ahead(real or base)} | "
-            f"{((real or base).get('prefetched_ms') or {}).get('median', float('nan')):.1f} |")
+            f"{_median(real or base, 'prefetched_ms')} | "
+            f"{_ahead(real or base, 'after_line', 'after_line_at_once')} | "
+            f"{_median(real or base, 'at_once_ms')} |")
     return "\n".join(lines)
 
 
-def _ahead(cell: dict[str, Any]) -> str:
-    """Answers after a whole accept that had been computed ahead: `k / n (p %)`."""
-    n, k = cell.get("after_accept", 0), cell.get("after_accept_prefetched", 0)
+def _ahead(cell: dict[str, Any], asked: str = "after_accept",
+           ready: str = "after_accept_prefetched") -> str:
+    """Answers after an accept that did not wait for the model: `k / n (p %)`."""
+    n, k = cell.get(asked, 0), cell.get(ready, 0)
     return f"{k} / {n} ({100 * k / n:.0f} %)" if n else "—"
+
+
+def _median(cell: dict[str, Any], name: str) -> str:
+    return f"{(cell.get(name) or {}).get('median', float('nan')):.1f}"
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:

@@ -117,6 +117,25 @@ def test_a_partly_right_suggestion_is_taken_word_by_word() -> None:
     assert result.first_line_exact == 0
 
 
+def test_the_answer_after_a_first_line_accept_is_counted_with_where_it_came_from() -> None:
+    target = "if ok:\n    run()\n"
+    block = "if ok:\n    stop()\n"  # the first line is right, the second is not
+
+    def answers(typed: str, after_line: str) -> Answer:
+        if typed == "":
+            return Answer(block, 1, 30.0)
+        if typed == "if ok:\n    ":  # right after the first line was taken
+            return Answer(block[len(typed):], 1, 2.0, after_line)
+        return Answer("", None, 10.0)
+
+    for source, at_once in (("typed", 1), ("model", 0)):
+        result, _ = run(target, lambda typed, s=source: answers(typed, s))
+        assert result.accepted_chars == len("if ok:\n    ")
+        assert (result.after_line, result.after_line_at_once) == (1, at_once)
+        assert result.after_accept == 0  # nothing was taken whole
+        assert result.at_once_ms == ([2.0] if at_once else [])
+
+
 def test_typing_through_a_suggestion_is_one_suggestion_and_wrong_ones_count_as_never() -> None:
     target = "abcd"
     shown = "abXY"
