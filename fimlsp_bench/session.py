@@ -6,7 +6,10 @@ a time; each keystroke is a `didChange` plus an `inlineCompletion` through the r
 stdio, and the next keystroke waits for the answer, so every keystroke is measured (a real
 typist is faster; `fimlsp bench soak` measures superseding). Contenders, each in its own
 long-lived process, take turns on every keystroke (shipped and reuse-off alternate which goes
-first; llama.cpp goes after shipped, whose prompt it needs):
+first; llama.cpp goes after shipped, whose prompt it needs). Before each turn the bench waits
+until every contender's process has stopped using the CPU (`settle`): the shipped server's work
+between keystrokes (the suggestion after an accept, alternatives, a whole prompt read after a
+quick one) runs in the user's idle time, and here it must not fall into a rival's turn:
 
 - **shipped**: `fimlsp serve` as installed (its environment without FIMLSP_LEAN /
   FIMLSP_SPECULATE);
@@ -174,6 +177,11 @@ class Server:
         self.uri = ""
         self.version = 1
 
+    @property
+    def pid(self) -> int | None:
+        process = getattr(self.client, "_server", None)  # pygls' JsonRPCClient keeps it there
+        return getattr(process, "pid", None)
+
     async def start(self, folder: Path, name: str, text: str) -> None:
         from fimlsp.tools.lspclient import editor_client
 
@@ -261,6 +269,10 @@ class LlamaCpp:
         self.stats: dict[str, Any] = {}
         self.process: asyncio.subprocess.Process | None = None
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
     async def start(self) -> None:
         with self.log.open("ab") as err:
             self.process = await asyncio.create_subprocess_exec(
@@ -300,6 +312,33 @@ class LlamaCpp:
             await self.process.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far, all its threads (/proc/PID/stat); 0 when
+    it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def settle(pids: list[int], polls: int = 3, poll_s: float = 0.02,
+                 limit_s: float = 30.0) -> float:
+    """Waits until processes `pids` used no CPU for `polls` polls in a row; returns the seconds
+    waited. The contenders take turns on two cores: the shipped server's work between keystrokes
+    (the suggestion after an accept, alternatives, reading a whole prompt after a quick one)
+    must not run during another contender's turn, or the comparison measures the overlap. It
+    would run in the same idle time for a user, on their own machine."""
+    started = time.perf_counter()
+    before, still = sum(map(cpu_seconds, pids)), 0
+    while still < polls and time.perf_counter() - started < limit_s:
+        await asyncio.sleep(poll_s)
+        now = sum(map(cpu_seconds, pids))
+        still = still + 1 if now == before else 0
+        before = now
+    return time.perf_counter() - started
+
+
 class PromptMirror:
     """The shipped server's prompts, rebuilt here: the same `Completer.prompt_for` with the same
     settings and document key, called at the same keystrokes (those that reached its engine or
@@ -336,7 +375,14 @@ async def replay(replay_: Replay, model: str, options: dict[str, Any],
         servers.append(Server("reuse-off", model, options, fresh=True, every=reuse_off_every))
     mirror = PromptMirror(model, options) if llama is not None else None
     mismatches = 0
+    waited = 0.0
     text = replay_.original
+
+    async def quiet() -> None:
+        nonlocal waited
+        everyone = [*servers, *([llama] if llama is not None else [])]
+        waited += await settle([p for c in everyone if (p := c.pid) is not None])
+
     try:
         for server in servers:  # one at a time: loading is the CPU-heavy part
             await server.start(folder, name, text)
@@ -357,9 +403,11 @@ async def replay(replay_: Replay, model: str, options: dict[str, Any],
             mismatches += len(ids) != sample.prompt
             if sample.source != "model":
                 return None  # a recent answer: no engine ran
+            await quiet()
             return await llama.answer(keystroke, ids, sample.forwards or 1)
 
         for server in servers:  # the cold first request: the whole prompt, once
+            await quiet()
             server.cold = await server.complete(-1, *cursor)
         if llama is not None:
             llama.cold = await engine_turn(-1, shipped.cold)  # type: ignore[arg-type]
@@ -369,6 +417,7 @@ async def replay(replay_: Replay, model: str, options: dict[str, Any],
             cursor = after(key)
             order = servers if i % 2 == 0 else servers[::-1]
             for server in order:
+                await quiet()
                 sent = time.perf_counter()
                 server.change(line, character, line, character, ch)
                 if i % server.every == 0:
@@ -388,7 +437,8 @@ async def replay(replay_: Replay, model: str, options: dict[str, Any],
         if llama is not None:
             await llama.stop()
     everyone: list[Server | LlamaCpp] = [*servers, *([llama] if llama is not None else [])]
-    return {"contenders": everyone, "mirror_mismatches": mismatches}
+    return {"contenders": everyone, "mirror_mismatches": mismatches,
+            "settle_s": round(waited, 1)}
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -661,6 +711,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "keystrokes": len(replay_.keys), "model": str(model), "options": options,
         "reuse_off_every": args.reuse_off_every, "seconds": round(time.perf_counter() - started),
         "machine": info, "skipped": skipped, "mirror_mismatches": result["mirror_mismatches"],
+        "settle_s": result.get("settle_s"),
         "results": rows,
         "ratios": ratios(rows, {c.label: c.samples for c in contenders}),
         "samples": {c.label: [asdict(s) for s in c.samples] for c in contenders},
@@ -690,7 +741,8 @@ def render(report: dict[str, Any]) -> str:
                      f"{r['tokens_per_forward']} | {r['without_model']:.0%} | {r['cold_ms']} |")
     for label, why in report["skipped"].items():
         lines.append(f"skipped {label}: {why}")
-    lines.append(f"ratios: {report['ratios']}; mirror mismatches: {report['mirror_mismatches']}")
+    lines.append(f"ratios: {report['ratios']}; mirror mismatches: {report['mirror_mismatches']}; "
+                 f"waited for background work between turns: {report.get('settle_s')} s")
     return "\n".join(lines)
 
 
