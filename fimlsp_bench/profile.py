@@ -11,6 +11,8 @@ A --context-token prompt is read once, then --keystrokes keystrokes are profiled
 plus one more token each time, --new-tokens tokens each (the session's reuse path: crop, one
 token of prefill, decode). torch's profiler gives each operator's self time; the ops are put into
 a few kinds (`KINDS`), and what the operators do not account for is the Python around them.
+The same keystrokes are then timed without the profiler, next to the floor a decode step cannot
+beat on this machine: the bytes of weights it reads ÷ the read bandwidth (`bench engine`'s).
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from fimlsp.config import Settings
     from fimlsp.engine.local import LocalEngine
     from fimlsp.models import resolve_model
+    from fimlsp_bench.engine import measure_bandwidth, weight_bytes
 
     settings = Settings(device="cpu", quantization=args.quantization, threads=args.threads,
                         speculate=0)
@@ -123,11 +126,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     events = [(e.key, e.self_cpu_time_total / 1000, e.count) for e in prof.key_averages()]
     kinds = breakdown(events, wall_ms)
     per = args.keystrokes
+    # Unprofiled, for the floor: a decode step has to read every weight once.
+    started = time.perf_counter()
+    steps = sum(len(engine.generate("k", ids, max_new_tokens=args.new_tokens, stop_ids=set()).ids)
+                for ids in keystrokes[1:])
+    plain_ms = (time.perf_counter() - started) * 1000
+    _, decode_bytes, _ = weight_bytes(engine.model)
+    bandwidth = measure_bandwidth(torch.device("cpu"), 1024)
     return {
         "geometry": args.geometry, "quantization": args.quantization, "threads": args.threads,
         "lean": engine.lean is not None, "context": args.context,
         "keystrokes": per, "new_tokens": generated / per,
         "keystroke_ms": wall_ms / per,
+        "keystroke_ms_unprofiled": plain_ms / per,
+        "ms_per_token_unprofiled": plain_ms / steps,
+        "decode_weight_mb": decode_bytes / 1e6, "bandwidth_gbs": bandwidth,
+        "floor_ms_per_token": decode_bytes / (bandwidth * 1e9) * 1000,
         "kinds": {k: {"ms_per_keystroke": v["ms"] / per, "share": v["share"],
                       "calls_per_keystroke": v["calls"] / per} for k, v in kinds.items()},
         "top": [{"op": name, "ms_per_keystroke": ms / per, "calls_per_keystroke": calls / per}
@@ -140,7 +154,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def render(report: dict[str, Any]) -> str:
     lines = [f"{report['geometry']}, {report['quantization']}, {report['threads']} threads, "
              f"{report['context']}-token prompt, {report['new_tokens']:.0f} tokens per keystroke: "
-             f"{report['keystroke_ms']:.0f} ms per keystroke (profiled)", "",
+             f"{report['keystroke_ms']:.0f} ms per keystroke profiled, "
+             f"{report['keystroke_ms_unprofiled']:.0f} ms not; "
+             f"{report['ms_per_token_unprofiled']:.1f} ms per token against a floor of "
+             f"{report['floor_ms_per_token']:.1f} ms (reading {report['decode_weight_mb']:.0f} MB "
+             f"of weights at {report['bandwidth_gbs']:.1f} GB/s)", "",
              "| kind of work | ms per keystroke | share | calls per keystroke |",
              "|---|---|---|---|"]
     for kind, cell in report["kinds"].items():

@@ -41,3 +41,4 @@ def test_a_tiny_profile_through_the_real_engine(capsys: pytest.CaptureFixture[st
     # layers' four linears and the output head.
     assert int8["calls_per_keystroke"] == 4 * (2 * 4 + 1)
     assert sum(c["share"] for c in report["kinds"].values()) == pytest.approx(1.0)
+    assert report["floor_ms_per_token"] > 0 and report["decode_weight_mb"] > 0
