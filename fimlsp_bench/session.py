@@ -323,12 +323,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def settle(pids: list[int], polls: int = 3, poll_s: float = 0.02,
-                 limit_s: float = 30.0) -> float:
-    """Waits until processes `pids` used no CPU for `polls` polls in a row; returns the seconds
-    waited. The contenders take turns on two cores: the shipped server's work between keystrokes
-    (the suggestion after an accept, alternatives, reading a whole prompt after a quick one)
-    must not run during another contender's turn, or the comparison measures the overlap. It
-    would run in the same idle time for a user, on their own machine."""
+                 limit_s: float = 30.0) -> bool:
+    """Waits until processes `pids` used no CPU for `polls` polls in a row, `limit_s` at most;
+    False when they were still busy then. The contenders take turns on two cores: the shipped
+    server's work between keystrokes (the suggestion after an accept, alternatives, reading a
+    whole prompt after a quick one) must not run during another contender's turn, or the
+    comparison measures the overlap. It would run in the same idle time for a user, on their
+    own machine."""
     started = time.perf_counter()
     before, still = sum(map(cpu_seconds, pids)), 0
     while still < polls and time.perf_counter() - started < limit_s:
@@ -336,7 +337,7 @@ async def settle(pids: list[int], polls: int = 3, poll_s: float = 0.02,
         now = sum(map(cpu_seconds, pids))
         still = still + 1 if now == before else 0
         before = now
-    return time.perf_counter() - started
+    return still >= polls
 
 
 class PromptMirror:
@@ -381,7 +382,9 @@ async def replay(replay_: Replay, model: str, options: dict[str, Any],
     async def quiet() -> None:
         nonlocal waited
         everyone = [*servers, *([llama] if llama is not None else [])]
-        waited += await settle([p for c in everyone if (p := c.pid) is not None])
+        started = time.perf_counter()
+        await settle([p for c in everyone if (p := c.pid) is not None])
+        waited += time.perf_counter() - started
 
     try:
         for server in servers:  # one at a time: loading is the CPU-heavy part

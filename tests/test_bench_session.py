@@ -4,12 +4,24 @@ keystroke with consistent token accounting. Never a timing."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from fimlsp_bench._llamacpp import reused_prefix
-from fimlsp_bench.session import after, apply, llamacpp_python, parse_args, retyping, run
+from fimlsp_bench.session import (
+    after,
+    apply,
+    cpu_seconds,
+    llamacpp_python,
+    parse_args,
+    retyping,
+    run,
+    settle,
+)
 
 SOURCE = '''import os
 
@@ -34,6 +46,24 @@ def test_retyping_the_whole_body_gives_the_file_back() -> None:
     assert text == SOURCE
     assert replay.keys[0][:2] == (4, 0)  # the leading comment is part of the body
     assert after(replay.keys[-1]) == (6, len("    return text.upper()"))
+
+
+def test_turns_wait_for_a_busy_contender_and_not_for_an_idle_one() -> None:
+    """A contender still computing (here: a loop that never ends) keeps `settle` waiting to
+    its limit; one blocked on its input lets it go at once."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)
+    try:
+        assert not asyncio.run(settle([busy.pid, idle.pid], limit_s=1.0))
+        assert cpu_seconds(busy.pid) > 0
+        assert asyncio.run(settle([idle.pid], limit_s=30.0))
+    finally:
+        busy.kill()
+        idle.kill()
+        busy.wait()
+        idle.wait()
+    assert cpu_seconds(busy.pid) == 0.0  # gone: counts nothing
 
 
 def test_retyping_stops_at_the_limit_and_refuses_unknown_functions() -> None:
