@@ -64,7 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FUNCTION = "_match_argument"
 LLAMACPP_SCRIPT = Path(__file__).with_name("_llamacpp.py")
 INSTALL_LLAMACPP = ("python -m venv .venv-llamacpp && CMAKE_ARGS='-DGGML_NATIVE=ON' "
-                    ".venv-llamacpp/bin/pip install llama-cpp-python  (compiles ~25 min), or "
+                    ".venv-llamacpp/bin/pip install llama-cpp-python  (compiles 6-25 min), or "
                     "set FIMLSP_LLAMACPP_PYTHON")
 _REQUEST = re.compile(r"source=(?P<source>\w+) prompt=(?P<prompt>\d+) reused=(?P<reused>\d+) "
                       r"prefill=(?P<prefill>\d+)ms decode=(?P<decode>\d+)ms "
@@ -584,7 +584,9 @@ def gguf_for(model: Path, outtype: str, converter: str | None) -> tuple[Path | N
     script = converter or os.environ.get("FIMLSP_LLAMACPP_CONVERT")
     if not script or not Path(script).is_file():
         return None, (f"no {target} and no converter (pass --convert-script "
-                      "llama.cpp/convert_hf_to_gguf.py)")
+                      "llama.cpp/convert_hf_to_gguf.py; llama-cpp-python's source has it under "
+                      "vendor/llama.cpp: pip download --no-deps --no-binary :all: "
+                      "llama-cpp-python)")
     target.parent.mkdir(parents=True, exist_ok=True)
     gguf_py = Path(script).parent / "gguf-py"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
