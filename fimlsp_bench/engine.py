@@ -460,14 +460,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def full_size_model(model: str) -> str:
+def full_size_model(model: str, tiny: bool = False, cache_dir: Path | None = None) -> str:
     """`model` itself when it is a model directory; else the shared/model-configs name built
-    full size with random weights into the bench cache (once), as this benchmark does."""
+    full size (`tiny`: the tests' 2 layers × 64) with random weights into the bench cache
+    (once), as this benchmark does."""
     if Path(model).is_dir():
         return model
-    defaults = parse_args([])
+    defaults = parse_args(["--tiny"] if tiny else [])
     shape = geometry(model, defaults)
-    folder = defaults.cache_dir / f"{model}-{shape['layers']}x{shape['width']}x{shape['heads']}"
+    folder = (cache_dir or defaults.cache_dir) / (f"{model}-{shape['layers']}x{shape['width']}x"
+                                                  f"{shape['heads']}")
     return str(build_tiny_model(folder, model, **shape))
 
 

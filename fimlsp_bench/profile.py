@@ -84,20 +84,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def model_folder(args: argparse.Namespace) -> Path:
-    if Path(args.geometry).is_dir():
-        return Path(args.geometry)
-    from fimlsp.tools.tiny import build_tiny_model
-    from fimlsp_bench.engine import geometry
-    from fimlsp_bench.engine import parse_args as engine_args
-
-    defaults = engine_args(["--tiny"] if args.tiny else [])
-    shape = geometry(args.geometry, defaults)
-    name = f"{args.geometry}-{shape['layers']}x{shape['width']}x{shape['heads']}"
-    folder = (args.cache_dir or defaults.cache_dir) / name
-    return build_tiny_model(folder, args.geometry, **shape)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -105,11 +91,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from fimlsp.config import Settings
     from fimlsp.engine.local import LocalEngine
     from fimlsp.models import resolve_model
-    from fimlsp_bench.engine import measure_bandwidth, weight_bytes
+    from fimlsp_bench.engine import full_size_model, measure_bandwidth, weight_bytes
 
     settings = Settings(device="cpu", quantization=args.quantization, threads=args.threads,
                         speculate=0)
-    engine = LocalEngine.load(resolve_model(str(model_folder(args))), settings)
+    folder = full_size_model(args.geometry, args.tiny, args.cache_dir)
+    engine = LocalEngine.load(resolve_model(folder), settings)
     vocab = engine.model.config.vocab_size
     rng = random.Random(0)
     prompt = [rng.randrange(1000, vocab) for _ in range(args.context)]

@@ -652,14 +652,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def model_dir(args: argparse.Namespace) -> Path:
     if args.model:
         return Path(args.model)
-    from fimlsp.tools.tiny import build_tiny_model
-    from fimlsp_bench.engine import TINY, geometry
+    from fimlsp_bench.engine import full_size_model
 
-    shape_args = argparse.Namespace(shared=None, tiny=args.tiny, layers=None, width=None,
-                                    heads=None)
-    shape = dict(TINY) if args.tiny else geometry(args.geometry, shape_args)
-    folder = args.cache_dir / f"{args.geometry}-{shape['layers']}x{shape['width']}x{shape['heads']}"
-    return build_tiny_model(folder, args.geometry, **shape)
+    return Path(full_size_model(args.geometry, args.tiny, args.cache_dir))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
